@@ -25,14 +25,13 @@ from typing import Optional
 
 import numpy as np
 
+from edgecnn.checkpoint import (BACKUP_DIR, BEST, LOG_CSV, epochs_done, load_best, make_checkpoint, read_log,
+                                trim_log)
 from edgecnn.data import DataConfig, Dataset, load_dataset
 from edgecnn.errors import ConfigError
 from edgecnn.io import atomic_path, write_json, write_text
 from edgecnn.models import ModelSpec, build, compile_model
 from edgecnn.rundir import MODEL, prepare_out_dir, write_config
-
-BACKUP_DIR = "backup"  # BackupAndRestore state, removed when a run finishes
-LOG_CSV = "history.csv"  # per-epoch log, appended across resumed sessions
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,7 @@ class TrainConfig:
     seed: int = 0  # seeds Python, NumPy and TensorFlow (and the data split unless data.seed is set apart)
     overwrite: bool = False  # replace a non-empty run directory
     resume: bool = False  # continue an interrupted run in `out` from its last completed epoch
+    backup_every_s: float = 10.0  # write the resume state at most this often (and when interrupted); 0: every epoch
     verbose: int = 0  # Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch)
 
     def to_dict(self) -> dict:
@@ -133,29 +133,13 @@ def _train_input(ds: Dataset, cfg: TrainConfig):
     return {"x": data}
 
 
-def _read_log(path: Path) -> dict:
-    import csv
-
-    if not path.exists():
-        return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    hist: dict = {}
-    for r in rows:
-        for k, v in r.items():
-            hist.setdefault(k, []).append(int(v) if k == "epoch" else float(v))
-    return hist
-
-
-def _callbacks(out: Path, cfg: TrainConfig, best_path: Path, history: dict):
+def _callbacks(out: Path, cfg: TrainConfig, history: dict) -> list:
     import keras
 
     best_so_far = min(history.get("val_loss", [np.inf]))
     return [
-        keras.callbacks.BackupAndRestore(str(out / BACKUP_DIR), delete_checkpoint=True),
+        make_checkpoint(out, cfg.backup_every_s, best_so_far),  # backup + best weights (see edgecnn.checkpoint)
         keras.callbacks.CSVLogger(str(out / LOG_CSV), append=True),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True,
-                                        save_weights_only=True, initial_value_threshold=float(best_so_far)),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience, min_lr=1e-5),
     ]
@@ -175,22 +159,30 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     seed_everything(cfg.seed)
     write_config(out, data=cfg.data.to_dict(), preprocessing=ds.preprocessing, class_names=ds.class_names,
                  model=spec.to_dict(), train=cfg.to_dict(), dataset_summary=ds.summary())
-    if not cfg.resume:
+    if cfg.resume:
+        trim_log(out, epochs_done(out))
+    else:
         import shutil
 
         shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)
-        for stale in (out / LOG_CSV, out / "best.weights.h5"):
+        for stale in (out / LOG_CSV, out / BEST):
             stale.unlink(missing_ok=True)
     model = compile_model(build(spec), spec)
-    best_path = out / "best.weights.h5"
-    callbacks = _callbacks(out, cfg, best_path, _read_log(out / LOG_CSV)) + list(extra_callbacks)
-    model.fit(**_train_input(ds, cfg), validation_data=(ds.x_val, ds.y_val), epochs=cfg.epochs,
-              callbacks=callbacks, verbose=cfg.verbose)
-    if best_path.exists():  # survives interruptions, unlike EarlyStopping's in-memory best weights
-        model.load_weights(str(best_path))
+    callbacks = _callbacks(out, cfg, read_log(out / LOG_CSV))
+    checkpoint = callbacks[0]
+    try:
+        model.fit(**_train_input(ds, cfg), validation_data=(ds.x_val, ds.y_val), epochs=cfg.epochs,
+                  callbacks=callbacks + list(extra_callbacks), verbose=cfg.verbose)
+    except BaseException:
+        checkpoint.flush()  # Ctrl-C or an error: `--resume` continues from the last completed epoch
+        raise
+    best = checkpoint.best_weights or load_best(out)  # this session's best, else the one before an interruption
+    if best is not None:
+        model.set_weights(best)
     with atomic_path(out / MODEL) as tmp:
         model.save(tmp)
-    history = _read_log(out / LOG_CSV)
+    (out / BEST).unlink(missing_ok=True)
+    history = read_log(out / LOG_CSV)
     write_json(out / "history.json", history)
     metrics = evaluate(model, ds)
     write_json(out / "metrics.json", metrics)
@@ -241,6 +233,8 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> TrainResult:
     out = Path(cfg.out)
     if cfg.overwrite and cfg.resume:
         raise ConfigError("--overwrite and --resume contradict each other")
+    if cfg.backup_every_s < 0:
+        raise ConfigError(f"--backup-every must be >= 0 seconds (got {cfg.backup_every_s:g})")
     if cfg.resume:
         if not (out / BACKUP_DIR).exists() or not (out / "config.json").exists():
             raise ConfigError(f"{out}: nothing to resume (no interrupted run there)")

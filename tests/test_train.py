@@ -168,3 +168,34 @@ def test_bad_input_is_one_line(tmp_path, case):
     assert "Traceback" not in r.output
     if case != "not_empty":
         assert not (out / "model.keras").exists()
+
+
+def test_resume_after_a_hard_kill_trains_the_lost_epochs_again(tmp_path, monkeypatch):
+    """A kill gives no chance to flush: the run resumes from its last periodic backup and the log rows written
+    after it are dropped, so each epoch appears once."""
+    import keras
+
+    import edgecnn.train as train_module
+    from edgecnn import checkpoint
+
+    made = []
+    real = train_module.make_checkpoint
+    monkeypatch.setattr(train_module, "make_checkpoint", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                made[0].flush()  # a periodic backup
+            if epoch == 2:
+                made[0].flush = lambda: None  # killed: nothing more reaches the disk
+                raise SystemExit("killed")
+
+    out = tmp_path / "k"
+    cfg = TrainConfig(out=str(out), data=DataConfig(limit=300), epochs=5, patience=10, backup_every_s=3600)
+    with pytest.raises(SystemExit):
+        train(cfg, extra_callbacks=[Kill()])
+    assert checkpoint.epochs_done(out) == 1 and (out / checkpoint.BEST).exists()
+    assert checkpoint.read_log(out / "history.csv")["epoch"] == [0, 1, 2]
+    result = train(TrainConfig(out=str(out), resume=True))
+    assert result.history["epoch"] == [0, 1, 2, 3, 4]
+    assert not (out / "backup").exists() and not (out / checkpoint.BEST).exists()

@@ -14,8 +14,10 @@ from edgecnn.errors import EdgecnnError
 
 
 # absl's C++ lines ("I0000 00:00:17... port.cc:153] oneDNN ...") and its pre-init banner ignore
-# TF_CPP_MIN_LOG_LEVEL in TensorFlow 2.21, so the CLI filters them out of its stderr.
-_ABSL_LINE = re.compile(rb"^([IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\]|WARNING: All log messages before absl)")
+# TF_CPP_MIN_LOG_LEVEL in TensorFlow 2.21, and LiteRT logs "INFO: [file.cc:43] ..." lines, so the CLI
+# filters them out of its stderr.
+_ABSL_LINE = re.compile(rb"^([IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\]|WARNING: All log messages before absl"
+                        rb"|INFO: \[[\w.]+:\d+\] )")
 _filter_installed = False
 
 
@@ -46,6 +48,11 @@ def _filter_stderr() -> None:
             pass
         os.dup2(saved, 2)  # closes the pipe's last write end: the pump sees EOF and drains
         thread.join(timeout=2)
+        # What comes after this is the runtimes' static destructors at process exit (LiteRT's
+        # "DestroyAccelerator" lines): the command has said all it has to say.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
 
     atexit.register(restore)
 

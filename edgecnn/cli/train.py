@@ -58,6 +58,8 @@ def train_options(fn):
         click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, Python, NumPy and TensorFlow."),
         click.option("--overwrite", is_flag=True, help="Replace a non-empty run directory."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run (or search) in --out."),
+        click.option("--backup-every", type=float, default=10.0, show_default=True, metavar="SECONDS",
+                     help="Write the --resume state at most this often (and on Ctrl-C); 0: after every epoch."),
         click.option("-v", "--verbose", count=True, help="Show Keras progress (-v bar, -vv one line per epoch)."),
     ]):
         fn = opt(fn)
@@ -77,7 +79,8 @@ def _train_config(o: dict):
     return TrainConfig(
         out=o["out"], data=data, arch=o["arch"], params=_parse_params(o["params"]), epochs=o["epochs"],
         batch_size=o["batch_size"], patience=o["patience"], augment=augment, seed=o["seed"],
-        overwrite=o["overwrite"], resume=o["resume"], verbose={0: 0, 1: 1}.get(o["verbose"], 2),
+        overwrite=o["overwrite"], resume=o["resume"], backup_every_s=o["backup_every"],
+        verbose={0: 0, 1: 1}.get(o["verbose"], 2),
     )
 
 

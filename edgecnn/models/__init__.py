@@ -64,9 +64,11 @@ ARCHITECTURES: dict[str, Architecture] = {
                       "bn_momentum": 0.9},
                      4, _simple_cnn_space, "Conv-BN-Act-Pool x2, Dense-BN-Act-Dropout head"),
         Architecture("convnet", A.convnet, {}, 18, _lr_space, "Keras book MNIST convnet (valid padding)"),
-        Architecture("vgg_cifar", A.vgg_cifar, {"l2": 0.0, "bn_momentum": 0.9}, 8, _lr_space, "VGG-style 3x2 conv blocks, Dense(256)"),
+        Architecture("vgg_cifar", A.vgg_cifar, {"l2": 0.0, "bn_momentum": 0.9}, 8, _lr_space,
+                     "VGG-style 3x2 conv blocks, Dense(256)"),
         Architecture("resnet8", A.resnet8, {"l2": 1e-4, "bn_momentum": 0.9}, 8, _lr_space, "MLPerf Tiny ResNet-8"),
-        Architecture("mobilenet_v2", A.mobilenet_v2, {"alpha": 0.35, "dropout": 0.2, "weights": None},
+        Architecture("mobilenet_v2", A.mobilenet_v2,
+                     {"alpha": 0.35, "dropout": 0.2, "weights": None, "bn_momentum": 0.9},
                      32, _mobilenet_space, "keras.applications MobileNetV2 (alpha, random init)"),
     )
 }

@@ -97,14 +97,23 @@ def resnet8(km, input_shape, num_classes, *, l2=1e-4, bn_momentum=0.9, **_):
     return km.Model(inputs, outputs, name="resnet8")
 
 
-def mobilenet_v2(km, input_shape, num_classes, *, alpha=0.35, dropout=0.2, weights=None, **_):
+def mobilenet_v2(km, input_shape, num_classes, *, alpha=0.35, dropout=0.2, weights=None, bn_momentum=0.9, **_):
     """keras.applications MobileNetV2 (random init unless weights="imagenet"), flattened into one
-    functional graph (no nested model, so quantization-aware training can annotate every layer)."""
+    functional graph (no nested model, so quantization-aware training can annotate every layer).
+
+    keras.applications builds its BatchNorm layers with momentum 0.999, made for ImageNet's 10k steps an
+    epoch; from random init on a few thousand images the moving statistics never catch up and the model
+    predicts one class at inference (0.10 on digits). `bn_momentum` (0.9) replaces it; None keeps 0.999.
+    """
     L = km.layers
     inputs = L.Input(shape=tuple(input_shape), name="image")
     base = km.applications.MobileNetV2(
         input_tensor=inputs, alpha=float(alpha), include_top=False, weights=weights, pooling="avg",
     )
+    if bn_momentum is not None:
+        for layer in base.layers:
+            if isinstance(layer, L.BatchNormalization):
+                layer.momentum = float(bn_momentum)
     x = L.Dropout(dropout, name="head_dropout")(base.output)
     outputs = L.Dense(num_classes, activation="softmax", name="probs")(x)
     return km.Model(inputs, outputs, name=f"mobilenet_v2_{alpha}")
