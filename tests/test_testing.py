@@ -58,3 +58,12 @@ def test_ci_workflow_runs_the_gate():
     text = (EXAMPLE.parent / "ci" / "parity.yml").read_text()
     assert "edgecnn bench" in text and "--max-acc-drop" in text and "--min-agreement" in text
     assert "runs-on:" in text and "actions/setup-python" in text
+
+
+def test_the_example_fails_when_the_run_was_not_exported(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("example_test_parity", EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "RUN", tmp_path / "missing")
+    with pytest.raises(pytest.fail.Exception, match="no exported run"):
+        mod.test_tflite_keeps_accuracy("tflite_int8")
