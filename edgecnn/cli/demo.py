@@ -3,13 +3,16 @@
     edgecnn demo --out runs/demo --overwrite
 
 train (simple_cnn on scikit-learn's digits) -> export (fp32 and int8 TFLite, fp32 and int8 ONNX, each verified)
--> bench (every artifact on every backend here, with parity gates) -> how to run it on a device.
+-> bench (every artifact on every backend here, with parity gates) -> the on-device script (no TensorFlow) on
+a few test images written as PNG files.
 Exit 0 when every artifact passed the gates, 1 when one broke a gate, 2 on a user error.
 """
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -17,7 +20,30 @@ from edgecnn.cli.common import user_errors
 
 
 def _stage(n: int, text: str) -> None:
-    click.secho(f"\n[{n}/3] {text}", bold=True)
+    click.secho(f"\n[{n}/4] {text}", bold=True)
+
+
+def _write_samples(run_dir: str, n: int = 3) -> list:
+    """The first `n` test images as 8-bit PNG files in RUN/samples/ (digit_<label>_<index>.png)."""
+    import numpy as np
+    from PIL import Image
+
+    from edgecnn.io import atomic_path
+    from edgecnn.rundir import open_run
+
+    run = open_run(run_dir)
+    ds = run.load_dataset()
+    folder = Path(run_dir) / "samples"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i in range(min(n, len(ds.y_test))):
+        img = np.round(ds.x_test[i] * 255).astype(np.uint8)
+        img = img[..., 0] if img.shape[-1] == 1 else img
+        path = folder / f"digit_{ds.class_names[int(ds.y_test[i])]}_{i}.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(img).save(tmp)
+        paths.append(path)
+    return paths
 
 
 @click.command()
@@ -46,7 +72,11 @@ def demo(out, overwrite, quant, seed, epochs, max_acc_drop, min_agreement, threa
     from edgecnn.train import TrainConfig
     from edgecnn.train import train as run_train
 
+    from edgecnn.errors import ConfigError
+
     t0 = time.perf_counter()
+    if not overwrite and Path(out).is_dir() and any(Path(out).iterdir()):
+        raise ConfigError(f"{out} is not empty: pass --overwrite to replace it, or choose another --out")
     bench_cfg = BenchConfig(threads=threads, max_acc_drop=max_acc_drop, min_agreement=min_agreement)
     export_cfg = ExportConfig(quant=quant, seed=seed).validate()  # option errors before training starts
 
@@ -64,12 +94,21 @@ def demo(out, overwrite, quant, seed, epochs, max_acc_drop, min_agreement, threa
     sys.stdout.flush()
 
     exp = exported.export_dir
+    _stage(4, "on the device: the one-file script (numpy + a TFLite runtime, no TensorFlow) on test images")
+    samples = _write_samples(out)
+    cmd = ["python3", str(exp / "edgecnn_infer.py"), "--model", str(exp / "model_int8.tflite"),
+           *(str(p) for p in samples)]
+    click.echo("$ " + " ".join(cmd))
+    ran = subprocess.run([sys.executable, *cmd[1:]], capture_output=True, text=True)
+    click.echo(ran.stdout.rstrip())
+    if ran.returncode != 0:
+        click.echo(f"{ran.stderr.rstrip()}\nthe on-device script failed (exit {ran.returncode})", err=True)
+        sys.exit(1)
+
     click.echo(f"\nrun directory {out} (model, metrics, plots), artifacts in {exp}, bench report in "
                f"{result.out_dir} ({time.perf_counter() - t0:.0f} s in all)")
-    click.echo("on a device (numpy + ai-edge-litert, no TensorFlow):\n"
-               f"  python3 {exp}/edgecnn_infer.py --model {exp}/model_int8.tflite --manifest {exp}/manifest.json "
-               "IMAGE.png\n"
-               f"  edgecnn bench {out} --remote pi@raspberrypi.local   # the same rows from a board over SSH")
+    click.echo("next: copy the export folder to a board, or bench one over SSH:\n"
+               f"  edgecnn bench {out} --remote pi@raspberrypi.local   (docs/boards.md)")
     for v in result.violations:
         click.echo(f"parity gate failed: {v}", err=True)
     if result.violations:
