@@ -22,9 +22,9 @@ def tflite_pair(arch: str, input_shape: tuple, out: Path, *, params=None, train_
     """
     with quiet():
         import keras
-        import tensorflow as tf
 
         from edgecnn.data import DataConfig, load_dataset
+        from edgecnn.export.tflite import keras_to_tflite
         from edgecnn.models import ModelSpec, build, compile_model
 
         out.mkdir(parents=True, exist_ok=True)
@@ -38,20 +38,10 @@ def tflite_pair(arch: str, input_shape: tuple, out: Path, *, params=None, train_
             model.fit(ds.x_train, ds.y_train, epochs=train_epochs, batch_size=32, verbose=0)
         calib = ds.x_train[:100]
 
-        def convert(int8: bool) -> bytes:
-            conv = tf.lite.TFLiteConverter.from_keras_model(model)
-            if int8:
-                conv.optimizations = [tf.lite.Optimize.DEFAULT]
-                conv.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
-                conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-                conv.inference_input_type = tf.int8
-                conv.inference_output_type = tf.int8
-            return conv.convert()
-
         paths = {}
         for prec in ("fp32", "int8"):
             paths[prec] = out / f"model_{prec}.tflite"
-            paths[prec].write_bytes(convert(prec == "int8"))
+            paths[prec].write_bytes(keras_to_tflite(model, int8=prec == "int8", calib=calib))
         manifest = {
             "schema": "edgecnn.manifest/1", "class_names": ds.class_names, "preprocessing": ds.preprocessing,
             "artifacts": {f"tflite_{p}": {"file": f.name, "format": "tflite", "precision": p}

@@ -55,16 +55,9 @@ def broken_run(run: Path, dest: Path) -> Path:
 
 
 def _tflite(model, calib=None) -> bytes:
-    import tensorflow as tf
+    from edgecnn.export.tflite import keras_to_tflite
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if calib is not None:
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-    return conv.convert()
+    return keras_to_tflite(model, int8=calib is not None, calib=calib)
 
 
 def int8_tflite(model, calib: np.ndarray, path: Path) -> Path:

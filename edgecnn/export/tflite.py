@@ -56,6 +56,21 @@ def convert_saved_model(saved_model_dir, *, int8: bool, calib: np.ndarray | None
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE])
+    return _convert(conv, int8, calib, io)
+
+
+def keras_to_tflite(model, *, int8: bool = False, calib: np.ndarray | None = None, io: str = "int8") -> bytes:
+    """A Keras 3 model straight to a TFLite flatbuffer with the same quantization settings as
+    `convert_saved_model`, keeping the model's own (dynamic) batch: for benchmarks and test fixtures.
+    `edgecnn export` goes through a SavedModel with a fixed batch instead."""
+    import tensorflow as tf
+
+    return _convert(tf.lite.TFLiteConverter.from_keras_model(model), int8, calib, io)
+
+
+def _convert(conv, int8: bool, calib, io: str) -> bytes:
+    import tensorflow as tf
+
     if int8:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = tflite_dataset(calib)
