@@ -232,6 +232,25 @@ def parse_delegate(spec: str):
     return lib, options
 
 
+def interpreter_options(path: str, threads: int, delegate, xnnpack: bool, load, resolver, runtime: str):
+    """(Interpreter keyword arguments, accelerator name) for a delegate spec, XNNPACK on or off.
+
+    `load(lib, options)` loads an external delegate; `resolver` is the runtime's OpResolverType (None when it
+    has none, so XNNPACK cannot be turned off). Shared with `edgecnn bench`'s tflite backend.
+    """
+    kwargs = {"model_path": path, "num_threads": threads}
+    if delegate:
+        lib, options = parse_delegate(delegate)
+        kwargs["experimental_delegates"] = [load(lib, options)]
+        return kwargs, f"delegate:{os.path.basename(lib)}"
+    if not xnnpack:
+        if resolver is None:
+            raise UsageError(f"{runtime} cannot turn the default XNNPACK delegate off")
+        kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        return kwargs, "builtin"
+    return kwargs, "xnnpack"
+
+
 # ---------------------------------------------------------------------------------------------
 # The model: quantize in, invoke, dequantize out.
 # ---------------------------------------------------------------------------------------------
@@ -245,18 +264,9 @@ class TfliteModel:
         if not os.path.isfile(path):
             raise UsageError(f"{path}: no such model file")
         self.path, self.threads = path, threads
-        kwargs = {"model_path": path, "num_threads": threads}
-        if delegate:
-            lib, options = parse_delegate(delegate)
-            kwargs["experimental_delegates"] = [_load_delegate(load_delegate, lib, options)]
-            self.accelerator = f"delegate:{os.path.basename(lib)}"
-        elif not xnnpack:
-            if resolver is None:
-                raise UsageError(f"{self.runtime} cannot turn the default XNNPACK delegate off")
-            kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-            self.accelerator = "builtin"
-        else:
-            self.accelerator = "xnnpack"
+        kwargs, self.accelerator = interpreter_options(
+            path, threads, delegate, xnnpack, lambda lib, options: _load_delegate(load_delegate, lib, options),
+            resolver, self.runtime)
         t0 = time.perf_counter()
         try:
             self.it = Interpreter(**kwargs)

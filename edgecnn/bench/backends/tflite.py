@@ -8,7 +8,6 @@ build) loaded with `load_delegate`.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -47,21 +46,17 @@ def tflite_runtime():
 
 
 def parse_delegate(spec: str) -> tuple:
-    """'PATH[:key=value,...]' -> (path, {key: value}).
+    """'PATH[:key=value,...]' -> (path, {key: value}), as the on-device script parses it.
 
     Raises:
         ConfigError: an option that is not key=value.
     """
-    path, sep, opts = spec.partition(":")
-    if sep and "=" not in opts and opts:  # a path that itself contains ':' (no options given)
-        return spec, {}
-    options = {}
-    for item in filter(None, (o.strip() for o in opts.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"delegate option '{item}' is not key=value (in --delegate {spec})")
-        options[key.strip()] = value.strip()
-    return path, options
+    from edgecnn.device.edgecnn_infer import UsageError, parse_delegate as parse
+
+    try:
+        return parse(spec)
+    except UsageError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _load_delegate(load_delegate, lib: str, options: dict):
@@ -84,19 +79,17 @@ def _load_delegate(load_delegate, lib: str, options: dict):
 class TfliteSession(Session):
     def __init__(self, path: Path, cfg, variant: str = ""):
         Interpreter, load_delegate, OpResolverType, self.runtime = tflite_runtime()
-        kwargs = {"model_path": str(path), "num_threads": cfg.threads}
+        from edgecnn.device.edgecnn_infer import UsageError, interpreter_options
+
         logs: list = []
         if cfg.delegate:
-            lib, options = parse_delegate(cfg.delegate)
-            kwargs["experimental_delegates"] = [_load_delegate(load_delegate, lib, options)]
-            self.accelerator = f"delegate:{os.path.basename(lib)}"
-        elif not cfg.xnnpack:
-            if OpResolverType is None:
-                raise Unavailable(f"{self.runtime} cannot turn the default XNNPACK delegate off")
-            kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-            self.accelerator = "builtin"
-        else:
-            self.accelerator = "xnnpack"
+            parse_delegate(cfg.delegate)  # a bad option is a ConfigError
+        try:
+            kwargs, self.accelerator = interpreter_options(
+                str(path), cfg.threads, cfg.delegate, cfg.xnnpack,
+                lambda lib, options: _load_delegate(load_delegate, lib, options), OpResolverType, self.runtime)
+        except UsageError as e:  # this runtime cannot turn XNNPACK off
+            raise Unavailable(str(e)) from None
         with native_stderr(logs):
             self.it = Interpreter(**kwargs)
             self.it.allocate_tensors()
