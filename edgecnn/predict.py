@@ -76,7 +76,7 @@ def load_inputs(paths, prep: dict) -> tuple:
     Raises:
         DataError: a missing or unreadable file, an .npz without images.
     """
-    from edgecnn.device.edgecnn_infer import preprocess
+    from edgecnn.device.edgecnn_infer import UsageError, preprocess, read_image
 
     xs, names = [], []
     for p in map(Path, paths):
@@ -87,7 +87,10 @@ def load_inputs(paths, prep: dict) -> tuple:
             xs.append(preprocess(x, prep))
             names += [f"{p.name}[{i}]" for i in range(len(x))]
         else:
-            xs.append(preprocess(_image(p, int(prep["channels"]))[None], {**prep, "pixel_max": 255.0}))
+            try:  # read as the device reads it: 8-bit grey or RGB, scaled by 1/255, resized
+                xs.append(read_image(str(p), prep)[None])
+            except UsageError as e:
+                raise DataError(str(e)) from None
             names.append(p.name)
     return np.concatenate(xs), names
 
@@ -104,16 +107,6 @@ def _npz_images(p: Path) -> np.ndarray:
     if not np.issubdtype(x.dtype, np.number) or x.ndim not in (2, 3, 4):
         raise DataError(f"{p}: '{key}' must be numeric images (N,H,W[,C]) or one image (H,W), got {x.dtype} {x.shape}")
     return x[None] if x.ndim == 2 else x
-
-
-def _image(p: Path, channels: int) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(p) as im:
-            return np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32)
-    except Exception as e:
-        raise DataError(f"{p}: not a readable image ({type(e).__name__}: {e})") from None
 
 
 def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, threads: int = 1) -> list:

@@ -86,11 +86,15 @@ def test_bad_inputs_are_one_line(exported, samples, tmp_path):
     lone.mkdir()
     (lone / "m.tflite").write_bytes(tfl.read_bytes())
     (tmp_path / "fake.png").write_text("not an image")
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(tmp_path / "deep.png")  # read as the device does
     cases = [
         ((tfl, tmp_path / "missing.png"), "no such file"),
         ((tmp_path / "broken.tflite", d / "first.png"), "cannot load"),
         ((lone / "m.tflite", d / "first.png"), "no manifest.json"),
         ((tfl, tmp_path / "fake.png"), "not a readable image"),
+        ((tfl, tmp_path / "deep.png"), "16-bit"),
         ((tmp_path / "nope.onnx", d / "first.png"), "no such model file"),
     ]
     for args, message in cases:

@@ -232,6 +232,35 @@ def parse_delegate(spec: str):
     return lib, options
 
 
+def quantize(x: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarray:
+    """Float [0, 1] -> a model's input dtype (affine quantization when the input is integer).
+
+    Raises:
+        ValueError: an integer input without quantization parameters.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return np.ascontiguousarray(x, dtype=dtype)
+    if not scale:
+        raise ValueError(f"integer input ({dtype}) without quantization parameters")
+    info = np.iinfo(dtype)
+    q = np.round(x / np.float32(scale) + zero_point)
+    return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(dtype))
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """A model's output -> float32 probabilities (affine dequantization when it is integer).
+
+    Raises:
+        ValueError: an integer output without quantization parameters.
+    """
+    if q.dtype.kind == "f":
+        return q.astype(np.float32)
+    if not scale:
+        raise ValueError(f"integer output ({q.dtype}) without quantization parameters")
+    return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
+
+
 def interpreter_options(path: str, threads: int, delegate, xnnpack: bool, load, resolver, runtime: str):
     """(Interpreter keyword arguments, accelerator name) for a delegate spec, XNNPACK on or off.
 
@@ -290,21 +319,17 @@ class TfliteModel:
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """Float [0, 1] -> the input tensor's dtype (affine quantization for integer inputs)."""
-        if self.input_dtype.kind == "f":
-            return np.ascontiguousarray(x, dtype=self.input_dtype)
-        scale, zero_point = self.inp["quantization"]
-        if not scale:
-            raise UsageError(f"{self.path}: integer input without quantization parameters")
-        info = np.iinfo(self.input_dtype)
-        q = np.round(x / np.float32(scale) + zero_point)
-        return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(self.input_dtype))
+        try:
+            return quantize(x, self.input_dtype, *self.inp["quantization"])
+        except ValueError as e:
+            raise UsageError(f"{self.path}: {e}") from None
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         """The output tensor -> float32 probabilities."""
-        if q.dtype.kind == "f":
-            return q.astype(np.float32)
-        scale, zero_point = self.out["quantization"]
-        return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
+        try:
+            return dequantize(q, *self.out["quantization"])
+        except ValueError as e:
+            raise UsageError(f"{self.path}: {e}") from None
 
     def set_input(self, x1: np.ndarray) -> None:
         self.it.set_tensor(self.inp["index"], self.quantize(x1))

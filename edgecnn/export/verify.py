@@ -25,23 +25,12 @@ CHUNK = 256  # images per call for runtimes with a dynamic batch
 
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
-    """Silence native (C++) log lines written to fd 2 while loading runtimes; Python errors still raise."""
-    if os.environ.get("EDGECNN_DEBUG"):
+    """Silence native (C++) log lines written to fd 2 while loading runtimes; Python errors still raise.
+    EDGECNN_DEBUG=1 (or EDGECNN_NATIVE_LOGS=1) shows them."""
+    from edgecnn.bench.timing import native_stderr
+
+    with native_stderr(echo=True if os.environ.get("EDGECNN_DEBUG") else None):
         yield
-        return
-    try:
-        saved = os.dup(2)
-    except OSError:  # no real fd 2 (embedded interpreters)
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def tensor_info(name: str, shape, dtype, scale=None, zero_point=None, **extra) -> dict:
@@ -52,21 +41,19 @@ def tensor_info(name: str, shape, dtype, scale=None, zero_point=None, **extra) -
 
 
 def quantize(x: np.ndarray, info: dict) -> np.ndarray:
-    """Float input -> the tensor's integer type with its scale and zero point (as a device does it)."""
-    dtype = np.dtype(info["dtype"])
-    q = info["quantization"]
-    if q is None:
-        return x.astype(dtype)
-    lim = np.iinfo(dtype)
-    return np.clip(np.round(x / q["scale"] + q["zero_point"]), lim.min, lim.max).astype(dtype)
+    """Float input -> the tensor's type with its scale and zero point (as the on-device script does it)."""
+    from edgecnn.device.edgecnn_infer import quantize as affine
+
+    q = info["quantization"] or {"scale": None, "zero_point": 0}
+    return affine(x, info["dtype"], q["scale"], q["zero_point"])
 
 
 def dequantize(y: np.ndarray, info: dict) -> np.ndarray:
     """Integer output -> float with its scale and zero point."""
-    q = info["quantization"]
-    if q is None:
-        return y.astype(np.float32)
-    return ((y.astype(np.float32) - q["zero_point"]) * q["scale"]).astype(np.float32)
+    from edgecnn.device.edgecnn_infer import dequantize as affine
+
+    q = info["quantization"] or {"scale": None, "zero_point": 0}
+    return affine(y, q["scale"], q["zero_point"])
 
 
 class TFLiteRunner:

@@ -7,6 +7,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from edgecnn.device.edgecnn_infer import dequantize, quantize  # noqa: F401 (one implementation, re-exported)
+
 
 class Unavailable(Exception):
     """This backend (or accelerator) cannot run on this machine; the row is skipped with this reason."""
@@ -59,27 +61,6 @@ class Session:
 
     def close(self) -> None:
         """Release the runtime's resources."""
-
-
-def quantize(x: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarray:
-    """Float [0, 1] -> the model's input dtype (affine quantization when the input is integer)."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return np.ascontiguousarray(x, dtype=dtype)
-    if not scale:
-        raise ValueError(f"integer input ({dtype}) without quantization parameters")
-    info = np.iinfo(dtype)
-    q = np.round(x / np.float32(scale) + zero_point)
-    return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(dtype))
-
-
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """The model's output -> float32 probabilities (affine dequantization when it is integer)."""
-    if q.dtype.kind == "f":
-        return q.astype(np.float32)
-    if not scale:
-        raise ValueError(f"integer output ({q.dtype}) without quantization parameters")
-    return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
 
 
 def hwc(shape) -> tuple:
