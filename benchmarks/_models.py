@@ -3,7 +3,6 @@ TFLite, with a manifest beside them so `edgecnn bench --model FILE --data digits
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ def tflite_pair(arch: str, input_shape: tuple, out: Path, *, params=None, train_
     with quiet():
         import keras
 
+        from edgecnn.contracts.manifest import ArtifactEntry, Manifest, Preprocessing, write_manifest
         from edgecnn.data import DataConfig, load_dataset
         from edgecnn.export.tflite import keras_to_tflite
         from edgecnn.models import ModelSpec, build, compile_model
@@ -42,12 +42,10 @@ def tflite_pair(arch: str, input_shape: tuple, out: Path, *, params=None, train_
         for prec in ("fp32", "int8"):
             paths[prec] = out / f"model_{prec}.tflite"
             paths[prec].write_bytes(keras_to_tflite(model, int8=prec == "int8", calib=calib))
-        manifest = {
-            "schema": "edgecnn.manifest/1", "class_names": ds.class_names, "preprocessing": ds.preprocessing,
-            "artifacts": {f"tflite_{p}": {"file": f.name, "format": "tflite", "precision": p}
-                          for p, f in paths.items()},
-        }
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        write_manifest(out, Manifest(
+            class_names=tuple(ds.class_names), preprocessing=Preprocessing.from_dict(ds.preprocessing),
+            artifacts={f"tflite_{p}": ArtifactEntry(file=f.name, format="tflite", precision=p)
+                       for p, f in paths.items()}))
     return paths
 
 
@@ -57,7 +55,7 @@ def quiet():
     import io
     import warnings
 
-    from edgecnn.bench.timing import native_stderr
+    from edgecnn.native import native_stderr
 
     sys.stdout.flush()
     saved = os.dup(1)

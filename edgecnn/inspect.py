@@ -15,7 +15,6 @@ CLI::
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -23,90 +22,33 @@ from typing import Callable
 import numpy as np
 
 from edgecnn.errors import ModelError
-
-FLOAT_DTYPES = {"float32", "float16", "float64", "bfloat16"}
-# ops whose constant inputs beyond the first are weights and biases (int32 biases count as parameters)
-TFLITE_WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
-
-
-# ---------------------------------------------------------------------------------------------- TFLite
+from edgecnn.graph import (FLOAT_DTYPES, ONNX_QDQ, constants, float_ops, not_delegated, onnx_float_ops,  # noqa: F401
+                           parse_gpu_compatibility, tflite_params)
+from edgecnn.native import quiet_stderr
+from edgecnn.runtimes import RuntimeOptions, Unavailable, open_session
+from edgecnn.runtimes.tflite import float_ops as tflite_float_ops  # noqa: F401  (re-exported)
 
 
-def _tflite_graph(path):
-    """(interpreter, ops without DELEGATE nodes, delegate nodes, tensor details by index)."""
-    from edgecnn.export.verify import TFLiteRunner
-
-    runner = TFLiteRunner(Path(path))
-    it = runner.interpreter
-    all_ops = it._get_ops_details()
-    ops = [o for o in all_ops if o["op_name"] != "DELEGATE"]
-    delegates = [o for o in all_ops if o["op_name"] == "DELEGATE"]
-    tensors = {t["index"]: t for t in it.get_tensor_details()}
-    return runner, ops, delegates, tensors
-
-
-def _constants(ops, graph_inputs) -> set:
-    produced = {int(t) for o in ops for t in o["outputs"]}
-    used = {int(t) for o in ops for t in o["inputs"] if t >= 0}
-    return used - produced - set(graph_inputs)
-
-
-def _float_ops(ops, tensors, constants) -> list[dict]:
-    bad = []
-    for o in ops:
-        live = [int(t) for t in list(o["inputs"]) + list(o["outputs"]) if t >= 0 and int(t) not in constants]
-        dtypes = sorted({np.dtype(tensors[t]["dtype"]).name for t in live})
-        if FLOAT_DTYPES & set(dtypes):
-            bad.append({"index": int(o["index"]), "op": o["op_name"], "dtypes": dtypes})
-    return bad
-
-
-def tflite_float_ops(path) -> list[dict]:
-    """Ops of a .tflite model that read or write float activations: [{"index", "op", "dtypes"}]."""
-    runner, ops, _, tensors = _tflite_graph(path)
-    inputs = [i["index"] for i in runner.inputs]
-    return _float_ops(ops, tensors, _constants(ops, inputs))
-
-
-def not_delegated(ops, delegates) -> list[dict]:
-    """Ops the interpreter's default delegate (XNNPACK) left to the builtin kernels.
-
-    The interpreter replaces each delegated partition with one DELEGATE node whose inputs and outputs are
-    the partition's boundary tensors; walking back from its outputs through tensors that are not its inputs
-    finds the ops inside it. Whatever no partition holds runs outside XNNPACK.
-    """
-    producer = {int(t): o["index"] for o in ops for t in o["outputs"]}
-    by_index = {o["index"]: o for o in ops}
-    inside = set()
-    for d in delegates:
-        boundary_in = {int(t) for t in d["inputs"]}
-        stack = [producer[int(t)] for t in d["outputs"] if int(t) in producer]
-        while stack:
-            i = stack.pop()
-            if i in inside:
-                continue
-            inside.add(i)
-            stack += [producer[int(t)] for t in by_index[i]["inputs"]
-                      if t >= 0 and int(t) not in boundary_in and int(t) in producer]
-    return [{"index": int(o["index"]), "op": o["op_name"]} for o in ops if o["index"] not in inside]
+def _session(name: str, path, **options):
+    try:
+        return open_session(name, path, RuntimeOptions(**options))
+    except Unavailable as e:
+        raise ModelError(f"{path}: {e}") from None
 
 
 def _litert_fully_accelerated(path) -> bool | None:
-    """LiteRT's own verdict for its CPU path (CompiledModel.is_fully_accelerated); None when unavailable."""
-    from edgecnn.export.verify import quiet_stderr
-
+    """LiteRT's own verdict for its CPU path (is_fully_accelerated of the litert-cpu runtime); None when unavailable."""
     try:
-        from ai_edge_litert.compiled_model import CompiledModel
-
-        with quiet_stderr():
-            return bool(CompiledModel.from_file(str(path)).is_fully_accelerated())
+        sess = open_session("litert-cpu", path)
     except Exception:  # older LiteRT, or a model its CPU accelerator refuses
         return None
+    try:
+        return bool(sess.fully)
+    finally:
+        sess.close()
 
 
 def _analyzer_text(path) -> str:
-    from edgecnn.export.verify import quiet_stderr
-
     try:
         from ai_edge_litert import _pywrap_analyzer_wrapper as analyzer
 
@@ -124,52 +66,26 @@ def _analyzer_text(path) -> str:
         return buf.getvalue()
 
 
-_OP_LINE = re.compile(r"^\s*Op#(\d+)\s+([A-Z0-9_]+)\(")
-_GPU_WARN = "GPU COMPATIBILITY WARNING:"
-
-
-def parse_gpu_compatibility(text: str) -> dict:
-    """The TFLite model analyzer's GPU verdict: {"compatible": bool, "incompatible": [{"index","op","reason"}]}.
-    Each per-op warning follows the op's own line; a summary warning names the subgraph."""
-    last_op, bad = None, []
-    for line in text.splitlines():
-        m = _OP_LINE.match(line)
-        if m:
-            last_op = (int(m.group(1)), m.group(2))
-        elif line.strip().startswith(_GPU_WARN) and "has GPU delegate compatibility issues" not in line:
-            reason = line.strip()[len(_GPU_WARN):].strip()
-            bad.append({"index": last_op[0] if last_op else None, "op": last_op[1] if last_op else None,
-                        "reason": reason})
-    compatible = not bad and _GPU_WARN not in text and "compatib" in text
-    return {"compatible": compatible, "incompatible": bad}
-
-
-def _tflite_params(ops, tensors, constants) -> int:
-    total = 0
-    for c in constants:
-        dt = np.dtype(tensors[c]["dtype"]).name
-        is_bias = any(o["op_name"] in TFLITE_WEIGHTED_OPS and c in [int(t) for t in o["inputs"][1:]] for o in ops)
-        if dt in FLOAT_DTYPES | {"int8", "uint8", "int16", "int4"} or (dt == "int32" and is_bias):
-            total += int(np.prod(tensors[c]["shape"])) if len(tensors[c]["shape"]) else 1
-    return total
-
-
 def inspect_tflite(path: Path) -> dict:
-    runner, ops, delegates, tensors = _tflite_graph(path)
-    constants = _constants(ops, [i["index"] for i in runner.inputs])
-    float_ops = _float_ops(ops, tensors, constants)
+    runner = _session("tflite", path)  # XNNPACK on, as a device runs it: its partitions show what it took
+    try:
+        ops, delegates, tensors = runner.graph()
+    finally:
+        runner.close()
+    consts = constants(ops, [i["index"] for i in runner.inputs])
+    floats = float_ops(ops, tensors, consts)
     boundary = {"QUANTIZE", "DEQUANTIZE"}
-    int8_core = not [o for o in float_ops if o["op"] not in boundary]
+    int8_core = not [o for o in floats if o["op"] not in boundary]
     xnn = not_delegated(ops, delegates)
     gpu = parse_gpu_compatibility(_analyzer_text(path))
     return {
         "format": "tflite", "runtime": "ai_edge_litert",
         "inputs": runner.inputs, "outputs": runner.outputs,
         "ops": dict(Counter(o["op_name"] for o in ops)), "num_ops": len(ops),
-        "parameters": _tflite_params(ops, tensors, constants),
-        "fully_int8": not float_ops,
-        "int8_except_io": int8_core and bool(float_ops),  # --io float: QUANTIZE/DEQUANTIZE at the edges only
-        "not_int8_ops": float_ops,
+        "parameters": tflite_params(ops, tensors, consts),
+        "fully_int8": not floats,
+        "int8_except_io": int8_core and bool(floats),  # --io float: QUANTIZE/DEQUANTIZE at the edges only
+        "not_int8_ops": floats,
         "acceleration": {
             "xnnpack": {"fully_delegated": not xnn, "partitions": len(delegates), "not_delegated": xnn},
             "litert_cpu_fully_accelerated": _litert_fully_accelerated(path),
@@ -180,62 +96,18 @@ def inspect_tflite(path: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------------ ONNX
 
-ONNX_SHAPE_OPS = {"Shape", "Gather", "Concat", "Cast", "Slice", "Constant", "Range", "ConstantOfShape"}
-ONNX_LAYOUT_OPS = {"Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
-ONNX_QDQ = {"QuantizeLinear", "DequantizeLinear"}
-
-
-def _onnx_float_ops(g, onnx) -> tuple[list, bool]:
-    """(ops computing in float, whether float data touches the graph's inputs/outputs through layout ops).
-
-    In a QDQ model an op runs in int8 when every float input comes from a DequantizeLinear and every output
-    goes to a QuantizeLinear; layout ops that only move the float graph input or output are I/O edges.
-    """
-    inits = {t.name: t for t in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    elem = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input) + list(g.output)}
-    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
-    graph_io = {vi.name for vi in list(g.input) + list(g.output)}
-
-    def is_float(name):
-        return (inits[name].data_type if name in inits else elem.get(name)) in float_types
-
-    bad, io_edge = [], False
-    for idx, n in enumerate(g.node):
-        if n.op_type in ONNX_QDQ or n.op_type in ONNX_SHAPE_OPS:
-            continue
-        data_in = [i for i in n.input if i and i not in inits and is_float(i)]
-        float_consts = [i for i in n.input if i in inits and is_float(i)]
-        float_out = [o for o in n.output if is_float(o)]
-        if not (data_in or float_consts or float_out):
-            continue  # integer-only op
-        if n.op_type in ONNX_LAYOUT_OPS and graph_io & (set(n.input) | set(n.output)):
-            io_edge = True
-            continue
-        fed = all(i in producer and producer[i].op_type == "DequantizeLinear" for i in data_in)
-        drained = all(consumers.get(o) and all(c.op_type == "QuantizeLinear" for c in consumers[o]) for o in float_out)
-        if not (fed and drained) or float_consts:
-            bad.append({"index": idx, "op": n.op_type, "name": n.name, "dtypes": ["float32"]})
-    return bad, io_edge
-
-
 def inspect_onnx(path: Path) -> dict:
     import onnx
 
-    from edgecnn.export.verify import OnnxRunner
-
-    runner = OnnxRunner(path)  # raises ModelError for a file that is not ONNX
+    runner = _session("onnxruntime", path)  # raises ModelError for a file that is not ONNX
+    runner.close()
     model = onnx.load(str(path))
     try:
         model = onnx.shape_inference.infer_shapes(model)  # dtypes of intermediate tensors
     except Exception:  # shape inference is best effort; unknown dtypes count as not float
         pass
     g = model.graph
-    bad, io_edge = _onnx_float_ops(g, onnx)
+    bad, io_edge = onnx_float_ops(g, onnx)
     float_io = any(t["dtype"] in FLOAT_DTYPES for t in runner.inputs + runner.outputs)
     qparams = {i for n in g.node if n.op_type in ONNX_QDQ for i in n.input[1:]}
     params = sum(int(np.prod(t.dims)) for t in g.initializer
@@ -261,14 +133,8 @@ def inspect_keras(path: Path) -> dict:
         raise ModelError(f"{path}: not a Keras model (.keras files are zip archives)")
     import keras
 
-    from edgecnn.export.verify import tensor_info
-
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as e:
-        raise ModelError(f"{path}: not a Keras model ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    ins = [tensor_info(t.name, t.shape, t.dtype) for t in model.inputs]
-    outs = [tensor_info(layer.name, t.shape, t.dtype) for t, layer in zip(model.outputs, model.layers[-1:])]
+    sess = _session("keras", path)
+    model, ins, outs = sess.model, sess.inputs, sess.outputs
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     return {
         "format": "keras", "runtime": f"keras {keras.__version__}", "inputs": ins, "outputs": outs,

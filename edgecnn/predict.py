@@ -48,24 +48,29 @@ def model_metadata(model: Path, manifest: Optional[str] = None) -> dict:
     Raises:
         ConfigError: nothing found, or it lacks the preprocessing.
     """
+    from edgecnn.contracts.manifest import FILENAME, Manifest, read_manifest
     from edgecnn.io import read_json
 
     if manifest:
         candidates = [Path(manifest)]
     elif model.suffix == ".keras":
-        candidates = [model.parent / "config.json", model.parent / "manifest.json"]
+        candidates = [model.parent / "config.json", model.parent / FILENAME]
     else:
-        candidates = [model.parent / "manifest.json", model.parent.parent / "config.json"]
+        candidates = [model.parent / FILENAME, model.parent.parent / "config.json"]
     for c in candidates:
-        if c.is_file():
-            try:
-                meta = read_json(c)
-            except Exception as e:
-                raise ConfigError(f"{c}: unreadable ({e})") from None
-            if not isinstance(meta, dict) or "preprocessing" not in meta:
-                raise ConfigError(f"{c}: has no preprocessing record (expected an edgecnn manifest or run config)")
-            return {"preprocessing": meta["preprocessing"], "class_names": meta.get("class_names") or [],
-                    "source": str(c)}
+        if not c.is_file():
+            continue
+        try:
+            meta = read_json(c)
+        except Exception as e:
+            raise ConfigError(f"{c}: unreadable ({e})") from None
+        if isinstance(meta, dict) and "artifacts" in meta:  # an export manifest: the one reader
+            m: Manifest = read_manifest(c)
+            return {"preprocessing": m.preprocessing.to_dict(), "class_names": list(m.class_names), "source": str(c)}
+        if not isinstance(meta, dict) or "preprocessing" not in meta:
+            raise ConfigError(f"{c}: has no preprocessing record (expected an edgecnn manifest or run config)")
+        return {"preprocessing": meta["preprocessing"], "class_names": meta.get("class_names") or [],
+                "source": str(c)}
     raise ConfigError(f"{model}: no manifest.json or config.json beside it; pass --manifest FILE "
                       f"(it records the preprocessing and class names)")
 
@@ -76,7 +81,7 @@ def load_inputs(paths, prep: dict) -> tuple:
     Raises:
         DataError: a missing or unreadable file, an .npz without images.
     """
-    from edgecnn.device.edgecnn_infer import UsageError, preprocess, read_image
+    from edgecnn.script.edgecnn_infer import UsageError, preprocess, read_image
 
     xs, names = [], []
     for p in map(Path, paths):
@@ -123,10 +128,9 @@ def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, th
     Raises:
         ConfigError, DataError, ModelError, ShapeError: bad model, metadata or inputs (one-line messages).
     """
-    from edgecnn.bench import BACKENDS, BenchConfig, Unavailable
-    from edgecnn.bench.core import one_line
-    from edgecnn.bench.sources import format_of
-    from edgecnn.bench.timing import native_stderr
+    from edgecnn.errors import EdgecnnError
+    from edgecnn.native import native_stderr, one_line
+    from edgecnn.runtimes import DEFAULT, RuntimeOptions, Unavailable, format_of, open_session
 
     model = Path(model)
     if not model.is_file():
@@ -136,12 +140,15 @@ def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, th
     fmt = format_of(model)
     meta = model_metadata(model, manifest)
     x, names = load_inputs(inputs, meta["preprocessing"])
-    backend = {"keras": "keras", "tflite": "tflite", "onnx": "onnxruntime"}[fmt]
     with native_stderr():
         try:
-            sess = BACKENDS[backend].open(model, BenchConfig(threads=threads), "")
+            sess = open_session(DEFAULT[fmt], model, RuntimeOptions(threads=threads))
         except Unavailable as e:
             raise ConfigError(str(e)) from None
+        except ModelError as e:  # "<path>: not a usable ... model (why)"
+            raise ModelError(f"{model}: cannot load ({str(e).split(': ', 1)[-1]})") from None
+        except EdgecnnError:
+            raise
         except Exception as e:
             raise ModelError(f"{model}: cannot load ({one_line(e)})") from None
         try:

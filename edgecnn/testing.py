@@ -34,7 +34,7 @@ def parity_rows(run_dir, *, backends: Sequence[str] = ("tflite", "onnxruntime"),
 
 def parity_failures(result, backends: Sequence[str] = ()) -> list:
     """Lines describing what breaks parity: broken gates, failed rows, and backends where nothing ran."""
-    lines = list(result.violations)
+    lines = [str(v) for v in result.violations]
     lines += [f"{r.artifact} on {r.backend} failed: {r.reason}" for r in result.rows if r.status == "failed"]
     for b in backends:
         rows = [r for r in result.rows if r.backend == b and r.artifact != "keras"]

@@ -13,13 +13,15 @@ from click.testing import CliRunner
 
 from bench_artifacts import broken_run, copy_run, exported_run
 from edgecnn.bench import ROW_KEYS, BenchConfig, bench
-from edgecnn.device.edgecnn_infer import LATENCY_KEYS
+from edgecnn.script.edgecnn_infer import LATENCY_KEYS
 
 QUICK = dict(runs=3, min_s=0.0, warmup_runs=1, warmup_min_s=0.0, max_s=1.0)
 CONTRACT_ROW_KEYS = (
     "artifact", "file", "format", "precision", "backend", "accelerator", "runtime", "device", "threads", "batch",
     "status", "reason", "accuracy", "accuracy_drop", "agreement", "max_abs_diff", "size_bytes", "load_ms",
-    "first_ms", "latency", "throughput_ips", "peak_rss_mb", "timing_includes_copies", "note",
+    "first_ms", "latency", "throughput_ips", "peak_rss_mb", "footprint_mb", "timing_includes_copies",
+    # target-specific keys (issue 9): TFLite Micro, Ethos-U (Vela estimates), int8 steps vs the reference kernels
+    "arena_bytes", "flash_bytes", "sram_bytes", "npu_ops", "cpu_ops", "est_ms", "max_int8_steps", "note",
 )
 
 
@@ -118,7 +120,7 @@ def test_timing_loop_is_bounded_by_count_and_time():
 
 
 def test_native_stderr_is_captured():
-    from edgecnn.bench.timing import native_stderr
+    from edgecnn.native import native_stderr
 
     try:
         os.fstat(2)
@@ -130,8 +132,8 @@ def test_native_stderr_is_captured():
 
 
 def test_quantization_round_trip_and_delegate_spec():
-    from edgecnn.bench.backends.base import dequantize, quantize
-    from edgecnn.bench.backends.tflite import parse_delegate
+    from edgecnn.script.edgecnn_infer import dequantize, quantize
+    from edgecnn.runtimes.tflite import parse_delegate
     from edgecnn.errors import ConfigError
 
     x = np.linspace(0, 1, 11, dtype=np.float32)
@@ -222,7 +224,7 @@ def test_remote_rows_join_the_table_with_parity(exported, monkeypatch):
     """`--remote`: each host's rows (from edgecnn.device.remote.run_remote) are merged, named like the local
     artifacts and compared with the local Keras reference; a dead host is one failed row."""
     import edgecnn.device.remote as remote
-    from edgecnn.bench.backends import BACKENDS
+    from edgecnn.runtimes import RUNTIMES as BACKENDS
 
     def fake_run_remote(host, models, manifest, npz, **kw):
         if host.endswith(":1"):

@@ -13,7 +13,7 @@ import pytest
 
 from _device_helpers import PREP, blocked_python, device_export, litert_probs, run_script
 from edgecnn.device import script_path
-from edgecnn.device.edgecnn_infer import LATENCY_KEYS, preprocess
+from edgecnn.script.edgecnn_infer import LATENCY_KEYS, preprocess
 from edgecnn.device.remote import ROW_KEYS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -69,7 +69,7 @@ def test_manifest_fields_and_hashes(exported):
     from edgecnn.rundir import open_run
 
     run, _ = exported
-    m = read_manifest(run / "export")
+    m = read_manifest(run / "export").to_dict()
     r = open_run(run)
     assert m["schema"] == SCHEMA
     assert m["class_names"] == [str(c) for c in r.class_names]
@@ -96,9 +96,9 @@ def test_manifest_fields_and_hashes(exported):
     assert m["artifacts"]["onnx_int8"]["details"]["method"] in ("quantize_static", "from_tflite")
     assert set(m["artifacts"]["onnx_int8"]["details"]["candidates"]) == {"quantize_static", "from_tflite"}
     # the device script travels with the artifacts, byte for byte
-    import edgecnn.device
+    from edgecnn.device import script_path
 
-    script = Path(edgecnn.device.__file__).parent / "edgecnn_infer.py"
+    script = script_path()
     assert (run / "export" / "edgecnn_infer.py").read_bytes() == script.read_bytes()
     assert not [p for p in (run / "export").iterdir() if p.name.startswith(".")]  # no staging left
 

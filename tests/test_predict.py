@@ -54,9 +54,9 @@ def test_every_format_predicts_the_digits(exported, samples, file):
 
 def test_predict_matches_the_bench_rows(exported, samples):
     """predict and bench share the runtime path: same labels as the tflite row's predictions."""
-    from edgecnn.bench.backends import BACKENDS
+    from edgecnn.runtimes import RUNTIMES as BACKENDS
     from edgecnn.bench import BenchConfig
-    from edgecnn.device.edgecnn_infer import preprocess
+    from edgecnn.script.edgecnn_infer import preprocess
     from edgecnn.predict import predict
 
     d, _ = samples

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from _device_helpers import BLOCKER, device_export, litert_probs
-from edgecnn.device.edgecnn_infer import LATENCY_KEYS
+from edgecnn.script.edgecnn_infer import LATENCY_KEYS
 from edgecnn.device.remote import ROW_KEYS, Host, main, parse_host, run_remote
 from edgecnn.errors import ConfigError
 

@@ -1,1 +1,1 @@
-../edgecnn/device/edgecnn_infer.py
+../edgecnn/script/edgecnn_infer.py

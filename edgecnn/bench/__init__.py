@@ -20,9 +20,13 @@ Rows: one per artifact x backend (x onnxruntime provider). A backend or accelera
 `skipped` row with its reason, an artifact that fails is a `failed` row with its error; the others go
 on. Keys of bench.json are documented in docs/bench.md.
 """
-from edgecnn.bench.backends import BACKENDS, Backend, Session, Unavailable, get_backends
-from edgecnn.bench.config import ROW_KEYS, SCHEMA, BenchConfig, BenchResult, Row
+from edgecnn.bench.config import SCHEMA, BenchConfig, BenchResult
 from edgecnn.bench.core import bench
+from edgecnn.contracts.rows import ROW_KEYS, Row
+from edgecnn.runtimes import RUNTIMES as BACKENDS  # bench's backends are the runtimes
+from edgecnn.runtimes import Runtime as Backend
+from edgecnn.runtimes import Session, Unavailable
+from edgecnn.runtimes import get_runtimes as get_backends
 
 __all__ = ["BACKENDS", "Backend", "BenchConfig", "BenchResult", "ROW_KEYS", "Row", "SCHEMA", "Session",
            "Unavailable", "bench", "get_backends"]

@@ -1,21 +1,23 @@
 """The bench stage's configuration and its result types: `BenchConfig`, `Row`, `BenchResult`."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from edgecnn.contracts.gates import Gates
+from edgecnn.contracts.rows import ROW_KEYS, Row  # noqa: F401  (the row schema lives in the contracts)
 from edgecnn.errors import ConfigError
+from edgecnn.runtimes.base import RuntimeOptions
 
 SCHEMA = "edgecnn.bench/1"
-GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     """What to run, how to time it, and the parity gates."""
 
-    backends: tuple = ()  # backend names (edgecnn.bench.BACKENDS); empty: every registered backend
+    backends: tuple = ()  # runtime names (edgecnn.runtimes.RUNTIMES); empty: every registered runtime
     artifacts: tuple = ()  # manifest artifact names (plus "keras"); empty: all of them
     threads: int = 1  # CPU threads for tflite, litert-* and onnxruntime (intra-op); 1 is the reproducible choice
     batch: int = 1  # batch size of the throughput measurement
@@ -23,6 +25,11 @@ class BenchConfig:
     delegate: Optional[str] = None  # tflite: external delegate "PATH[:key=value,...]" loaded with load_delegate
     providers: tuple = ("cpu",)  # onnxruntime execution providers, one row each (short or full names)
     graph_optimization: str = "all"  # onnxruntime graph optimization level: disable, basic, extended, all
+    npu: str = "ethos-u55-128"  # ethos-u: Vela accelerator configuration
+    npu_system: Optional[str] = None  # ethos-u: Vela system config (Arm/vela.ini); default per accelerator
+    npu_memory: Optional[str] = None  # ethos-u: Vela memory mode; default per accelerator
+    keep_compiled: bool = False  # ethos-u: keep model_int8_vela.tflite beside the model
+    precision: str = "f32"  # openvino: inference precision hint (f32 for parity)
     warmup_runs: int = 1  # warm-up runs before timing (at least this many ...
     warmup_min_s: float = 0.5  # ... and at least this long), as TFLite's benchmark_model
     runs: int = 50  # timed runs: at least this many ...
@@ -40,82 +47,25 @@ class BenchConfig:
     remote: tuple = ()  # USER@HOST[:PORT] boards to run the tflite artifacts on (edgecnn.device.remote)
 
     def __post_init__(self):
-        if self.threads < 1:
-            raise ConfigError(f"threads must be >= 1 (got {self.threads})")
         if self.batch < 1:
             raise ConfigError(f"batch must be >= 1 (got {self.batch})")
         if self.runs < 1 or self.warmup_runs < 0 or self.min_s < 0 or self.max_s <= 0 or self.warmup_min_s < 0:
             raise ConfigError("runs must be >= 1, warmup_runs >= 0, min_s/warmup_min_s >= 0 and max_s > 0")
-        if self.graph_optimization not in GRAPH_OPTIMIZATIONS:
-            raise ConfigError(f"unknown graph optimization level '{self.graph_optimization}' "
-                              f"(choose {', '.join(GRAPH_OPTIMIZATIONS)})")
-        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
-            raise ConfigError(f"min_agreement is a fraction between 0 and 1 (got {self.min_agreement}); "
-                              "for 99% pass 0.99")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be >= 1 (got {self.limit})")
-        for name in ("max_acc_drop", "max_abs_diff"):
-            v = getattr(self, name)
-            if v is not None and v < 0:
-                raise ConfigError(f"{name} must be >= 0 (got {v})")
+        self.runtime_options()  # threads, graph optimization level
+        _ = self.gates  # gate values
 
     @property
-    def gates(self) -> dict:
-        return {"max_acc_drop": self.max_acc_drop, "min_agreement": self.min_agreement,
-                "max_abs_diff": self.max_abs_diff}
+    def gates(self) -> Gates:
+        return Gates(max_acc_drop=self.max_acc_drop, min_agreement=self.min_agreement, max_abs_diff=self.max_abs_diff)
+
+    def runtime_options(self) -> RuntimeOptions:
+        """The options the runtimes read (each declares which)."""
+        return RuntimeOptions.of(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class Row:
-    """One artifact on one backend; the keys of a bench.json row (see docs/bench.md)."""
-
-    artifact: str
-    file: Optional[str] = None
-    format: Optional[str] = None
-    precision: Optional[str] = None
-    backend: Optional[str] = None
-    accelerator: Optional[str] = None
-    runtime: Optional[str] = None
-    device: Optional[str] = None
-    threads: Optional[int] = None
-    batch: Optional[int] = None
-    status: str = "ok"  # ok | skipped | failed
-    reason: Optional[str] = None
-    accuracy: Optional[float] = None
-    accuracy_drop: Optional[float] = None  # points (percent) below the reference; negative: better
-    agreement: Optional[float] = None  # top-1 agreement with the reference, fraction 0-1
-    max_abs_diff: Optional[float] = None  # max |p - p_ref| over the test split (dequantized)
-    size_bytes: Optional[int] = None
-    load_ms: Optional[float] = None
-    first_ms: Optional[float] = None
-    latency: Optional[dict] = None  # latency_stats() keys
-    throughput_ips: Optional[float] = None
-    peak_rss_mb: Optional[float] = None
-    timing_includes_copies: Optional[bool] = None
-    note: Optional[str] = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Row":
-        """A row from JSON (a board's output, an older bench.json); unknown keys are dropped."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def add_note(self, text: Optional[str]) -> None:
-        if text:
-            self.note = f"{self.note}; {text}" if self.note else text
-
-    @property
-    def median_ms(self) -> Optional[float]:
-        return (self.latency or {}).get("median_ms")
-
-
-ROW_KEYS = tuple(f.name for f in fields(Row))
 
 
 @dataclass
@@ -125,7 +75,7 @@ class BenchResult:
     rows: list  # [Row]
     out_dir: Optional[Path] = None
     files: list = field(default_factory=list)  # paths written
-    violations: list = field(default_factory=list)  # one line per broken gate
+    violations: list = field(default_factory=list)  # contracts.gates.Violation, one per broken gate
     host: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     created: str = ""
@@ -141,4 +91,5 @@ class BenchResult:
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "created": self.created, "host": self.host, "settings": self.settings,
-                "rows": [r.to_dict() for r in self.rows], "violations": list(self.violations)}
+                "rows": [r.to_dict() for r in self.rows], "violations": [str(v) for v in self.violations],
+                "violations_detail": [v.to_dict() for v in self.violations]}

@@ -10,12 +10,14 @@ from typing import Optional
 
 import numpy as np
 
-from edgecnn.bench.backends import Unavailable, get_backends
-from edgecnn.bench.config import BenchConfig, BenchResult, Row
-from edgecnn.bench.gates import check_gates
+from edgecnn.bench.config import BenchConfig, BenchResult
 from edgecnn.bench.sources import Artifact, Target, from_model, from_run
-from edgecnn.bench.timing import native_stderr, peak_rss_mb, timed_stats
-from edgecnn.errors import ConfigError, EdgecnnError, ShapeError
+from edgecnn.bench.timing import timed_stats
+from edgecnn.contracts.parity import parity
+from edgecnn.contracts.rows import Row
+from edgecnn.errors import ConfigError, ShapeError
+from edgecnn.native import MemoryWindow, native_stderr, one_line
+from edgecnn.runtimes import RUNTIMES, Unavailable, get_runtimes
 
 
 def host_info() -> dict:
@@ -30,13 +32,6 @@ def host_info() -> dict:
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
 
 
-def one_line(e: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    msg = " ".join(str(e).split()) if str(e).strip() else ""
-    msg = msg if len(msg) <= 300 else msg[:297] + "..."
-    return msg if isinstance(e, EdgecnnError) else f"{type(e).__name__}: {msg}".rstrip(": ")
-
-
 class _Reference:
     """The reference predictions every row is compared with."""
 
@@ -47,13 +42,22 @@ class _Reference:
 
 
 def _parity(row: Row, probs: np.ndarray, y: np.ndarray, ref: _Reference) -> None:
-    pred = probs.argmax(axis=1)
-    row.accuracy = float(np.mean(pred == y)) if len(y) else None
-    if ref.accuracy is not None and row.accuracy is not None:
-        row.accuracy_drop = round((ref.accuracy - row.accuracy) * 100.0, 6)
-    if ref.probs is not None and ref.probs.shape == probs.shape:
-        row.agreement = float(np.mean(pred == ref.pred))
-        row.max_abs_diff = float(np.max(np.abs(probs - ref.probs))) if probs.size else 0.0
+    p = parity(probs, ref.probs, y, ref.accuracy)
+    row.accuracy, row.agreement, row.max_abs_diff = p.accuracy, p.agreement, p.max_abs_diff
+    row.accuracy_drop = p.accuracy_drop if ref.accuracy is not None else None
+
+
+def label(r: Row) -> str:
+    """How a row is named in gate messages: 'tflite_int8 on tflite (xnnpack) @ pi@board'."""
+    where = r.backend + (f" ({r.accelerator})" if r.accelerator else "")
+    return f"{r.artifact} on {where}" + (f" @ {r.device}" if r.device and not r.device.startswith("local") else "")
+
+
+def check_gates(rows, gates) -> list:
+    """The gates each ok row breaks (contracts.gates.Violation)."""
+    return [v for r in rows if r.status == "ok"
+            for v in gates.check(label(r), accuracy_drop=r.accuracy_drop, agreement=r.agreement,
+                                 max_abs_diff=r.max_abs_diff, accuracy=r.accuracy)]
 
 
 def _check_shape(sess, x: np.ndarray, artifact: Artifact) -> None:
@@ -65,17 +69,24 @@ def _check_shape(sess, x: np.ndarray, artifact: Artifact) -> None:
 
 def measure(artifact: Artifact, backend, variant: str, target: Target, cfg: BenchConfig, ref: _Reference,
             device: str, session=None, load_ms: Optional[float] = None):
-    """One row: load, first inference, latency, accuracy and parity, throughput. Returns (row, probs)."""
-    with native_stderr():  # runtimes log set-up and teardown on the process's stderr
-        return _measure(artifact, backend, variant, target, cfg, ref, device, session, load_ms)
+    """One row: load, first inference, latency, accuracy and parity, throughput, the row's own peak memory.
+    Returns (row, probs)."""
+    with native_stderr(), MemoryWindow() as mem:  # runtimes log set-up and teardown on the process's stderr
+        row, probs = _measure(artifact, backend, variant, target, cfg, ref, device, session, load_ms)
+    if row.status == "ok":
+        row.peak_rss_mb, row.footprint_mb = mem.peak_mb, mem.footprint_mb
+    return row, probs
 
 
 def _measure(artifact, backend, variant, target, cfg, ref, device, session, load_ms):
     row = Row(artifact=artifact.name, file=artifact.path.name, format=artifact.format, precision=artifact.precision,
               backend=backend.name, accelerator=variant or None, device=device, threads=cfg.threads, batch=cfg.batch)
+    ignored = backend.ignored(cfg)
+    if ignored:
+        row.add_note(", ".join("--" + o.replace("_", "-") for o in ignored) + f" do(es) not apply to {backend.name}")
     if artifact.path.is_file():
         row.size_bytes = artifact.path.stat().st_size
-        want = artifact.entry.get("sha256")
+        want = artifact.entry.sha256 if artifact.entry else None
         if want:
             from edgecnn.io import sha256
 
@@ -92,6 +103,10 @@ def _measure(artifact, backend, variant, target, cfg, ref, device, session, load
         row.runtime, row.accelerator, row.threads = sess.runtime, sess.accelerator or row.accelerator, sess.threads
         row.add_note(sess.note)
         _check_shape(sess, target.x, artifact)
+        if not sess.runs:  # a compiler's estimates: nothing to time or compare
+            for k, v in sess.extras(target.x).items():
+                setattr(row, k, v)
+            return row, None
         fn = sess.runner(target.x[:1])
         t0 = time.perf_counter()
         fn()
@@ -106,7 +121,8 @@ def _measure(artifact, backend, variant, target, cfg, ref, device, session, load
         if cfg.timing:
             _throughput(row, sess, target.x, cfg)
         row.timing_includes_copies = bool(sess.includes_copies) if cfg.timing else None
-        row.peak_rss_mb = peak_rss_mb()
+        for k, v in sess.extras(target.x).items():
+            setattr(row, k, v)
     except Unavailable as e:
         row.status, row.reason = "skipped", str(e)
     except Exception as e:  # one failing row never aborts the run
@@ -138,12 +154,10 @@ def _throughput(row: Row, sess, x: np.ndarray, cfg: BenchConfig) -> None:
 
 def _reference(target: Target, cfg: BenchConfig, backends: list, device: str, rows: list) -> _Reference:
     """Run the Keras reference first: it is the keras row (when selected) and the baseline of every other row."""
-    from edgecnn.bench.backends import BACKENDS
-
     art = target.reference
     if art is None:
         return _Reference(None, target.reference_accuracy)
-    keras_backend = BACKENDS["keras"]
+    keras_backend = RUNTIMES["keras"]
     wanted = any(b.name == "keras" for b in backends) and any(a is art for a in target.artifacts)
     try:
         sess, load_ms = keras_backend.load(art.path, cfg, "")
@@ -185,10 +199,11 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
     cfg = config or BenchConfig()
     if (run_dir is None) == (model is None):
         raise ConfigError("bench needs a run directory or --model FILE (not both)")
-    backends = get_backends(cfg.backends)
-    variants = {b.name: b.variants(cfg) for b in backends}  # validates provider names before any work
+    backends = get_runtimes(cfg.backends)
+    opts = cfg.runtime_options()
+    variants = {b.name: b.variants(opts) for b in backends}  # validates provider names before any work
     if cfg.delegate:
-        from edgecnn.bench.backends.tflite import parse_delegate
+        from edgecnn.runtimes.tflite import parse_delegate
 
         parse_delegate(cfg.delegate)
     target = from_run(run_dir, cfg) if run_dir is not None else from_model(model, data, cfg)
@@ -217,10 +232,12 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
         say(f"remote: {', '.join(cfg.remote)}")
         rows.extend(remote_rows(cfg, target, ref.probs, ref.accuracy))
     result = BenchResult(
-        rows=rows, violations=check_gates(rows, cfg), host=host,
+        rows=rows, violations=check_gates(rows, cfg.gates), host=host,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         settings={**cfg.to_dict(), "source": target.origin, "test_images": int(len(target.y)),
-                  "reference_accuracy": ref.accuracy, "timing": _timing_text(cfg)},
+                  "reference_accuracy": ref.accuracy, "timing": _timing_text(cfg),
+                  "memory": "peak_rss_mb: the process's peak resident memory during the row (kernel high-water "
+                            "mark reset per row); footprint_mb: its rise above the memory at the row's start"},
     )
     if cfg.write:
         from edgecnn.bench.report import write_reports

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.bench.config import Row
+from edgecnn.contracts.parity import parity
+from edgecnn.contracts.rows import Row
 
 
 def _failed(host: str, reason: str) -> Row:
@@ -41,11 +42,11 @@ def remote_rows(cfg, target, ref_probs, ref_accuracy=None) -> list:
             except Exception as e:  # a malformed host spec is this host's failed row; the others go on
                 rows.append(_failed(host, " ".join(str(e).split()) or type(e).__name__))
                 continue
-            rows += [_adapt(d, names, ref_probs, ref_accuracy) for d in got]
+            rows += [_adapt(d, names, ref_probs, ref_accuracy, target.y) for d in got]
     return rows
 
 
-def _adapt(d: dict, names: dict, ref_probs, ref_accuracy) -> Row:
+def _adapt(d: dict, names: dict, ref_probs, ref_accuracy, labels=None) -> Row:
     """A board's row dict -> Row, named like the local artifact, with parity against the local reference."""
     row = Row.from_dict(d)
     art = names.get(d.get("file") or "")
@@ -54,11 +55,8 @@ def _adapt(d: dict, names: dict, ref_probs, ref_accuracy) -> Row:
         row.size_bytes = row.size_bytes or art.path.stat().st_size
     row.backend = row.backend or "tflite"
     probs = d.get("probs")
-    if row.status == "ok" and probs is not None and ref_probs is not None:
-        probs = np.asarray(probs, dtype=np.float32)
-        if probs.shape == ref_probs.shape:
-            row.agreement = float(np.mean(probs.argmax(1) == ref_probs.argmax(1)))
-            row.max_abs_diff = float(np.max(np.abs(probs - ref_probs)))
-    if row.status == "ok" and row.accuracy is not None and ref_accuracy is not None and row.accuracy_drop is None:
-        row.accuracy_drop = round((ref_accuracy - row.accuracy) * 100.0, 6)
+    if row.status == "ok" and probs is not None:
+        p = parity(np.asarray(probs, dtype=np.float32), ref_probs, labels, ref_accuracy)
+        row.accuracy, row.agreement, row.max_abs_diff = p.accuracy, p.agreement, p.max_abs_diff
+        row.accuracy_drop = p.accuracy_drop if ref_accuracy is not None else None
     return row

@@ -9,12 +9,10 @@ from typing import Optional
 
 import numpy as np
 
+from edgecnn.contracts.manifest import FILENAME as MANIFEST
+from edgecnn.contracts.manifest import Manifest, read_manifest
 from edgecnn.errors import ConfigError
-from edgecnn.io import read_json
-
-FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
-MANIFEST = "manifest.json"
-MANIFEST_SCHEMA = "edgecnn.manifest/1"
+from edgecnn.runtimes import format_of
 
 
 @dataclass
@@ -25,7 +23,7 @@ class Artifact:
     path: Path
     format: str  # keras | tflite | onnx
     precision: Optional[str] = None  # fp32 | int8 | ...
-    entry: dict = field(default_factory=dict)  # its manifest entry, when there is one
+    entry: Optional[object] = None  # its contracts.manifest.ArtifactEntry, when there is one
 
 
 @dataclass
@@ -43,35 +41,6 @@ class Target:
     preprocessing: dict = field(default_factory=dict)
 
 
-def format_of(path: Path) -> str:
-    """Artifact format from the file suffix.
-
-    Raises:
-        ConfigError: a suffix edgecnn does not run.
-    """
-    fmt = FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise ConfigError(f"{path}: unknown model format (expected {', '.join(FORMATS)})")
-    return fmt
-
-
-def read_manifest(path: Path) -> dict:
-    """Read and sanity-check RUN/export/manifest.json.
-
-    Raises:
-        ConfigError: unreadable, or not an edgecnn manifest.
-    """
-    try:
-        m = read_json(path)
-    except Exception as e:
-        raise ConfigError(f"{path}: unreadable manifest ({type(e).__name__}: {e})") from None
-    if not isinstance(m, dict) or not isinstance(m.get("artifacts"), dict):
-        raise ConfigError(f"{path}: not an edgecnn manifest (no 'artifacts')")
-    if m.get("schema") not in (None, MANIFEST_SCHEMA):
-        raise ConfigError(f"{path}: manifest schema {m.get('schema')!r}, this edgecnn reads {MANIFEST_SCHEMA}")
-    return m
-
-
 def _select(artifacts: list, names) -> list:
     names = [n for n in names if n]
     if not names:
@@ -87,13 +56,9 @@ def _limit(x, y, limit):
     return (x[:limit], y[:limit]) if limit else (x, y)
 
 
-def _manifest_artifacts(manifest: dict, folder: Path) -> list:
-    arts = []
-    for name, e in manifest["artifacts"].items():
-        file = e.get("file") or name
-        fmt = e.get("format") or FORMATS.get(Path(file).suffix, "?")
-        arts.append(Artifact(name=name, path=folder / file, format=fmt, precision=e.get("precision"), entry=e))
-    return arts
+def _manifest_artifacts(manifest: Manifest) -> list:
+    return [Artifact(name=name, path=manifest.path_of(name), format=e.format, precision=e.precision, entry=e)
+            for name, e in manifest.artifacts.items()]
 
 
 def from_run(run_dir, cfg) -> Target:
@@ -114,22 +79,22 @@ def from_run(run_dir, cfg) -> Target:
     ds = run.load_dataset()
     x, y = _limit(ds.x_test, ds.y_test, cfg.limit)
     return Target(
-        artifacts=_select([keras_art] + _manifest_artifacts(manifest, run.export_dir), cfg.artifacts),
+        artifacts=_select([keras_art] + _manifest_artifacts(manifest), cfg.artifacts),
         x=x, y=y, class_names=list(ds.class_names), reference=keras_art,
-        reference_accuracy=(manifest.get("reference") or {}).get("accuracy") if not cfg.limit else None,
+        reference_accuracy=manifest.reference.get("accuracy") if not cfg.limit else None,
         out_dir=Path(cfg.out) if cfg.out else run.path / "bench",
         origin={"run_dir": str(run.path), "manifest": str(mpath)}, preprocessing=dict(ds.preprocessing),
     )
 
 
-def _run_of(model: Path, manifest: Optional[dict]):
+def _run_of(model: Path, manifest: Optional[Manifest]):
     """The run directory a model file came from, if it can be found."""
     from edgecnn.rundir import open_run
 
     candidates = [model.parent] if model.suffix == ".keras" else []
     if manifest is not None:
         candidates.append(model.parent.parent)
-        src = (manifest.get("source_run") or {}).get("path")
+        src = manifest.source_run.get("path")
         if src:
             candidates.append(Path(src))
     for c in candidates:
@@ -159,19 +124,16 @@ def from_model(model, data: Optional[str], cfg) -> Target:
     mpath = model.parent / MANIFEST
     manifest = read_manifest(mpath) if mpath.is_file() and fmt != "keras" else None
     run = _run_of(model, manifest)
-    entry_name, entry = model.stem, {}
-    for name, e in (manifest or {}).get("artifacts", {}).items():
-        if e.get("file") == model.name:
-            entry_name, entry = name, e
-    art = Artifact(entry_name if fmt != "keras" else "keras", model, fmt,
-                   entry.get("precision") or ("fp32" if fmt == "keras" else None), entry)
-    prep = (manifest or {}).get("preprocessing") or (run.preprocessing if run else None)
+    entry_name, entry = manifest.entry_for_file(model.name) if manifest else (None, None)
+    art = Artifact(entry_name or ("keras" if fmt == "keras" else model.stem), model, fmt,
+                   entry.precision if entry else ("fp32" if fmt == "keras" else None), entry)
+    prep = manifest.preprocessing.to_dict() if manifest else (run.preprocessing if run else None)
     ref_acc = None
     if data is None:
         if run is None:
             raise ConfigError(f"{model}: no run recorded beside it; pass --data SOURCE (digits, an .npz, a folder)")
         ds = run.load_dataset()
-        ref_acc = ((manifest or {}).get("reference") or {}).get("accuracy") if not cfg.limit else None
+        ref_acc = manifest.reference.get("accuracy") if manifest and not cfg.limit else None
     else:
         kw = {}
         if prep:
@@ -179,7 +141,7 @@ def from_model(model, data: Optional[str], cfg) -> Target:
         ds = load_dataset(DataConfig(source=data, **kw))
     reference = art if fmt == "keras" else (Artifact("keras", run.model_path, "keras", "fp32") if run else None)
     x, y = _limit(ds.x_test, ds.y_test, cfg.limit)
-    names = (manifest or {}).get("class_names") or (run.class_names if run else None) or ds.class_names
+    names = (manifest.class_names if manifest else None) or (run.class_names if run else None) or ds.class_names
     return Target(
         artifacts=[art], x=x, y=y, class_names=list(names), reference=reference, reference_accuracy=ref_acc,
         out_dir=Path(cfg.out) if cfg.out else model.parent / f"bench_{model.stem}",

@@ -19,6 +19,7 @@ COMMAND_MODULES = {
     "edgecnn.cli.train": ("train", "tune"),
     "edgecnn.cli.export": ("export", "inspect"),
     "edgecnn.cli.bench": ("bench", "predict"),
+    "edgecnn.cli.device": ("emulate",),
     "edgecnn.cli.demo": ("demo",),
 }
 

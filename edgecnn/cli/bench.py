@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from edgecnn.cli.common import user_errors
+from edgecnn.cli.common import gate_options, report_violations, user_errors
 
 
 def _split(values) -> tuple:
@@ -48,12 +48,7 @@ def _split(values) -> tuple:
               help="--no-timing: accuracy and parity only (fast CI gate).")
 @click.option("--include-copies", is_flag=True, help="Time input/output tensor copies with the inference.")
 @click.option("--limit", type=int, default=None, help="Evaluate at most this many test images.")
-@click.option("--max-acc-drop", type=float, default=None, metavar="POINTS",
-              help="Gate: fail when an artifact's accuracy is more than POINTS (percent) below the Keras reference.")
-@click.option("--min-agreement", type=float, default=None, metavar="FRACTION",
-              help="Gate: fail when top-1 agreement with the reference is below FRACTION (e.g. 0.99).")
-@click.option("--max-abs-diff", type=float, default=None, metavar="P",
-              help="Gate: fail when a probability differs from the reference by more than P.")
+@gate_options()
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for bench.json, bench.md and plots. Default: RUN_DIR/bench.")
 @click.option("--plots/--no-plots", default=True, show_default=True)
@@ -96,8 +91,7 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
             click.echo(f"wrote {', '.join(str(p) for p in result.files[:2])} and {len(result.files) - 2} plot(s)"
                        if len(result.files) > 2 else f"wrote {', '.join(str(p) for p in result.files)}")
     failed = [r for r in result.rows if r.status == "failed"]
-    for v in result.violations:
-        click.echo(f"parity gate failed: {v}", err=True)
+    report_violations(result.violations)
     if fail_on_error and failed:
         click.echo(f"{len(failed)} row(s) failed (--fail-on-error)", err=True)
     if result.violations or (fail_on_error and failed):

@@ -82,3 +82,32 @@ def user_errors(fn):
             sys.exit(130)
 
     return wrapper
+
+
+def gate_options(size_ratio: bool = False):
+    """The parity-gate options, the same in `export` and `bench` (edgecnn.contracts.gates.Gates): off by
+    default; a broken gate fails the command (exit 1) with 'parity gate failed: ...'."""
+    opts = [
+        click.option("--max-acc-drop", type=float, default=None, metavar="POINTS",
+                     help="Gate: fail when an artifact's accuracy is more than POINTS (percent) below the Keras model."),
+        click.option("--min-agreement", type=float, default=None, metavar="FRACTION",
+                     help="Gate: fail when top-1 agreement with the Keras model is below FRACTION (e.g. 0.99)."),
+        click.option("--max-abs-diff", type=float, default=None, metavar="P",
+                     help="Gate: fail when a probability differs from the Keras model's by more than P."),
+    ]
+    if size_ratio:
+        opts.append(click.option("--max-size-ratio", type=float, default=None, metavar="R",
+                                 help="Gate: fail when an int8 file is more than R times its fp32 twin."))
+
+    def decorate(fn):
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return decorate
+
+
+def report_violations(violations) -> None:
+    """One line per broken gate on stderr, as `export` and `bench` both say it."""
+    for v in violations:
+        click.echo(f"parity gate failed: {v}", err=True)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edgecnn.cli.common import user_errors
+from edgecnn.cli.common import gate_options, report_violations, user_errors
 
 FORMAT_HELP = ("Comma list of tflite_fp32, tflite_int8, onnx_fp32, onnx_int8, or short forms "
                "tflite, onnx, fp32, int8, all.")
@@ -54,8 +54,7 @@ def print_export_summary(result) -> None:
     sys.stdout.flush()  # keep the table above the warnings when both streams go to one pipe
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
-    for f in result.failures:
-        click.echo(f"threshold missed: {f}", err=True)
+    report_violations(result.failures)
 
 
 @click.command()
@@ -71,24 +70,21 @@ def print_export_summary(result) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the calibration draw and QAT.")
 @click.option("--qat-epochs", type=int, default=3, show_default=True, help="QAT fine-tuning epochs.")
 @click.option("--qat-lr", type=float, default=None, help="QAT learning rate [default: the run's / 10].")
-@click.option("--strict", is_flag=True, help="Fail, writing nothing, when an int8 artifact misses a threshold.")
-@click.option("--max-acc-drop", type=float, default=0.5, show_default=True,
-              help="Accuracy points an int8 artifact may lose (checked with --strict).")
-@click.option("--min-agreement", type=float, default=0.99, show_default=True,
-              help="Top-1 agreement with the Keras model an int8 artifact must reach (with --strict).")
-@click.option("--max-size-ratio", type=float, default=None,
-              help="Largest int8/fp32 file size ratio allowed (with --strict).")
+@gate_options(size_ratio=True)
+@click.option("--strict", is_flag=True, help="When a gate breaks, write nothing (exit 2) instead of writing and "
+                                             "exiting 1.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @user_errors
-def export(run_dir, formats, quant, calib_samples, io_type, opset, seed, qat_epochs, qat_lr, strict, max_acc_drop,
-           min_agreement, max_size_ratio, as_json):
+def export(run_dir, formats, quant, calib_samples, io_type, opset, seed, qat_epochs, qat_lr, max_acc_drop,
+           min_agreement, max_abs_diff, max_size_ratio, strict, as_json):
     """Export RUN_DIR to int8/float TFLite and ONNX, verify each artifact against the Keras model, and write
     RUN_DIR/export/ (artifacts, manifest.json, edgecnn_infer.py). Artifacts of formats left out are removed."""
     from edgecnn.export import ExportConfig, ThresholdError, export as run_export, resolve_formats
 
     config = ExportConfig(formats=resolve_formats(formats), quant=quant, calib_samples=calib_samples, io=io_type,
                           opset=opset, seed=seed, qat_epochs=qat_epochs, qat_lr=qat_lr, strict=strict,
-                          max_acc_drop=max_acc_drop, min_agreement=min_agreement, max_size_ratio=max_size_ratio)
+                          max_acc_drop=max_acc_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,
+                          max_size_ratio=max_size_ratio)
     config.validate()  # option errors before TensorFlow starts
     try:
         result = run_export(run_dir, config)
@@ -97,8 +93,11 @@ def export(run_dir, formats, quant, calib_samples, io_type, opset, seed, qat_epo
         raise
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
+        report_violations(result.failures)
     else:
         print_export_summary(result)
+    if result.failures:
+        sys.exit(1)
 
 
 def _io_rows(report):

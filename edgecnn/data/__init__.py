@@ -7,7 +7,7 @@ Python::
     ds.x_train.shape  # (1149, 28, 28, 1) float32 in [0, 1]
 
 The preprocessing (`ds.preprocessing`) is a plain dict stored in the run's config.json and in the
-export manifest; the one implementation of it lives in the on-device script (`edgecnn.device.edgecnn_infer`).
+export manifest; the one implementation of it lives in the on-device script (`edgecnn.script.edgecnn_infer`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from edgecnn.data.sources import SOURCES, RawData, load_raw
-from edgecnn.device.edgecnn_infer import preprocess
+from edgecnn.script.edgecnn_infer import preprocess
 from edgecnn.errors import DataError
 
 __all__ = ["DataConfig", "Dataset", "load_dataset", "preprocess", "SOURCES"]

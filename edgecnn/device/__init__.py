@@ -1,5 +1,5 @@
-"""On the device: the standalone script (`edgecnn_infer.py`), remote runs over SSH (`remote`) and aarch64
-parity under emulation (`emulate`).
+"""On the device: remote runs over SSH (`remote`) and aarch64 parity under emulation (`emulate`) of the
+standalone script `edgecnn/script/edgecnn_infer.py` (which lives on the ground floor: training imports its preprocessing).
 
 Python::
 
@@ -17,4 +17,4 @@ __all__ = ["script_path"]
 
 def script_path() -> Path:
     """Path of the on-device script `edgecnn_infer.py` installed with the package."""
-    return Path(__file__).resolve().parent / "edgecnn_infer.py"
+    return Path(__file__).resolve().parent.parent / "script" / "edgecnn_infer.py"

@@ -3,8 +3,9 @@ same script on this machine, top-1 for top-1. Raspberry Pi 4/5 run the aarch64 i
 that the int8 model's predictions survive the change of ISA and runtime build before a board is at hand.
 
     tools/setup_aarch64_root.sh                         # once: ~/.cache/edgecnn/aarch64-root (about 120 MB)
-    python -m edgecnn.device.emulate RUN                # RUN/export/model_int8.tflite on all of RUN's data
-    python -m edgecnn.device.emulate --model M.tflite --manifest manifest.json --npz data.npz --json
+    edgecnn emulate RUN                # RUN/export/model_int8.tflite on all of RUN's data
+    edgecnn emulate --model M.tflite --manifest manifest.json --npz data.npz --json
+    python -m edgecnn.device.emulate RUN   # the same
 
 Python::
 
@@ -28,6 +29,8 @@ from typing import Optional
 
 import numpy as np
 
+from edgecnn.contracts.manifest import FILENAME, read_manifest
+from edgecnn.contracts.parity import parity
 from edgecnn.device import script_path
 from edgecnn.errors import ConfigError, EdgecnnError, MissingDependencyError, ParityError
 
@@ -98,11 +101,11 @@ def emulated_parity(model, manifest, npz, *, root=None, runs: int = 20, threads:
     if a.shape != b.shape:
         raise EdgecnnError(f"the runs disagree on the number of inputs ({len(a)} vs {len(b)})")
     differ = int(np.sum(a != b))
-    pa, pb = np.asarray(arm["probs"], np.float32), np.asarray(x86["probs"], np.float32)
+    p = parity(np.asarray(arm["probs"], np.float32), np.asarray(x86["probs"], np.float32), None)
     row = {k: v for k, v in arm.items() if k not in ("probs", "predictions", "results")}
     row.update(
-        device="aarch64 (emulated)", agreement=float(np.mean(a == b)) if len(a) else None,
-        max_abs_diff=float(np.max(np.abs(pa - pb))) if pa.size else 0.0, differ=differ, n=int(len(a)),
+        device="aarch64 (emulated)", agreement=p.agreement, max_abs_diff=p.max_abs_diff if p.n else 0.0,
+        differ=differ, n=int(len(a)),
         reference_runtime=x86["runtime"], reference_accuracy=x86["accuracy"],
         note=(f"QEMU user-mode emulation ({Path(qemu).name}, {r}): latency is not a device figure; agreement and "
               f"max_abs_diff are against the x86 run ({x86['runtime']}): {differ} of {len(a)} top-1 differ"),
@@ -115,25 +118,25 @@ def _run_data(run_dir: Path, tmp: Path) -> tuple:
     from edgecnn.rundir import open_run
 
     run = open_run(run_dir)
-    manifest = run.export_dir / "manifest.json"
-    if not manifest.is_file():
-        raise ConfigError(f"{run_dir}: no export manifest ({manifest}); run edgecnn export first")
-    entry = json.loads(manifest.read_text()).get("artifacts", {}).get("tflite_int8")
-    if not entry:
-        raise ConfigError(f"{manifest}: no tflite_int8 artifact; export it (edgecnn export --formats tflite_int8)")
+    path = run.export_dir / FILENAME
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no export manifest ({path}); run edgecnn export first")
+    manifest = read_manifest(path)
+    if "tflite_int8" not in manifest.artifacts:
+        raise ConfigError(f"{path}: no tflite_int8 artifact; export it (edgecnn export --formats tflite_int8)")
     ds = run.load_dataset()
     x = np.concatenate([ds.x_train, ds.x_val, ds.x_test])
     y = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
     npz = tmp / "data.npz"
     np.savez(npz, x=x.astype(np.float32), y=y, preprocessed=np.array(1))
-    return run.export_dir / entry["file"], manifest, npz
+    return manifest.path_of("tflite_int8"), path, npz
 
 
-def main(argv=None) -> int:
-    """python -m edgecnn.device.emulate [RUN] [--model M --manifest F --npz D]: exit 1 below --min-agreement."""
+def main(argv=None, prog: str = "python -m edgecnn.device.emulate") -> int:
+    """`edgecnn emulate` [RUN] [--model M --manifest F --npz D]: exit 1 below --min-agreement."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m edgecnn.device.emulate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("run", nargs="?", help="run directory (its int8 TFLite artifact on all of its data)")
     p.add_argument("--model"), p.add_argument("--manifest"), p.add_argument("--npz")
     p.add_argument("--root", help=f"aarch64 root (default {DEFAULT_ROOT})")

@@ -32,13 +32,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from edgecnn.device import script_path
+from edgecnn.script.edgecnn_infer import ROW_KEYS
 from edgecnn.errors import ConfigError
 
 __all__ = ["run_remote", "write_npz", "parse_host", "Host", "ROW_KEYS"]
 
-ROW_KEYS = ("artifact", "file", "format", "precision", "backend", "accelerator", "runtime", "device", "threads",
-            "batch", "status", "reason", "accuracy", "accuracy_drop", "agreement", "max_abs_diff", "size_bytes",
-            "load_ms", "first_ms", "latency", "throughput_ips", "peak_rss_mb", "timing_includes_copies", "note")
 SCRIPT = "edgecnn_infer.py"
 DATA = "data.npz"
 

@@ -14,7 +14,7 @@ Python::
 CLI::
 
     edgecnn export runs/d                          # all four formats, PTQ, int8 I/O
-    edgecnn export runs/d --quant qat --strict --max-acc-drop 0.2
+    edgecnn export runs/d --quant qat --max-acc-drop 0.2 --strict   # a broken gate: exit 1; --strict: write nothing
     edgecnn export runs/d --formats tflite --io float
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from edgecnn.contracts.gates import Gates
 from edgecnn.errors import ConfigError, ExportError, ShapeError
 from edgecnn.export import onnx as _onnx
 from edgecnn.export import tflite as _tflite
@@ -57,21 +58,17 @@ class ArtifactFormat:
     format: str  # "tflite" | "onnx"
     precision: str  # "fp32" | "int8"
     build: Callable  # (ExportContext) -> Built
-    tolerance: Optional[float]  # max abs probability difference; None: int8, judged by thresholds instead
-    runtime: str  # the runtime that verifies it
+    tolerance: Optional[float]  # max abs probability difference; None: int8, judged by the gates instead
 
 
 FLOAT_TOLERANCE = 1e-4
 FORMATS: dict[str, ArtifactFormat] = {
     f.name: f
     for f in (
-        ArtifactFormat("tflite_fp32", "model_fp32.tflite", "tflite", "fp32", _tflite.build_fp32, FLOAT_TOLERANCE,
-                       "ai_edge_litert"),
-        ArtifactFormat("tflite_int8", "model_int8.tflite", "tflite", "int8", _tflite.build_int8, None,
-                       "ai_edge_litert"),
-        ArtifactFormat("onnx_fp32", "model_fp32.onnx", "onnx", "fp32", _onnx.build_fp32, FLOAT_TOLERANCE,
-                       "onnxruntime"),
-        ArtifactFormat("onnx_int8", "model_int8.onnx", "onnx", "int8", _onnx.build_int8, None, "onnxruntime"),
+        ArtifactFormat("tflite_fp32", "model_fp32.tflite", "tflite", "fp32", _tflite.build_fp32, FLOAT_TOLERANCE),
+        ArtifactFormat("tflite_int8", "model_int8.tflite", "tflite", "int8", _tflite.build_int8, None),
+        ArtifactFormat("onnx_fp32", "model_fp32.onnx", "onnx", "fp32", _onnx.build_fp32, FLOAT_TOLERANCE),
+        ArtifactFormat("onnx_int8", "model_int8.onnx", "onnx", "int8", _onnx.build_int8, None),
     )
 }
 # short forms accepted by --formats
@@ -116,10 +113,17 @@ class ExportConfig:
     seed: int = 0  # seeds the calibration draw and QAT
     qat_epochs: int = 3  # QAT fine-tuning epochs (best val_loss epoch kept)
     qat_lr: Optional[float] = None  # QAT learning rate; None: the run's learning rate / 10
-    strict: bool = False  # fail (and write nothing) when an int8 artifact misses a threshold below
-    max_acc_drop: float = 0.5  # points of test accuracy an int8 artifact may lose
-    min_agreement: float = 0.99  # top-1 agreement with the Keras model an int8 artifact must reach
-    max_size_ratio: Optional[float] = None  # int8/fp32 file size bound per format; None: not checked
+    max_acc_drop: Optional[float] = None  # gate: points of test accuracy an artifact may lose (None: off)
+    min_agreement: Optional[float] = None  # gate: top-1 agreement with the Keras model, fraction 0-1
+    max_abs_diff: Optional[float] = None  # gate: max abs probability difference to the Keras model
+    max_size_ratio: Optional[float] = None  # gate: int8/fp32 file size ratio per format
+    strict: bool = False  # a broken gate writes nothing (otherwise the artifacts are written and the gate reported)
+
+    @property
+    def gates(self) -> Gates:
+        """The parity gates, the same set `edgecnn bench` judges."""
+        return Gates(max_acc_drop=self.max_acc_drop, min_agreement=self.min_agreement,
+                     max_abs_diff=self.max_abs_diff, max_size_ratio=self.max_size_ratio)
 
     def validate(self) -> "ExportConfig":
         """Check option values; return a copy with enums and format names resolved.
@@ -139,15 +143,14 @@ class ExportConfig:
             raise ConfigError("--qat-lr must be positive")
         if self.tflite_batch is not None and self.tflite_batch < 1:
             raise ConfigError("tflite_batch must be at least 1 (or None for a dynamic batch)")
-        if not 0 <= self.min_agreement <= 1:
-            raise ConfigError("--min-agreement is a fraction between 0 and 1")
+        _ = self.gates  # validates the gate values
         from dataclasses import replace
 
         return replace(self, formats=resolve_formats(self.formats), quant=quant, io=io)
 
 
 class ThresholdError(ExportError):
-    """--strict: an int8 artifact missed a threshold. Nothing was written; `.result` holds the figures."""
+    """--strict: an artifact broke a parity gate. Nothing was written; `.result` holds the figures."""
 
     def __init__(self, message: str, result: "ExportResult"):
         super().__init__(message)
@@ -163,7 +166,7 @@ class ExportResult:
     manifest: dict
     artifacts: list  # [{"name", **manifest entry, "size_ratio"}] in registry order
     warnings: list = field(default_factory=list)
-    failures: list = field(default_factory=list)  # threshold misses (fatal only with strict)
+    failures: list = field(default_factory=list)  # contracts.gates.Violation per broken gate
     written: bool = False
     seconds: float = 0.0
 
@@ -179,26 +182,18 @@ def _size_ratios(entries: dict) -> dict:
     out = {}
     for name, e in entries.items():
         twin = name.replace("int8", "fp32")
-        if e["precision"] == "int8" and twin in entries:
-            out[name] = e["size_bytes"] / entries[twin]["size_bytes"]
+        if e.precision == "int8" and twin in entries:
+            out[name] = e.size_bytes / entries[twin].size_bytes
     return out
 
 
-def check_thresholds(config: ExportConfig, entries: dict) -> list[str]:
-    """Threshold misses of the int8 artifacts, one line each."""
-    misses = []
+def check_gates(gates: Gates, entries: dict) -> list:
+    """The gates each artifact breaks (contracts.gates.Violation), in the words `edgecnn bench` uses."""
     ratios = _size_ratios(entries)
-    for name, e in entries.items():
-        if e["precision"] != "int8":
-            continue
-        p = e["parity"]
-        if p["accuracy_drop"] > config.max_acc_drop:
-            misses.append(f"{name}: accuracy drop {p['accuracy_drop']:.2f} points > {config.max_acc_drop:g}")
-        if p["top1_agreement"] < config.min_agreement:
-            misses.append(f"{name}: top-1 agreement {p['top1_agreement']:.4f} < {config.min_agreement:g}")
-        if config.max_size_ratio is not None and name in ratios and ratios[name] > config.max_size_ratio:
-            misses.append(f"{name}: size {ratios[name]:.3f}x of fp32 > {config.max_size_ratio:g}x")
-    return misses
+    return [v for name, e in entries.items()
+            for v in gates.check(name, accuracy_drop=e.parity["accuracy_drop"], agreement=e.parity["top1_agreement"],
+                                 max_abs_diff=e.parity["max_abs_diff"], size_ratio=ratios.get(name),
+                                 accuracy=e.parity["accuracy"])]
 
 
 def _check_model(model, spec, num_classes: int) -> None:
@@ -233,9 +228,10 @@ def export(run_dir, config: ExportConfig = ExportConfig()) -> ExportResult:
     """
     from edgecnn.export.calibration import calibration_images
     from edgecnn.export.context import ExportContext
-    from edgecnn.export.manifest import FILENAME, artifact_entry, build_manifest
+    from edgecnn.contracts.manifest import ArtifactEntry, write_manifest
+    from edgecnn.export.manifest import FILENAME, build_manifest
     from edgecnn.export.verify import verify
-    from edgecnn.io import sha256, write_json
+    from edgecnn.io import sha256
     from edgecnn.rundir import open_run
 
     t0 = time.perf_counter()
@@ -264,33 +260,34 @@ def export(run_dir, config: ExportConfig = ExportConfig()) -> ExportResult:
         for name in names:
             fmt = FORMATS[name]
             built = ctx.artifact(name)
-            par, ins, outs = verify(built.path, ds.x_test, ds.y_test, reference, input_shape=spec.input_shape,
-                                    num_classes=ds.num_classes, tolerance=fmt.tolerance)
-            entries[name] = artifact_entry(
+            par, ins, outs, used = verify(built.path, ds.x_test, ds.y_test, reference, input_shape=spec.input_shape,
+                                          num_classes=ds.num_classes, tolerance=fmt.tolerance)
+            entries[name] = ArtifactEntry(
                 file=fmt.file, format=fmt.format, precision=fmt.precision, quant=built.quant,
-                sha256=sha256(built.path), size_bytes=built.path.stat().st_size, inputs=ins, outputs=outs,
-                parity=par, runtime=fmt.runtime, details=built.info,
+                sha256=sha256(built.path), size_bytes=built.path.stat().st_size, inputs=tuple(ins),
+                outputs=tuple(outs), parity=par, runtime=used, details=dict(built.info),
             )
         for name, ratio in _size_ratios(entries).items():
-            entries[name]["details"]["size_ratio_to_fp32"] = ratio
+            entries[name].details["size_ratio_to_fp32"] = ratio
         manifest = build_manifest(run=run, arch=spec.arch, model_sha256=sha256(run.model_path),
                                   reference={"accuracy": ref_acc, "n": int(len(ds.y_test))}, artifacts=entries,
                                   qat=config.quant == Quantization.QAT and int8_wanted)
-        result = ExportResult(run_dir=run.path, export_dir=export_dir, manifest=manifest,
-                              artifacts=[{"name": n, **e} for n, e in entries.items()], warnings=ctx.warnings,
-                              failures=check_thresholds(config, entries))
+        result = ExportResult(run_dir=run.path, export_dir=export_dir, manifest=manifest.to_dict(),
+                              artifacts=[{"name": n, **e.to_dict()} for n, e in entries.items()],
+                              warnings=ctx.warnings, failures=check_gates(config.gates, entries))
         if config.strict and result.failures:
-            raise ThresholdError("strict: " + "; ".join(result.failures) + " (nothing written)", result)
+            raise ThresholdError("strict: parity gate failed: " + "; ".join(map(str, result.failures))
+                                 + " (nothing written)", result)
 
         # a manifest is only ever next to the artifacts it describes: drop the old one first, write it last
         (export_dir / FILENAME).unlink(missing_ok=True)
         for name in names:
             _place(ctx.artifact(name).path, export_dir / FORMATS[name].file)
-        _place(Path(__file__).resolve().parent.parent / "device" / DEVICE_SCRIPT, export_dir / DEVICE_SCRIPT)
+        _place(Path(__file__).resolve().parent.parent / "script" / DEVICE_SCRIPT, export_dir / DEVICE_SCRIPT)
         for name, fmt in FORMATS.items():  # artifacts of an earlier export that this manifest would not vouch for
             if name not in names:
                 (export_dir / fmt.file).unlink(missing_ok=True)
-        write_json(export_dir / FILENAME, manifest)
+        write_manifest(export_dir / FILENAME, manifest)
         result.written = True
         result.seconds = time.perf_counter() - t0
         return result

@@ -98,7 +98,8 @@ def _from_tflite(ctx, tflite_int8: Path) -> Path:
 
 def build_int8(ctx) -> Built:
     """model_int8.onnx: both int8 routes built, the more accurate on the validation split kept."""
-    from edgecnn.export.verify import open_runner, parity
+    from edgecnn.contracts.parity import parity
+    from edgecnn.export.verify import open_runner
 
     # the sources are built outside the try: their failure (a QAT error, say) is the user's to see
     sources = {"quantize_static": ctx.artifact("onnx_fp32").path, "from_tflite": ctx.artifact("tflite_int8").path}
@@ -109,11 +110,15 @@ def build_int8(ctx) -> Built:
     for name, make in routes.items():
         try:
             path = make(ctx, sources[name])
-            p = parity(open_runner(path).predict(ds.x_val), val_ref, ds.y_val)
+            runner = open_runner(path)
+            try:
+                p = parity(runner.predict(ds.x_val), val_ref, ds.y_val)
+            finally:
+                runner.close()
         except Exception as e:  # one route failing leaves the other; both failing is an error below
             errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             continue
-        candidates[name] = {"path": path, "val_accuracy": p["accuracy"], "val_agreement": p["top1_agreement"]}
+        candidates[name] = {"path": path, "val_accuracy": p.accuracy, "val_agreement": p.agreement}
     if not candidates:
         raise ExportError("int8 ONNX failed by both routes: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
     # better validation accuracy wins, then agreement; on a full tie the order of `routes` decides

@@ -243,7 +243,7 @@ def _child(job: dict) -> dict:
     import tf_keras
     import tensorflow_model_optimization as tfmot
 
-    from edgecnn.export.tflite import SIGNATURE, convert_saved_model
+    from edgecnn.export.converter import SIGNATURE, convert_saved_model
     from edgecnn.io import write_bytes
     from edgecnn.models import ModelSpec, build, compile_model, copy_weights
 

@@ -17,8 +17,8 @@ from typing import Optional
 
 import numpy as np
 
-from edgecnn.bench.backends.base import Backend, Session, Unavailable, dequantize, hwc, package_version, quantize
-from edgecnn.bench.timing import native_stderr
+from edgecnn.native import native_stderr, package_version
+from edgecnn.runtimes.base import Runtime, Session, Unavailable, from_output, single_io, to_input
 
 _GPU_HINTS = ("WebGPU", "adapter", "Vulkan", "OpenCL", "GPU accelerator", "gpu_registry", "ml_drift")
 
@@ -88,23 +88,23 @@ def npu_unavailable(env) -> Optional[str]:
 class LitertSession(Session):
     batch_ok = False  # CompiledModel output buffers do not follow an input resize: batch 1 only
 
-    def __init__(self, path: Path, cfg, variant: str):
+    def __init__(self, path: Path, opts, variant: str):
         self.env = self.model = None
         try:
-            self._open(path, cfg, variant)
+            self._open(path, opts, variant)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, path: Path, cfg, variant: str) -> None:
-        from edgecnn.bench.backends.tflite import quantization_of
+    def _open(self, path: Path, opts, variant: str) -> None:
+        from edgecnn.runtimes.tflite import io_of
 
         CompiledModel, Environment, HA, CpuOptions, Options = _litert()
         self.runtime = f"ai_edge_litert {package_version('ai-edge-litert')} CompiledModel"
-        self.threads = cfg.threads
-        self.includes_copies = cfg.include_copies
-        (self.in_scale, self.in_zp, self.in_dtype), (self.out_scale, self.out_zp, self.out_dtype) = \
-            quantization_of(path)
+        self.threads = opts.threads
+        self.includes_copies = opts.include_copies
+        i, o = io_of(path)  # names and quantization, which CompiledModel does not report
+        self.inputs, self.outputs = [i], [o]
         logs: list = []
         accel = {"cpu": HA.CPU, "gpu": HA.GPU | HA.CPU, "npu": HA.NPU | HA.CPU}[variant]
         with native_stderr(logs):
@@ -119,7 +119,7 @@ class LitertSession(Session):
             with native_stderr(logs):
                 self.model = CompiledModel.from_file(
                     str(path), environment=self.env,
-                    options=Options(hardware_accelerators=accel, cpu_options=CpuOptions(num_threads=cfg.threads)))
+                    options=Options(hardware_accelerators=accel, cpu_options=CpuOptions(num_threads=opts.threads)))
         except Exception as e:
             if variant == "gpu" and _pick(logs, _GPU_HINTS):
                 failure = Unavailable(_gpu_reason(logs, e))
@@ -130,11 +130,11 @@ class LitertSession(Session):
         self.sig = next(iter(self.model.get_signature_list()), "serving_default")
         ins = self.model.get_input_tensor_details(self.sig)
         outs = self.model.get_output_tensor_details(self.sig)
-        if len(ins) != 1 or len(outs) != 1:
-            raise ValueError(f"expects a model with 1 input and 1 output, got {len(ins)} and {len(outs)}")
+        single_io(len(ins), len(outs))
         (self.in_name, in_d), (self.out_name, out_d) = next(iter(ins.items())), next(iter(outs.items()))
-        self.input_shape = hwc(in_d["shape"])
+        self.inputs[0] = dict(self.inputs[0], shape=[int(d) for d in in_d["shape"]])
         self.n_out = int(np.prod(out_d["shape"]))
+        self.out_dtype = np.dtype(self.outputs[0]["dtype"])
         self.fully = self.model.is_fully_accelerated()
         self.accelerator = variant
         self.note = f"LiteRT is_fully_accelerated: {'yes' if self.fully else 'no'}"
@@ -144,10 +144,10 @@ class LitertSession(Session):
         self.load_ms = (time.perf_counter() - t0) * 1e3
 
     def _write(self, x1: np.ndarray) -> None:
-        self.ibuf.write(quantize(x1, self.in_dtype, self.in_scale, self.in_zp))
+        self.ibuf.write(to_input(x1, self.inputs[0]))
 
     def _read(self) -> np.ndarray:
-        return dequantize(self.obuf.read(self.n_out, self.out_dtype), self.out_scale, self.out_zp)
+        return from_output(self.obuf.read(self.n_out, self.out_dtype), self.outputs[0])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         out = []
@@ -176,12 +176,11 @@ class LitertSession(Session):
         with native_stderr():  # accelerator teardown logs
             self.ibuf = self.obuf = self.imap = self.omap = None
             self.model = None
-            self.model = None
             self.env = None
 
 
 def _opener(variant: str):
-    return lambda path, cfg, _v="": LitertSession(path, cfg, variant)
+    return lambda path, opts, _v="": LitertSession(path, opts, variant)
 
 
 def _prepare() -> None:
@@ -191,12 +190,13 @@ def _prepare() -> None:
         pass
 
 
-def _backend(variant: str, description: str) -> Backend:
-    return Backend(f"litert-{variant}", ("tflite",), _opener(variant), description, prepare=_prepare)
+def _runtime(variant: str, description: str) -> Runtime:
+    return Runtime(f"litert-{variant}", ("tflite",), _opener(variant), description, prepare=_prepare,
+                   install="pip install ai-edge-litert")
 
 
-BACKENDS = [
-    _backend("cpu", "LiteRT CompiledModel on the CPU (XNNPACK)"),
-    _backend("gpu", "LiteRT CompiledModel, GPU accelerator with CPU fallback"),
-    _backend("npu", "LiteRT CompiledModel, NPU accelerator with CPU fallback"),
+RUNTIMES = [
+    _runtime("cpu", "LiteRT CompiledModel on the CPU (XNNPACK)"),
+    _runtime("gpu", "LiteRT CompiledModel, GPU accelerator with CPU fallback"),
+    _runtime("npu", "LiteRT CompiledModel, NPU accelerator with CPU fallback"),
 ]

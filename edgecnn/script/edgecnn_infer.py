@@ -106,6 +106,13 @@ def preprocess(images, prep: dict) -> np.ndarray:
 # Latency statistics: the keys every bench row uses, local or on a board.
 # ---------------------------------------------------------------------------------------------
 
+# The keys of a bench row, defined once: `edgecnn bench` rows (edgecnn.contracts.rows.Row), board rows over SSH
+# and this script's --json output all use them (documented in docs/bench.md).
+ROW_KEYS = ("artifact", "file", "format", "precision", "backend", "accelerator", "runtime", "device", "threads",
+            "batch", "status", "reason", "accuracy", "accuracy_drop", "agreement", "max_abs_diff", "size_bytes",
+            "load_ms", "first_ms", "latency", "throughput_ips", "peak_rss_mb", "footprint_mb",
+            "timing_includes_copies", "arena_bytes", "flash_bytes", "sram_bytes", "npu_ops", "cpu_ops", "est_ms",
+            "max_int8_steps", "note")
 LATENCY_KEYS = ("median_ms", "mean_ms", "std_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs")
 
 
@@ -390,7 +397,7 @@ PREP_KEYS = ("image_size", "channels", "pixel_max")
 
 
 def read_manifest(path: str) -> dict:
-    """Read an edgecnn export manifest and check the keys this script uses.
+    """Read an edgecnn export manifest and check the keys this script uses (`validate_manifest`).
 
     Raises:
         UsageError: unreadable, not JSON, or missing class_names / preprocessing keys.
@@ -402,20 +409,38 @@ def read_manifest(path: str) -> dict:
         raise UsageError(f"{path}: cannot read manifest ({e.strerror or e})") from None
     except ValueError as e:
         raise UsageError(f"{path}: not a JSON manifest ({e})") from None
+    return validate_manifest(m, path)
+
+
+def validate_manifest(m, where: str) -> dict:
+    """The checks every reader of a manifest makes (this script, and edgecnn's `contracts.manifest`): a JSON
+    object with class names and a valid preprocessing record; artifact files are plain names in its folder.
+
+    Raises:
+        UsageError: what is missing or invalid, naming `where`.
+    """
     if not isinstance(m, dict):
-        raise UsageError(f"{path}: not an edgecnn manifest (a JSON object with preprocessing and class_names)")
+        raise UsageError(f"{where}: not an edgecnn manifest (a JSON object with preprocessing and class_names)")
     prep = m.get("preprocessing")
     missing = [k for k in PREP_KEYS if not isinstance(prep, dict) or k not in prep]
     missing = [f"preprocessing.{k}" for k in missing] + ([] if isinstance(m.get("class_names"), list)
                                                          else ["class_names"])
     if missing:
-        raise UsageError(f"{path}: manifest lacks {', '.join(missing)} (not an edgecnn export manifest?)")
+        raise UsageError(f"{where}: manifest lacks {', '.join(missing)} (not an edgecnn export manifest?)")
     size = prep["image_size"]
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)) \
             or prep["channels"] not in (1, 3) or not (isinstance(prep["pixel_max"], (int, float))
                                                       and prep["pixel_max"] > 0):
-        raise UsageError(f"{path}: manifest preprocessing {prep} is not valid (image_size [h, w], channels 1 or 3, "
+        raise UsageError(f"{where}: manifest preprocessing {prep} is not valid (image_size [h, w], channels 1 or 3, "
                          "pixel_max > 0)")
+    arts = m.get("artifacts", {})
+    if not isinstance(arts, dict) or not all(isinstance(e, dict) for e in arts.values()):
+        raise UsageError(f"{where}: manifest 'artifacts' must map names to entries")
+    for name, e in arts.items():
+        f = e.get("file", name)
+        if not isinstance(f, str) or not f or f in (".", "..") or "/" in f or "\\" in f or f != os.path.basename(f):
+            raise UsageError(f"{where}: artifact {name!r} names file {f!r}: entries must be plain file names in the "
+                             "manifest's folder")
     return m
 
 
@@ -644,20 +669,20 @@ def run(a: argparse.Namespace) -> dict:
                         "confidence": float(p[top[0]]),
                         "top_k": [{"label": class_names[i], "index": int(i), "confidence": float(p[i])} for i in top]})
     accuracy = float(np.mean(pred == y)) if y is not None and len(y) else None
-    out = {
+    out = dict.fromkeys(ROW_KEYS)  # the bench row, then what only this script reports
+    out.update({
         "artifact": artifact or os.path.splitext(os.path.basename(a.model))[0],
         "file": os.path.basename(a.model), "format": "tflite",
         "precision": entry.get("precision") or ("int8" if model.input_dtype.kind in "iu" else "fp32"),
         "backend": "tflite", "accelerator": model.accelerator, "runtime": model.runtime, "device": info["device"],
-        "threads": a.threads, "batch": 1, "status": "ok", "reason": None, "accuracy": accuracy,
-        "accuracy_drop": None, "agreement": None, "max_abs_diff": None,
+        "threads": a.threads, "batch": 1, "status": "ok", "accuracy": accuracy,
         "size_bytes": os.path.getsize(a.model), "load_ms": model.load_ms, "first_ms": timing.get("first_ms"),
-        "latency": timing.get("latency"), "throughput_ips": None, "peak_rss_mb": peak_rss_mb(),
+        "latency": timing.get("latency"), "peak_rss_mb": peak_rss_mb(),
         "timing_includes_copies": False if a.bench else None, "note": "; ".join(notes) or None,
         "n": len(x), "predictions": [int(v) for v in pred], "results": results,
         "machine": info["machine"], "cpu": info["cpu"], "cpu_count": info["cpu_count"], "python": info["python"],
         "hostname": info["hostname"], "script_version": __version__,
-    }
+    })
     if out["latency"] and out["latency"]["median_ms"]:
         out["throughput_ips"] = 1e3 / out["latency"]["median_ms"]
     if a.probs:

@@ -5,23 +5,29 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.bench.backends.base import Backend, Session, Unavailable, hwc
+from edgecnn.contracts.manifest import tensor_info
+from edgecnn.errors import ModelError
+from edgecnn.runtimes.base import Runtime, Session, Unavailable, single_io
 
 
 class KerasSession(Session):
     includes_copies = True  # predict_on_batch returns a NumPy array: the copy out is inside the timing
 
-    def __init__(self, path: Path, cfg, variant: str = ""):
+    def __init__(self, path: Path, opts=None, variant: str = ""):
         try:
             import keras
             import tensorflow as tf
         except ImportError as e:
-            raise Unavailable(f"the keras backend needs TensorFlow and Keras ({e}): pip install tensorflow") from None
-        self.model = keras.models.load_model(str(path), compile=False)
-        if len(self.model.inputs) != 1 or len(self.model.outputs) != 1:
-            raise ValueError(f"expects a model with 1 input and 1 output, got {len(self.model.inputs)} "
-                             f"and {len(self.model.outputs)}")
-        self.input_shape = hwc(self.model.inputs[0].shape)
+            raise Unavailable(f"the keras runtime needs TensorFlow and Keras ({e}): pip install tensorflow") from None
+        try:
+            self.model = keras.models.load_model(str(path), compile=False)
+        except Exception as e:  # a file that is not a .keras zip, or a layer Keras does not know
+            raise ModelError(f"{path}: not a Keras model ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
+                from None
+        single_io(len(self.model.inputs), len(self.model.outputs))
+        self.inputs = [tensor_info(t.name, t.shape, t.dtype) for t in self.model.inputs]
+        self.outputs = [tensor_info(layer.name, t.shape, t.dtype)
+                        for t, layer in zip(self.model.outputs, self.model.layers[-1:])]
         self.runtime = f"keras {keras.__version__} (tensorflow {tf.__version__})"
         self.accelerator = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
         self.threads = tf.config.threading.get_intra_op_parallelism_threads() or None
@@ -43,4 +49,5 @@ def _prepare() -> None:
     import keras  # noqa: F401  (TensorFlow's start-up is not the model's load time)
 
 
-BACKEND = Backend("keras", ("keras",), KerasSession, "the trained Keras model (reference)", prepare=_prepare)
+RUNTIME = Runtime("keras", ("keras",), KerasSession, "the trained Keras model (reference)", prepare=_prepare,
+                  install="pip install tensorflow")

@@ -4,7 +4,8 @@ Providers are given by short name (cpu, cuda, tensorrt, openvino, xnnpack, corem
 full name (CUDAExecutionProvider). A provider this onnxruntime build lacks is a skipped row; the
 session always keeps the CPU provider as fallback and the row says when the fallback took over.
 Latency is timed with I/O binding on pre-allocated OrtValues, so tensor copies stay outside the timing
-unless `include_copies` is set (then `session.run` with NumPy arrays is timed).
+unless `include_copies` is set (then `session.run` with NumPy arrays is timed). Integer inputs and outputs
+(a QDQ model made from an int8 TFLite) are quantized with the scale the graph's Q/DQ nodes carry.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.bench.backends.base import Backend, Session, Unavailable, hwc
-from edgecnn.errors import ConfigError
+from edgecnn.contracts.manifest import tensor_info
+from edgecnn.errors import ConfigError, ModelError
+from edgecnn.runtimes.base import Runtime, Session, Unavailable, fixed_batch, from_output, predict_in_batches, \
+    single_io, to_input
 
 EVAL_CHUNK = 256
 CPU = "CPUExecutionProvider"
@@ -36,6 +39,8 @@ INSTALL_HINT = {
 }
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
+DTYPES = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
+          "tensor(int32)": "int32", "tensor(int64)": "int64"}
 
 
 def provider_name(name: str) -> str:
@@ -58,16 +63,18 @@ def provider_name(name: str) -> str:
     return full
 
 
-def _variants(cfg) -> list:
-    return [provider_name(p) for p in (cfg.providers or ("cpu",))]
+def _variants(opts) -> list:
+    return [provider_name(p) for p in (opts.providers or ("cpu",))]
 
 
 class OrtSession(Session):
-    def __init__(self, path: Path, cfg, provider: str):
+    def __init__(self, path: Path, opts, provider: str = ""):
         try:
             import onnxruntime as ort
         except ImportError:
             raise Unavailable("onnxruntime is not installed: pip install onnxruntime") from None
+        from edgecnn.graph import onnx_io_quantization
+
         self.ort = ort
         provider = provider or CPU
         available = ort.get_available_providers()
@@ -76,41 +83,44 @@ class OrtSession(Session):
             raise Unavailable(f"{provider} is not in this onnxruntime build (has {', '.join(available)}); "
                               f"it needs {hint}")
         so = ort.SessionOptions()
-        so.intra_op_num_threads = cfg.threads
+        so.intra_op_num_threads = opts.threads
         so.inter_op_num_threads = 1
-        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[cfg.graph_optimization])
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[opts.graph_optimization])
         so.log_severity_level = 3
         providers = [provider] + ([CPU] if provider != CPU else [])
         if provider == "XnnpackExecutionProvider":
-            providers[0] = (provider, {"intra_op_num_threads": str(cfg.threads)})
-        self.sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            providers[0] = (provider, {"intra_op_num_threads": str(opts.threads)})
+        try:
+            self.sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for unreadable files
+            raise ModelError(f"{path}: not an ONNX model ({str(e).splitlines()[0][:200]})") from None
         ins, outs = self.sess.get_inputs(), self.sess.get_outputs()
-        if len(ins) != 1 or len(outs) != 1:
-            raise ValueError(f"expects a model with 1 input and 1 output, got {len(ins)} and {len(outs)}")
-        self.inp, self.out = ins[0], outs[0]
-        if self.inp.type != "tensor(float)":
-            raise ValueError(f"expects a float32 input, the model takes {self.inp.type}")
-        self.input_shape = hwc([d if isinstance(d, int) else -1 for d in self.inp.shape])
-        fixed = self.inp.shape[0]
-        self.batch_ok = not isinstance(fixed, int) or fixed < 0
-        self._chunk = EVAL_CHUNK if self.batch_ok else int(fixed)
+        single_io(len(ins), len(outs))
+        io_quant = onnx_io_quantization(path)
+        self.inputs = [tensor_info(t.name, t.shape, DTYPES.get(t.type, t.type), **io_quant.get(t.name, {}))
+                       for t in ins]
+        self.outputs = [tensor_info(t.name, t.shape, DTYPES.get(t.type, t.type), **io_quant.get(t.name, {}))
+                        for t in outs]
+        self.fixed = fixed_batch(ins[0].shape)
+        self.batch_ok = self.fixed is None
         used = self.sess.get_providers()
         self.accelerator = used[0]
         if used[0] != provider:
             self.note = f"{provider} did not take the model; ran on {used[0]}"
         self.runtime = f"onnxruntime {ort.__version__}"
-        self.threads = cfg.threads
-        self.includes_copies = cfg.include_copies
+        self.threads = opts.threads
+        self.includes_copies = opts.include_copies
+        self._names = (ins[0].name, outs[0].name)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        outs = []
-        for i in range(0, len(x), self._chunk):
-            outs.append(self.sess.run([self.out.name], {self.inp.name: np.ascontiguousarray(x[i:i + self._chunk])})[0])
-        return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, 0), np.float32)
+        i_name, o_name = self._names
+        return predict_in_batches(
+            lambda b: from_output(self.sess.run([o_name], {i_name: to_input(b, self.inputs[0])})[0], self.outputs[0]),
+            x, self.fixed, EVAL_CHUNK)
 
     def runner(self, x: np.ndarray):
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        sess, i_name, o_name = self.sess, self.inp.name, self.out.name
+        x = to_input(x, self.inputs[0])
+        sess, (i_name, o_name) = self.sess, self._names
         if self.includes_copies:
             return lambda: sess.run([o_name], {i_name: x})
         y = sess.run([o_name], {i_name: x})[0]
@@ -128,4 +138,6 @@ def _prepare() -> None:
     import onnxruntime  # noqa: F401
 
 
-BACKEND = Backend("onnxruntime", ("onnx",), OrtSession, "ONNX Runtime (execution providers)", _variants, _prepare)
+RUNTIME = Runtime("onnxruntime", ("onnx",), OrtSession, "ONNX Runtime (execution providers)",
+                  options=("providers", "graph_optimization"), variants=_variants, prepare=_prepare,
+                  install="pip install onnxruntime")

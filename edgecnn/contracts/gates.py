@@ -1,0 +1,83 @@
+"""Parity gates: thresholds a command (and a CI pipeline) fails on. One set for export and bench: the same
+flag names, the same defaults (off), the same messages.
+
+Python::
+
+    from edgecnn.contracts.gates import Gates
+    gates = Gates(max_acc_drop=0.5, min_agreement=0.99)
+    for v in gates.check("tflite_int8 on tflite (xnnpack)", accuracy_drop=0.8, agreement=0.995):
+        print(v)          # tflite_int8 on tflite (xnnpack): accuracy drop 0.80 points > --max-acc-drop 0.5
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from edgecnn.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken gate."""
+
+    subject: str  # what broke it: "tflite_int8 on tflite (xnnpack)"
+    metric: str  # accuracy_drop | agreement | max_abs_diff | size_ratio
+    value: float
+    limit: float
+    flag: str  # the option that set the limit: --max-acc-drop, ...
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Limits on accuracy drop (points), top-1 agreement (fraction), max abs probability difference and the
+    int8/fp32 size ratio. None: not checked."""
+
+    max_acc_drop: Optional[float] = None  # points (percent) of accuracy an artifact may lose to the reference
+    min_agreement: Optional[float] = None  # top-1 agreement with the reference, fraction 0-1
+    max_abs_diff: Optional[float] = None  # max abs probability difference to the reference
+    max_size_ratio: Optional[float] = None  # int8 file size / fp32 file size (export only)
+
+    def __post_init__(self):
+        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
+            raise ConfigError(f"--min-agreement is a fraction between 0 and 1 (got {self.min_agreement}); "
+                              "for 99% pass 0.99")
+        for name in ("max_abs_diff", "max_size_ratio"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (got {v})")
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in asdict(self).values())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def check(self, subject: str, *, accuracy_drop=None, agreement=None, max_abs_diff=None, size_ratio=None,
+              accuracy=None) -> list:
+        """The gates `subject`'s figures break (a figure that is None is not judged)."""
+        out = []
+        if self.max_acc_drop is not None and accuracy_drop is not None and accuracy_drop > self.max_acc_drop:
+            acc = f" (accuracy {accuracy:.4f})" if accuracy is not None else ""
+            out.append(Violation(subject, "accuracy_drop", accuracy_drop, self.max_acc_drop, "--max-acc-drop",
+                                 f"{subject}: accuracy drop {accuracy_drop:.2f} points > --max-acc-drop "
+                                 f"{self.max_acc_drop:g}{acc}"))
+        if self.min_agreement is not None and agreement is not None and agreement < self.min_agreement:
+            out.append(Violation(subject, "agreement", agreement, self.min_agreement, "--min-agreement",
+                                 f"{subject}: top-1 agreement {agreement:.4f} < --min-agreement {self.min_agreement:g}"))
+        if self.max_abs_diff is not None and max_abs_diff is not None and max_abs_diff > self.max_abs_diff:
+            out.append(Violation(subject, "max_abs_diff", max_abs_diff, self.max_abs_diff, "--max-abs-diff",
+                                 f"{subject}: max abs probability difference {max_abs_diff:.3g} > --max-abs-diff "
+                                 f"{self.max_abs_diff:g}"))
+        if self.max_size_ratio is not None and size_ratio is not None and size_ratio > self.max_size_ratio:
+            out.append(Violation(subject, "size_ratio", size_ratio, self.max_size_ratio, "--max-size-ratio",
+                                 f"{subject}: size {size_ratio:.3f}x of fp32 > --max-size-ratio "
+                                 f"{self.max_size_ratio:g}"))
+        return out

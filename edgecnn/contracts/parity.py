@@ -1,0 +1,62 @@
+"""Parity: how far an artifact's predictions are from the reference's. One function for export
+verification, bench rows, board rows and the emulated aarch64 run.
+
+Python::
+
+    from edgecnn.contracts.parity import parity
+    p = parity(probs, reference_probs, labels)
+    p.accuracy, p.accuracy_drop, p.agreement, p.max_abs_diff
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Accuracy against the labels, and agreement with the reference predictions."""
+
+    accuracy: Optional[float]  # top-1 accuracy on the labels (None without labels)
+    reference_accuracy: Optional[float]  # the reference's accuracy on the same labels
+    accuracy_drop: Optional[float]  # points (percent) below the reference; negative: better
+    agreement: Optional[float]  # fraction of identical top-1 predictions (None without reference probabilities)
+    max_abs_diff: Optional[float]  # max |p - p_ref| over every probability
+    n: int  # inputs compared
+
+    def to_manifest(self) -> dict:
+        """The manifest's parity record (its key for agreement is `top1_agreement`)."""
+        return {"accuracy": self.accuracy, "reference_accuracy": self.reference_accuracy,
+                "accuracy_drop": self.accuracy_drop, "top1_agreement": self.agreement,
+                "max_abs_diff": self.max_abs_diff, "n": self.n}
+
+
+def parity(probs: np.ndarray, reference: Optional[np.ndarray], labels: Optional[np.ndarray],
+           reference_accuracy: Optional[float] = None) -> Parity:
+    """Compare probabilities (N, classes) with the reference's and with the labels.
+
+    Args:
+        probs: the artifact's probabilities.
+        reference: the reference's probabilities for the same inputs, or None (then only accuracy, and the drop
+            against `reference_accuracy`).
+        labels: integer labels, or None.
+        reference_accuracy: used when `reference` is None (a manifest's figure).
+    """
+    probs = np.asarray(probs)
+    pred = probs.argmax(axis=1) if probs.size else np.zeros(len(probs), np.int64)
+    has_labels = labels is not None and len(labels) > 0
+    acc = float(np.mean(pred == labels)) if has_labels else None
+    ref_ok = reference is not None and np.shape(reference) == probs.shape
+    ref_acc = reference_accuracy
+    agreement = max_diff = None
+    if ref_ok:
+        ref_pred = reference.argmax(axis=1) if probs.size else pred
+        if has_labels:
+            ref_acc = float(np.mean(ref_pred == labels))
+        agreement = float(np.mean(pred == ref_pred)) if len(pred) else None
+        max_diff = float(np.max(np.abs(probs.astype(np.float64) - reference))) if probs.size else 0.0
+    drop = round((ref_acc - acc) * 100.0, 6) if acc is not None and ref_acc is not None else None
+    return Parity(accuracy=acc, reference_accuracy=ref_acc, accuracy_drop=drop, agreement=agreement,
+                  max_abs_diff=max_diff, n=int(len(probs)))

@@ -1,0 +1,50 @@
+"""The bench row: one artifact on one runtime (local, a board, an emulator). Its keys are defined once, in
+the on-device script (`edgecnn_infer.ROW_KEYS`), so a board's JSON and a local row cannot drift apart.
+
+Python::
+
+    from edgecnn.contracts.rows import Row
+    row = Row(artifact="tflite_int8", backend="tflm", status="ok", arena_bytes=9376)
+    row.to_dict()["arena_bytes"]
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from edgecnn.script.edgecnn_infer import ROW_KEYS
+
+STATUSES = ("ok", "skipped", "failed")
+# what each key holds; docs/bench.md has the long form
+DEFAULTS = {"status": "ok"}
+
+
+def _to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+@classmethod
+def _from_dict(cls, d: dict) -> "Row":
+    """A row from JSON (a board's output, an older bench.json); unknown keys are dropped."""
+    return cls(**{k: v for k, v in d.items() if k in ROW_KEYS})
+
+
+def _add_note(self, text: Optional[str]) -> None:
+    if text:
+        self.note = f"{self.note}; {text}" if self.note else text
+
+
+def _median_ms(self) -> Optional[float]:
+    return (self.latency or {}).get("median_ms")
+
+
+Row = dataclasses.make_dataclass(
+    "Row", [("artifact", str)] + [(k, Any, dataclasses.field(default=DEFAULTS.get(k))) for k in ROW_KEYS[1:]],
+    namespace={"to_dict": _to_dict, "from_dict": _from_dict, "add_note": _add_note,
+               "median_ms": property(_median_ms),
+               "__doc__": "One artifact on one runtime; the keys of a bench.json row (docs/bench.md)."},
+
+)
+Row.__module__ = __name__
+
+__all__ = ["Row", "ROW_KEYS", "STATUSES"]

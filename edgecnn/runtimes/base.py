@@ -1,0 +1,168 @@
+"""What every runtime provides: a `Runtime` spec for the registry, the options it reads, and the `Session` it
+opens. One session type for every caller: export verification, bench rows, predict and inspect.
+
+A session takes float32 NHWC images in [0, 1] and returns float32 probabilities; integer inputs and outputs
+are quantized and dequantized at the edges with the model's own scale and zero point (the on-device script's
+`quantize`/`dequantize`, the one implementation).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from edgecnn.script.edgecnn_infer import dequantize, quantize
+from edgecnn.errors import ConfigError
+
+EVAL_CHUNK = 64  # images per call when evaluating a split on a runtime with a dynamic batch
+GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+
+
+class Unavailable(Exception):
+    """This runtime (or accelerator) cannot run on this machine; the row is skipped with this reason."""
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Every runtime option; each `Runtime` declares in `options` the fields it reads (others do not apply)."""
+
+    threads: int = 1  # CPU threads (tflite, litert-*, onnxruntime intra-op, openvino)
+    include_copies: bool = False  # time input/output tensor copies with the inference (False: invoke only)
+    xnnpack: bool = True  # tflite: LiteRT's default XNNPACK delegate (False: builtin reference kernels)
+    delegate: Optional[str] = None  # tflite: external delegate "PATH[:key=value,...]"
+    providers: tuple = ("cpu",)  # onnxruntime execution providers, one row each
+    graph_optimization: str = "all"  # onnxruntime graph optimization level
+    npu: str = "ethos-u55-128"  # ethos-u: Vela accelerator configuration
+    npu_system: Optional[str] = None  # ethos-u: system config of Vela's Arm/vela.ini (default: per accelerator)
+    npu_memory: Optional[str] = None  # ethos-u: memory mode of Vela's Arm/vela.ini (default: per accelerator)
+    keep_compiled: bool = False  # ethos-u: keep model_int8_vela.tflite beside the model
+    precision: str = "f32"  # openvino: inference precision hint (f32 for parity; bf16/f16 as the CPU likes)
+
+    def __post_init__(self):
+        if self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 (got {self.threads})")
+        if self.graph_optimization not in GRAPH_OPTIMIZATIONS:
+            raise ConfigError(f"unknown graph optimization level '{self.graph_optimization}' "
+                              f"(choose {', '.join(GRAPH_OPTIMIZATIONS)})")
+
+    @classmethod
+    def of(cls, config) -> "RuntimeOptions":
+        """Options from a RuntimeOptions, a stage config with the same field names (BenchConfig), or None."""
+        if config is None or isinstance(config, cls):
+            return config or cls()
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)})
+
+    def changed(self) -> list:
+        """Names of the options set to something other than their default."""
+        default = asdict(RuntimeOptions())
+        return [k for k, v in asdict(self).items() if v != default[k] and k != "threads"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A runtime that runs artifacts of some formats; one row per artifact and variant (accelerator, provider)."""
+
+    name: str
+    formats: tuple  # artifact formats it runs ("keras", "tflite", "onnx")
+    open: Callable  # (path: Path, opts: RuntimeOptions, variant: str) -> Session; raises Unavailable
+    description: str = ""
+    options: tuple = ()  # RuntimeOptions fields it reads besides threads
+    variants: Callable = lambda opts: [""]  # what to run (onnxruntime: one per provider)
+    prepare: Optional[Callable] = None  # imports the runtime, so the first row's load time is not an import
+    int8_only: bool = False  # runs fully int8 models only (microcontrollers, NPUs)
+    install: str = ""  # how to get it: "pip install ..."
+
+    def load(self, path, opts=None, variant: str = ""):
+        """Open `path`; returns (session, load_ms). Raises Unavailable when the runtime cannot run here."""
+        opts = RuntimeOptions.of(opts)
+        if self.prepare is not None:
+            try:
+                self.prepare()
+            except ImportError:
+                pass  # open() raises Unavailable with the package to install
+        t0 = time.perf_counter()
+        sess = self.open(Path(path), opts, variant)
+        return sess, sess.load_ms if sess.load_ms is not None else (time.perf_counter() - t0) * 1e3
+
+    def ignored(self, opts) -> list:
+        """Options the caller set that this runtime does not read (a visible note on its rows)."""
+        return [o for o in RuntimeOptions.of(opts).changed() if o not in self.options and o != "include_copies"]
+
+
+class Session:
+    """A loaded model on one runtime. Inputs are float32 NHWC in [0, 1]; outputs are probabilities."""
+
+    runtime: str = ""  # e.g. "ai_edge_litert 2.3.0"
+    accelerator: str = ""  # what actually ran it: "xnnpack", "builtin", "CPUExecutionProvider", ...
+    threads: Optional[int] = None  # threads actually configured
+    includes_copies: bool = False  # whether runner()'s callable copies tensors in and out
+    batch_ok: bool = True  # whether runner() accepts batches larger than 1
+    runs: bool = True  # False for a compiler that only estimates (ethos-u): no predictions, no timing
+    note: Optional[str] = None  # anything a reader of the row must know (fallbacks, partial acceleration)
+    inputs: list = []  # contracts.manifest.tensor_info() records
+    outputs: list = []
+    load_ms: Optional[float] = None  # set when the session times its own load (leaving one-time set-up out)
+
+    @property
+    def input_shape(self) -> tuple:
+        """(h, w, c) the model takes (None for a dynamic dimension)."""
+        return tuple(self.inputs[0]["shape"][1:]) if self.inputs else ()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities (N, classes) for float32 images (N, h, w, c)."""
+        raise NotImplementedError
+
+    def runner(self, x: np.ndarray) -> Callable[[], object]:
+        """Set `x` (a batch) as the input and return a zero-argument callable that runs one inference."""
+        raise NotImplementedError
+
+    def extras(self, x: np.ndarray) -> dict:
+        """Row keys only this runtime measures (arena_bytes, est_ms, ...), given the evaluation images."""
+        return {}
+
+    def close(self) -> None:
+        """Release the runtime's resources."""
+
+
+def single_io(n_in: int, n_out: int) -> None:
+    """Raises ValueError unless the model has one input and one output."""
+    if n_in != 1 or n_out != 1:
+        raise ValueError(f"expects a model with 1 input and 1 output, got {n_in} and {n_out}")
+
+
+def to_input(x: np.ndarray, info: dict) -> np.ndarray:
+    """Float images -> the input tensor's dtype, with its quantization (a manifest tensor record)."""
+    q = info.get("quantization") or {"scale": None, "zero_point": 0}
+    return quantize(x, info["dtype"], q["scale"], q["zero_point"])
+
+
+def from_output(y: np.ndarray, info: dict) -> np.ndarray:
+    """The output tensor -> float32 probabilities, with its quantization."""
+    q = info.get("quantization") or {"scale": None, "zero_point": 0}
+    return dequantize(np.asarray(y), q["scale"], q["zero_point"])
+
+
+def batches(x: np.ndarray, fixed: Optional[int], chunk: int = EVAL_CHUNK):
+    """(batch, n) pieces of `x`: `chunk` images at a time, or the model's fixed batch with the last one padded."""
+    step = fixed or chunk
+    for start in range(0, len(x), step):
+        part = x[start:start + step]
+        n = len(part)
+        if fixed and n < fixed:
+            part = np.concatenate([part, np.zeros((fixed - n, *part.shape[1:]), part.dtype)])
+        yield part, n
+
+
+def predict_in_batches(run_batch: Callable, x: np.ndarray, fixed: Optional[int], chunk: int = EVAL_CHUNK):
+    """Concatenated `run_batch(batch)[:n]` over `batches(x, ...)`."""
+    outs = [run_batch(part)[:n] for part, n in batches(x, fixed, chunk)]
+    return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, 0), np.float32)
+
+
+def fixed_batch(shape) -> Optional[int]:
+    """The batch a model fixes, or None when its batch dimension is dynamic."""
+    d = list(shape)[0] if len(shape) else None
+    return int(d) if isinstance(d, (int, np.integer)) and int(d) > 0 else None
