@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgecnn.errors import ConfigError
-from edgecnn.runtimes import keras, litert, onnxruntime, tflite
+from edgecnn.runtimes import keras, litert, onnxruntime, tflite, tflm
 from edgecnn.runtimes.base import Runtime, RuntimeOptions, Session, Unavailable
 
 RUNTIMES: dict = {r.name: r for r in (
@@ -27,6 +27,7 @@ RUNTIMES: dict = {r.name: r for r in (
     tflite.RUNTIME,
     *litert.RUNTIMES,
     onnxruntime.RUNTIME,
+    tflm.RUNTIME,
 )}
 FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 DEFAULT = {"keras": "keras", "tflite": "tflite", "onnx": "onnxruntime"}  # the runtime that verifies each format

@@ -1,0 +1,189 @@
+"""tflm: TensorFlow Lite for Microcontrollers (pip `tflite-micro`), the interpreter a Cortex-M runs, on this host.
+
+Its kernels are the TFLite reference kernels, so an int8 model's outputs here are what a microcontroller
+computes (bit for bit with the tflite runtime's builtin kernels: the row's `max_int8_steps` says how far they
+are, 0 when exact). The row adds `arena_bytes`, the smallest tensor arena that allocates and runs the model
+(searched in a child process: TFLM's Python API only prints its allocations, defaults to 10x the model, and
+can crash on a tiny arena), and `flash_bytes`, the flatbuffer an MCU keeps in flash (code not included).
+Latency is this host's CPU running TFLM's portable kernels, not a microcontroller's: the note says so.
+An op TFLM has no kernel for is a failed row naming the op.
+
+Python::
+
+    from edgecnn.runtimes import open_session
+    sess = open_session("tflm", "runs/d/export/model_int8.tflite")
+    sess.extras(x)["arena_bytes"]
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn.contracts.manifest import tensor_info
+from edgecnn.errors import ModelError
+from edgecnn.native import native_stderr, package_version
+from edgecnn.runtimes.base import Runtime, RuntimeOptions, Session, Unavailable, from_output, to_input
+
+# Run in a child: smallest arena in [recorded total / 2, 10x the model] that allocates and invokes.
+_ARENA_SEARCH = r"""
+import json, os, sys, tempfile
+import numpy as np
+from tflite_micro import runtime
+data = open(sys.argv[1], "rb").read()
+def ok(n):
+    try:
+        it = runtime.Interpreter.from_bytes(data, arena_size=n)
+        d = it.get_input_details(0)
+        it.set_input(np.zeros(d["shape"], d["dtype"]), 0)
+        it.invoke()
+        return it
+    except RuntimeError:
+        return None
+hi = max(len(data) * 10, 4096)
+while not ok(hi):
+    hi *= 2
+    if hi > 1 << 31:
+        print(json.dumps({"error": "no arena up to 2 GiB allocates"})); sys.exit(0)
+it = ok(hi)
+with tempfile.TemporaryFile() as tmp:
+    sys.stderr.flush(); saved = os.dup(2); os.dup2(tmp.fileno(), 2)
+    try:
+        it.print_allocations()
+    finally:
+        os.dup2(saved, 2)
+    tmp.seek(0); text = tmp.read().decode("utf-8", "replace")
+import re
+m = re.search(r"Arena allocation total (\d+) bytes", text)
+recorded = int(m.group(1)) if m else None
+lo = max(1024, (recorded or 2048) // 2)
+while lo < hi:
+    mid = (lo + hi) // 2
+    if ok(mid):
+        hi = mid
+    else:
+        lo = mid + 1
+print(json.dumps({"smallest": hi, "recorded": recorded}))
+"""
+
+
+def _tflm():
+    try:
+        from tflite_micro import runtime
+    except ImportError:
+        raise Unavailable("TFLite Micro is not installed: pip install tflite-micro (or edgecnn[targets])") from None
+    return runtime
+
+
+def arena_search(path, timeout: float = 300.0) -> dict:
+    """{"smallest": bytes, "recorded": TFLM's own total} for `path`, found in a child process.
+
+    Raises:
+        RuntimeError: the child failed (a crash inside TFLM, say), with its last line.
+    """
+    p = subprocess.run([sys.executable, "-c", _ARENA_SEARCH, str(path)], capture_output=True, text=True,
+                       timeout=timeout)
+    lines = p.stdout.strip().splitlines()
+    if p.returncode != 0 or not lines:
+        tail = [ln for ln in p.stderr.splitlines() if ln.strip()][-1:] or [f"exit {p.returncode}"]
+        raise RuntimeError(f"TFLite Micro arena search failed: {tail[0]}")
+    out = json.loads(lines[-1])
+    if "error" in out:
+        raise RuntimeError(out["error"])
+    return out
+
+
+def _details(d: dict, name: str) -> dict:
+    q = d.get("quantization_parameters") or {}
+    scales, zps = q.get("scales", []), q.get("zero_points", [])
+    return tensor_info(name, d["shape"], d["dtype"], float(scales[0]) if len(scales) else None,
+                       int(zps[0]) if len(zps) else 0)
+
+
+def _missing_op(logs: list) -> str:
+    for ln in logs:
+        m = re.search(r"Didn't find op for builtin opcode '(\w+)'", ln)
+        if m:
+            return m.group(1)
+    return "CUSTOM (a Flex/TF Select or custom op)" if any("op code CUSTOM" in ln for ln in logs) else ""
+
+
+class TflmSession(Session):
+    batch_ok = False  # TFLM shapes are fixed at allocation: one image at a time
+
+    def __init__(self, path: Path, opts, variant: str = ""):
+        runtime = _tflm()
+        self.path = Path(path)
+        self.runtime = f"tflite-micro {package_version('tflite-micro')}"
+        self.accelerator = "reference kernels"
+        self.threads = 1  # a microcontroller interpreter is single-threaded
+        self.note = "latency: TFLite Micro's portable kernels on this host's CPU, not a microcontroller"
+        logs: list = []
+        try:
+            with native_stderr(logs):
+                self.it = runtime.Interpreter.from_file(str(path))  # 10x the model: arena_bytes comes from extras()
+        except (RuntimeError, ValueError) as e:
+            op = _missing_op(logs)
+            if op:
+                raise ModelError(f"{self.path.name}: TFLite Micro has no kernel for {op}") from None
+            raise ModelError(f"{self.path.name}: TFLite Micro cannot load it ({'; '.join(logs[-2:]) or e})") from None
+        self.inputs = [_details(self.it.get_input_details(0), "image")]
+        self.outputs = [_details(self.it.get_output_details(0), "probs")]
+        if self.inputs[0]["shape"][0] != 1:
+            raise ModelError(f"{self.path.name}: TFLite Micro runs batch 1; the model takes {self.inputs[0]['shape']}")
+
+    def raw(self, x1: np.ndarray) -> np.ndarray:
+        """The output tensor in its own dtype for one image."""
+        self.it.set_input(to_input(x1, self.inputs[0]), 0)
+        self.it.invoke()
+        return np.asarray(self.it.get_output(0))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        out = [from_output(self.raw(x[i:i + 1]), self.outputs[0])[0] for i in range(len(x))]
+        return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+    def runner(self, x: np.ndarray):
+        if len(x) != 1:
+            raise ValueError("TFLite Micro runs batch 1 only")
+        self.it.set_input(to_input(x, self.inputs[0]), 0)
+        return self.it.invoke
+
+    def extras(self, x: np.ndarray) -> dict:
+        arena = arena_search(self.path)
+        out = {"arena_bytes": int(arena["smallest"]), "flash_bytes": self.path.stat().st_size}
+        if np.dtype(self.outputs[0]["dtype"]).kind in "iu":
+            out["max_int8_steps"] = self._steps_vs_builtin(x)
+        return out
+
+    def _steps_vs_builtin(self, x: np.ndarray):
+        """Largest difference, in integer steps, from the tflite runtime's builtin reference kernels."""
+        from edgecnn.runtimes.tflite import TfliteSession
+
+        try:
+            ref = TfliteSession(self.path, RuntimeOptions(xnnpack=False))
+        except Unavailable:
+            return None
+        try:
+            steps = [np.max(np.abs(self.raw(x[i:i + 1]).astype(np.int64) - ref.raw(x[i:i + 1]).astype(np.int64)))
+                     for i in range(len(x))]
+        finally:
+            ref.close()
+        return int(max(steps)) if steps else 0
+
+    def close(self) -> None:
+        self.it = None
+
+
+def _prepare() -> None:
+    try:
+        _tflm()
+    except Unavailable:
+        pass
+
+
+RUNTIME = Runtime("tflm", ("tflite",), TflmSession, "TensorFlow Lite for Microcontrollers (reference kernels)",
+                  prepare=_prepare, install="pip install tflite-micro")
