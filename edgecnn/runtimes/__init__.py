@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgecnn.errors import ConfigError
-from edgecnn.runtimes import ethos_u, keras, litert, onnxruntime, tflite, tflm
+from edgecnn.runtimes import ethos_u, keras, litert, onnxruntime, openvino, tflite, tflm
 from edgecnn.runtimes.base import Runtime, RuntimeOptions, Session, Unavailable
 
 RUNTIMES: dict = {r.name: r for r in (
@@ -29,6 +29,7 @@ RUNTIMES: dict = {r.name: r for r in (
     onnxruntime.RUNTIME,
     tflm.RUNTIME,
     ethos_u.RUNTIME,
+    openvino.RUNTIME,
 )}
 FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 DEFAULT = {"keras": "keras", "tflite": "tflite", "onnx": "onnxruntime"}  # the runtime that verifies each format
