@@ -10,7 +10,7 @@ import numpy as np
 from edgecnn.io import atomic_path, write_json, write_text
 
 COLUMNS = ("artifact", "backend", "accel", "status", "acc", "drop pt", "agree", "max|dp|", "size KB", "load ms",
-           "first ms", "median ms", "p90 ms", "thru/s", "RSS MB")
+           "first ms", "median ms", "p90 ms", "thru/s", "mem +MB")
 
 
 def _f(v, spec: str) -> str:
@@ -26,8 +26,26 @@ def cells(r) -> list:
         _f(r.accuracy, ".4f"), _f(r.accuracy_drop, "+.2f"), _f(r.agreement, ".4f"), _f(r.max_abs_diff, ".2g"),
         _f(r.size_bytes / 1024 if r.size_bytes is not None else None, ".1f"), _f(r.load_ms, ".1f"),
         _f(r.first_ms, ".3f"), _f(lat.get("median_ms"), ".4f"), _f(lat.get("p90_ms"), ".4f"),
-        _f(r.throughput_ips, ".0f"), _f(r.peak_rss_mb, ".0f"),
+        _f(r.throughput_ips, ".0f"), _f(r.footprint_mb, ".1f"),
     ]
+
+
+def target_figures(r) -> Optional[str]:
+    """The keys only some targets report (TFLite Micro, Ethos-U), as one line, or None."""
+    parts = []
+    if r.arena_bytes is not None:
+        parts.append(f"arena {r.arena_bytes / 1024:.1f} KiB")
+    if r.sram_bytes is not None:
+        parts.append(f"SRAM {r.sram_bytes / 1024:.1f} KiB")
+    if r.flash_bytes is not None:
+        parts.append(f"flash {r.flash_bytes / 1024:.1f} KiB")
+    if r.npu_ops is not None:
+        parts.append(f"{r.npu_ops} op(s) on the NPU, {r.cpu_ops} on the CPU")
+    if r.est_ms is not None:
+        parts.append(f"estimated {r.est_ms:.4g} ms (compiler estimate)")
+    if r.max_int8_steps is not None:
+        parts.append(f"{r.max_int8_steps} int8 step(s) at most from the builtin reference kernels")
+    return ", ".join(parts) or None
 
 
 def footnotes(result) -> list:
@@ -37,9 +55,11 @@ def footnotes(result) -> list:
                                                  f" @{r.device}")
 
     lines = [f"{r.status}: {where(r)}: {r.reason}" for r in result.rows if r.status != "ok"]
+    lines += [f"{r.backend}: {where(r)}: {target_figures(r)}" for r in result.rows if target_figures(r)]
     lines += [f"note: {where(r)}: {r.note}" for r in result.rows if r.note]
     lines.append(f"timing: {result.settings.get('timing')}; latency at batch 1, throughput at batch "
-                 f"{result.settings.get('batch')}; RSS is the process peak so far")
+                 f"{result.settings.get('batch')}; mem +MB: the row's peak resident memory above its start "
+                 "(peak_rss_mb in bench.json: the process's peak during the row)")
     return lines
 
 

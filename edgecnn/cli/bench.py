@@ -23,8 +23,8 @@ def _split(values) -> tuple:
 @click.option("--data", default=None,
               help="With --model: data source of the test split (digits, an .npz, a folder). Default: the model's run.")
 @click.option("--backends", multiple=True, metavar="NAMES",
-              help="Backends to run, comma-separated: keras, tflite, litert-cpu, litert-gpu, litert-npu, onnxruntime. "
-                   "Default: all.")
+              help="Backends to run, comma-separated: keras, tflite, litert-cpu, litert-gpu, litert-npu, onnxruntime, "
+                   "tflm, ethos-u, openvino. Default: all.")
 @click.option("--artifacts", multiple=True, metavar="NAMES",
               help="Manifest artifacts to run (tflite_int8, onnx_fp32, ..., keras). Default: all.")
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (tflite, litert-*, onnxruntime).")
@@ -39,6 +39,16 @@ def _split(values) -> tuple:
                    "qnn, ... Default: cpu.")
 @click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all",
               show_default=True, help="onnxruntime graph optimization level.")
+@click.option("--npu", default="ethos-u55-128", show_default=True, metavar="CONFIG",
+              help="ethos-u: Vela accelerator configuration (ethos-u55-32..256, ethos-u65-256/512, ethos-u85-*).")
+@click.option("--npu-system", default=None, metavar="NAME",
+              help="ethos-u: system config of Vela's Arm/vela.ini. Default: per accelerator (U55: "
+                   "Ethos_U55_High_End_Embedded, U65: Ethos_U65_High_End, U85: Ethos_U85_SYS_DRAM_Mid).")
+@click.option("--npu-memory", default=None, metavar="NAME",
+              help="ethos-u: memory mode of Vela's Arm/vela.ini. Default: Shared_Sram (U55), Dedicated_Sram (U65, U85).")
+@click.option("--keep-compiled", is_flag=True, help="ethos-u: keep Vela's <model>_vela.tflite beside the model.")
+@click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), default="f32", show_default=True,
+              help="openvino: inference precision hint (f32 for parity; bf16/f16 for the CPU's fast path).")
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs (at least).")
 @click.option("--min-time", type=float, default=1.0, show_default=True, help="Timed seconds (at least).")
 @click.option("--max-time", type=float, default=30.0, show_default=True, help="Timed seconds (at most) per row.")
@@ -57,7 +67,8 @@ def _split(values) -> tuple:
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json to stdout instead of the table.")
 @click.option("--fail-on-error", is_flag=True, help="Exit 1 when a row failed (not only on broken gates).")
 @user_errors
-def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, delegate, providers, graph_opt, runs,
+def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, delegate, providers, graph_opt, npu,
+          npu_system, npu_memory, keep_compiled, precision, runs,
           min_time, max_time, warmup, warmup_time, timing, include_copies, limit, max_acc_drop, min_agreement,
           max_abs_diff, out, plots, remote, as_json, fail_on_error):
     """Run every exported artifact of RUN_DIR on every backend here: accuracy, parity with the Keras model,
@@ -75,7 +86,8 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
         raise ConfigError("--data goes with --model FILE (a run directory brings its own data)")
     cfg = BenchConfig(
         backends=_split(backends), artifacts=_split(artifacts), threads=threads, batch=batch, xnnpack=xnnpack,
-        delegate=delegate, providers=_split(providers) or ("cpu",), graph_optimization=graph_opt,
+        delegate=delegate, providers=_split(providers) or ("cpu",), graph_optimization=graph_opt, npu=npu,
+        npu_system=npu_system, npu_memory=npu_memory, keep_compiled=keep_compiled, precision=precision,
         warmup_runs=warmup, warmup_min_s=warmup_time, runs=runs, min_s=min_time, max_s=max_time, timing=timing,
         include_copies=include_copies, limit=limit, max_acc_drop=max_acc_drop, min_agreement=min_agreement,
         max_abs_diff=max_abs_diff, out=out, plots=plots, remote=tuple(remote),

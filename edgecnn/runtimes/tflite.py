@@ -88,13 +88,11 @@ class TfliteSession(Session):
         from edgecnn.script.edgecnn_infer import UsageError, interpreter_options
 
         Interpreter, load_delegate, resolver, self.runtime = load_runtime()
-        if opts.delegate:
-            parse_delegate(opts.delegate)  # a bad option is a ConfigError
         try:
             kwargs, self.accelerator = interpreter_options(
                 str(path), opts.threads, opts.delegate, opts.xnnpack,
                 lambda lib, options: _load_delegate(load_delegate, lib, options), resolver, self.runtime)
-        except UsageError as e:  # this runtime cannot turn XNNPACK off
+        except UsageError as e:  # this runtime cannot turn XNNPACK off (bench checked the delegate spec up front)
             raise Unavailable(str(e)) from None
         try:
             with native_stderr():
