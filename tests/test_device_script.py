@@ -68,6 +68,18 @@ def test_bench_json_is_a_bench_row(export, board):
     assert "results" not in row
 
 
+def test_bench_on_a_board_follows_the_time_bounds_of_edgecnn_bench(export, board):
+    """Board rows are timed by the same rule as local rows: at least N runs and at least --min-time seconds."""
+    python, env = board
+    row = _json(run_script("--model", export["int8"], "--npz", export["pre_npz"], "--bench", 3, "--warmup", 1,
+                           "--min-time", 0.2, "--json", python=python, env=env))
+    lat = row["latency"]
+    assert lat["runs"] > 3 and lat["runs"] * lat["mean_ms"] >= 150  # 3 runs of a 10-us model is not 0.2 s
+    capped = _json(run_script("--model", export["int8"], "--npz", export["pre_npz"], "--bench", 10**9,
+                              "--max-time", 0.1, "--json", python=python, env=env))
+    assert capped["latency"]["runs"] < 10**9
+
+
 def test_image_files_grey_and_colour_top_k(export, tmp_path, board):
     from PIL import Image
 

@@ -38,7 +38,8 @@ def remote_rows(cfg, target, ref_probs, ref_accuracy=None) -> list:
         for host in cfg.remote:
             try:
                 got = run_remote(host, [a.path for a in artifacts], manifest, npz, threads=cfg.threads,
-                                 runs=cfg.runs, warmup=max(1, cfg.warmup_runs))
+                                 runs=cfg.runs, warmup=max(1, cfg.warmup_runs), min_s=cfg.min_s,
+                                 warmup_min_s=cfg.warmup_min_s, max_s=cfg.max_s)
             except Exception as e:  # a malformed host spec is this host's failed row; the others go on
                 rows.append(_failed(host, " ".join(str(e).split()) or type(e).__name__))
                 continue

@@ -188,7 +188,8 @@ def _raise(reason: str):
 
 
 def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *, threads: int = 1,
-               runs: int = 50, warmup: int = 10, timeout: float = 300.0, ssh_options: Sequence[str] = (),
+               runs: int = 50, warmup: int = 10, min_s: float = 0.0, warmup_min_s: float = 0.0, max_s: float = 1e9,
+               timeout: float = 300.0, ssh_options: Sequence[str] = (),
                identity: Optional[str] = None, python: Optional[str] = None) -> list:
     """Run each TFLite model on one board over SSH with the on-device script; never raises for host problems.
 
@@ -198,7 +199,9 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
         manifest_path: the export manifest (copied as manifest.json beside the models).
         npz_path: the test subset (`write_npz`: preprocessed float32 `x`, labels `y`), or raw pixels in `x`.
         threads: interpreter threads on the board.
-        runs: timed inferences per model (after `warmup` untimed ones).
+        runs: timed inferences per model (after `warmup` untimed ones), at least ...
+        min_s, warmup_min_s, max_s: ... and the time bounds of `edgecnn bench`'s loop, so board rows and local
+            rows in one table are timed by the same rule.
         timeout: seconds for everything on this host (connect, copy, every run, clean-up).
         ssh_options: extra OpenSSH options as "Key=Value" (e.g. "UserKnownHostsFile=/tmp/kh").
         identity: private key file (`ssh -i`); default: the agent and ~/.ssh keys.
@@ -237,7 +240,9 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
         info = _preflight(ssh, python, remote_dir)
         device = f"{info.get('device') or host.host} ({host})"
         for model in models:
-            rows.append(_run_model(ssh, python, remote_dir, model, device, threads, runs, warmup))
+            rows.append(_run_model(ssh, python, remote_dir, model, device, threads,
+                                   f"--bench {int(runs)} --warmup {int(warmup)} --min-time {float(min_s)!r} "
+                                   f"--warmup-time {float(warmup_min_s)!r} --max-time {float(max_s)!r}"))
     except RemoteError as e:
         rows.append(_row(artifact="*", device=str(host), threads=threads, status="failed", reason=str(e),
                          host=str(host)))
@@ -265,11 +270,9 @@ def _copy(ssh: _Ssh, files: list, remote_dir: str, manifest_path) -> None:
         ssh.put(staged, remote_dir)
 
 
-def _run_model(ssh: _Ssh, python: str, remote_dir: str, model: Path, device: str, threads: int, runs: int,
-               warmup: int) -> dict:
+def _run_model(ssh: _Ssh, python: str, remote_dir: str, model: Path, device: str, threads: int, timing: str) -> dict:
     cmd = (f"cd {shlex.quote(remote_dir)} && {python} {SCRIPT} --model {shlex.quote(model.name)} "
-           f"--manifest manifest.json --npz {DATA} --bench {int(runs)} --warmup {int(warmup)} "
-           f"--threads {int(threads)} --json --probs")
+           f"--manifest manifest.json --npz {DATA} {timing} --threads {int(threads)} --json --probs")
     p = ssh.run(cmd, f"running {model.name}")
     host = str(ssh.host)
     if p.returncode != 0:

@@ -544,21 +544,43 @@ def read_npz(path: str, prep: dict, input_shape):
 # ---------------------------------------------------------------------------------------------
 
 
-def bench(model: TfliteModel, x1: np.ndarray, runs: int, warmup: int) -> dict:
-    """first_ms, then `warmup` untimed and `runs` timed invocations on one input; only invoke() is timed,
+def time_runs(fn, warmup_runs: int = 1, warmup_min_s: float = 0.5, runs: int = 50, min_s: float = 1.0,
+              max_s: float = 30.0) -> list:
+    """Call `fn` for warm-up, then time each call; returns the per-call seconds of the timed runs.
+
+    TFLite `benchmark_model`'s rule, the same for `edgecnn bench` and this script on a board: warm-up of at
+    least `warmup_runs` calls and `warmup_min_s` seconds; then timed calls until both `runs` calls and `min_s`
+    seconds are done, stopping at `max_s` seconds (at least one call is always timed). Each call is timed
+    alone with time.perf_counter(), as LiteRT's benchmark_litert_model.py does.
+    """
+    clock = time.perf_counter
+    start, n = clock(), 0
+    while n < warmup_runs or clock() - start < warmup_min_s:
+        fn()
+        n += 1
+        if clock() - start >= max_s:
+            break
+    times = []
+    start = clock()
+    while True:
+        t0 = clock()
+        fn()
+        times.append(clock() - t0)
+        elapsed = clock() - start
+        if (len(times) >= runs and elapsed >= min_s) or elapsed >= max_s:
+            return times
+
+
+def bench(model: TfliteModel, x1: np.ndarray, runs: int, warmup: int, min_s: float = 0.0,
+          warmup_min_s: float = 0.0, max_s: float = 1e9) -> dict:
+    """first_ms, then warm-up and timed invocations on one input (`time_runs`); only invoke() is timed,
     as LiteRT's benchmark tool does (tensor copies are outside the timing)."""
     model.set_input(x1)
     invoke, clock = model.it.invoke, time.perf_counter
     t0 = clock()
     invoke()
     first_ms = (clock() - t0) * 1e3
-    for _ in range(warmup):
-        invoke()
-    times = []
-    for _ in range(runs):
-        t0 = clock()
-        invoke()
-        times.append(clock() - t0)
+    times = time_runs(invoke, warmup_runs=warmup, warmup_min_s=warmup_min_s, runs=runs, min_s=min_s, max_s=max_s)
     return {"first_ms": first_ms, "latency": latency_stats(times)}
 
 
@@ -597,6 +619,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--probs", action="store_true", help="with --json: include every probability")
     p.add_argument("--bench", type=int, default=0, metavar="N", help="time N inferences (after --warmup)")
     p.add_argument("--warmup", type=int, default=10, metavar="W", help="untimed inferences before --bench")
+    p.add_argument("--min-time", type=float, default=0.0, metavar="S", help="with --bench: time for at least S seconds")
+    p.add_argument("--warmup-time", type=float, default=0.0, metavar="S", help="warm up for at least S seconds")
+    p.add_argument("--max-time", type=float, default=1e9, metavar="S", help="with --bench: stop timing after S seconds")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the interpreter (default 1)")
     p.add_argument("--delegate", metavar="LIB[:key=value,...]", help="external delegate, e.g. libedgetpu.so.1")
     p.add_argument("--no-xnnpack", action="store_true", help="builtin kernels instead of the default XNNPACK")
@@ -658,7 +683,7 @@ def run(a: argparse.Namespace) -> dict:
         notes.append("model file differs from the manifest (sha256)")
         print(f"warning: {a.model} differs from the manifest's sha256 (another export?)", file=sys.stderr)
     timing = bench(model, x[:1] if len(x) else np.full((1, *model.input_shape), 0.5, np.float32),
-                   a.bench, a.warmup) if a.bench else {}
+                   a.bench, a.warmup, a.min_time, a.warmup_time, a.max_time) if a.bench else {}
     probs = model.predict(x)
     pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
     k = min(a.top_k, model.num_classes)
