@@ -36,3 +36,7 @@ class MissingDependencyError(EdgecnnError):
     def __init__(self, package: str, purpose: str):
         super().__init__(f"{purpose} needs the '{package}' package: pip install {package}")
         self.package = package
+
+
+class IntegrityError(EdgecnnError):
+    """A model file is not the one its manifest describes (sha256), or a manifest points outside its folder."""

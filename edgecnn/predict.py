@@ -66,7 +66,8 @@ def model_metadata(model: Path, manifest: Optional[str] = None) -> dict:
             raise ConfigError(f"{c}: unreadable ({e})") from None
         if isinstance(meta, dict) and "artifacts" in meta:  # an export manifest: the one reader
             m: Manifest = read_manifest(c)
-            return {"preprocessing": m.preprocessing.to_dict(), "class_names": list(m.class_names), "source": str(c)}
+            return {"preprocessing": m.preprocessing.to_dict(), "class_names": list(m.class_names), "source": str(c),
+                    "manifest": m}
         if not isinstance(meta, dict) or "preprocessing" not in meta:
             raise ConfigError(f"{c}: has no preprocessing record (expected an edgecnn manifest or run config)")
         return {"preprocessing": meta["preprocessing"], "class_names": meta.get("class_names") or [],
@@ -114,7 +115,8 @@ def _npz_images(p: Path) -> np.ndarray:
     return x[None] if x.ndim == 2 else x
 
 
-def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, threads: int = 1) -> list:
+def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, threads: int = 1,
+            allow_modified: bool = False) -> list:
     """Top-k labels with confidence for each input image.
 
     Args:
@@ -123,9 +125,11 @@ def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, th
         top_k: labels per input.
         manifest: preprocessing and class names; default: the manifest (or run config) beside `model`.
         threads: CPU threads for the runtime.
+        allow_modified: run a model whose sha256 differs from its manifest entry (refused otherwise).
     Returns:
         One `Prediction` per image.
     Raises:
+        IntegrityError: the model is not the file its manifest describes.
         ConfigError, DataError, ModelError, ShapeError: bad model, metadata or inputs (one-line messages).
     """
     from edgecnn.errors import EdgecnnError
@@ -139,6 +143,10 @@ def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, th
         raise ConfigError("--top-k must be >= 1")
     fmt = format_of(model)
     meta = model_metadata(model, manifest)
+    m = meta.get("manifest")
+    entry_name = m.entry_for_file(model.name)[0] if m is not None else None
+    if m is not None:
+        m.check_file(entry_name, model, allow_modified)  # before anything opens it
     x, names = load_inputs(inputs, meta["preprocessing"])
     with native_stderr():
         try:
@@ -152,6 +160,7 @@ def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, th
         except Exception as e:
             raise ModelError(f"{model}: cannot load ({one_line(e)})") from None
         try:
+            _check_fits(meta, sess, model, entry_name)
             want = tuple(sess.input_shape)
             if len(want) != 3 or any(w is not None and w != h for w, h in zip(want, x.shape[1:])):
                 raise ShapeError(f"{model.name} takes input {list(want)} but the recorded preprocessing gives "
@@ -159,9 +168,7 @@ def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, th
             probs = sess.predict(x)
         finally:
             sess.close()
-    classes = [str(c) for c in meta["class_names"]]
-    if len(classes) != probs.shape[1]:
-        classes = [str(i) for i in range(probs.shape[1])]
+    classes = [str(c) for c in meta["class_names"]] or [str(i) for i in range(probs.shape[1])]
     out = []
     for name, p in zip(names, probs):
         order = np.argsort(-p, kind="stable")[:top_k]
@@ -169,6 +176,22 @@ def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, th
         out.append(Prediction(input=name, index=top[0]["index"], label=top[0]["label"],
                               confidence=top[0]["confidence"], top=top))
     return out
+
+
+def _check_fits(meta: dict, sess, model: Path, entry_name) -> None:
+    """The recorded preprocessing and class names (and a manifest entry's I/O) against the open model: the
+    on-device script's check, so predict refuses what the device refuses."""
+    from edgecnn.script.edgecnn_infer import UsageError, check_fit
+
+    if meta.get("manifest") is not None:
+        meta["manifest"].check_model(entry_name, sess, model.name)
+        return
+    n_out = sess.outputs[0]["shape"][-1] if sess.outputs else None
+    try:
+        check_fit(meta["preprocessing"], meta["class_names"] or None, sess.input_shape, n_out,
+                  Path(meta["source"]).name, model.name)
+    except UsageError as e:
+        raise ConfigError(str(e)) from None
 
 
 __all__ = ["Prediction", "predict", "load_inputs", "model_metadata"]

@@ -42,15 +42,28 @@ def _export(run: Path) -> None:
 
 def broken_run(run: Path, dest: Path) -> Path:
     """A copy of `run` whose model_int8.tflite comes from the model with its weights replaced by noise:
-    it loads and runs like any int8 model but has lost the accuracy (the manifest is left as it was)."""
+    it loads and runs like any int8 model but has lost the accuracy. Its manifest entry describes the new file
+    (sha256, I/O), as an export of a bad model would: what is wrong is the accuracy, which only the gates see."""
+    import dataclasses
+
+    from edgecnn.contracts.manifest import read_manifest, write_manifest
+    from edgecnn.io import sha256
     from edgecnn.rundir import open_run
+    from edgecnn.runtimes import open_session
 
     dest = copy_run(run, dest)
     r = open_run(dest)
     model, ds = r.load_model(), r.load_dataset()
     rng = np.random.default_rng(0)
     model.set_weights([rng.uniform(0.01, 1.0, w.shape).astype(w.dtype) for w in model.get_weights()])  # finite, no info
-    int8_tflite(model, ds.x_train[:32], dest / "export" / "model_int8.tflite")
+    path = dest / "export" / "model_int8.tflite"
+    int8_tflite(model, ds.x_train[:32], path)
+    m = read_manifest(dest / "export")
+    sess = open_session("tflite", path)
+    entry = dataclasses.replace(m.artifacts["tflite_int8"], sha256=sha256(path), size_bytes=path.stat().st_size,
+                                inputs=tuple(sess.inputs), outputs=tuple(sess.outputs))
+    sess.close()
+    write_manifest(dest / "export", dataclasses.replace(m, artifacts={**m.artifacts, "tflite_int8": entry}))
     return dest
 
 

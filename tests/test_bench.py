@@ -21,7 +21,9 @@ CONTRACT_ROW_KEYS = (
     "status", "reason", "accuracy", "accuracy_drop", "agreement", "max_abs_diff", "size_bytes", "load_ms",
     "first_ms", "latency", "throughput_ips", "peak_rss_mb", "footprint_mb", "timing_includes_copies",
     # target-specific keys (issue 9): TFLite Micro, Ethos-U (Vela estimates), int8 steps vs the reference kernels
-    "arena_bytes", "flash_bytes", "sram_bytes", "npu_ops", "cpu_ops", "est_ms", "max_int8_steps", "note",
+    "arena_bytes", "flash_bytes", "sram_bytes", "npu_ops", "cpu_ops", "est_ms", "max_int8_steps",
+    "integrity",  # issue 10: verified | unverified | modified (allowed) | modified (refused) | misdescribed
+    "note",
 )
 
 
@@ -161,15 +163,23 @@ def test_corrupt_truncated_and_missing_artifacts_are_failed_rows(exported, tmp_p
     (exp / "model_int8.tflite").write_bytes(data[: len(data) // 2])  # truncated
     (exp / "model_fp32.onnx").write_bytes(b"not an onnx model")  # corrupt
     (exp / "model_fp32.tflite").unlink()  # missing
-    res = cli("bench", run, "--backends", "tflite,onnxruntime", "--no-timing", "--out", tmp_path / "o")
+    # --allow-modified lets the runtimes open them: each is a failed row with one line, the others go on
+    res = cli("bench", run, "--backends", "tflite,onnxruntime", "--no-timing", "--allow-modified", "--out", tmp_path / "o")
     assert res.exit_code == 0, res.output
     rows = {(r["artifact"], r["backend"]): r for r in json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]}
     for key in [("tflite_int8", "tflite"), ("onnx_fp32", "onnxruntime"), ("tflite_fp32", "tflite")]:
         assert rows[key]["status"] == "failed" and rows[key]["reason"] and "\n" not in rows[key]["reason"], key
     assert "no such file" in rows[("tflite_fp32", "tflite")]["reason"]
     assert rows[("onnx_int8", "onnxruntime")]["status"] == "ok"  # the others go on
-    strict = cli("bench", run, "--backends", "onnxruntime", "--no-timing", "--fail-on-error", "--out", tmp_path / "p")
+    strict = cli("bench", run, "--backends", "onnxruntime", "--no-timing", "--fail-on-error", "--allow-modified",
+                 "--out", tmp_path / "p")
     assert strict.exit_code == 1 and "failed" in strict.stderr
+    # without it (issue 10) the changed files are refused before any runtime opens them: failed rows, exit 2
+    refused = cli("bench", run, "--backends", "tflite,onnxruntime", "--no-timing", "--out", tmp_path / "q")
+    assert refused.exit_code == 2 and "sha256" in refused.stderr
+    rows = {(r["artifact"], r["backend"]): r for r in json.loads((tmp_path / "q" / "bench.json").read_text())["rows"]}
+    assert rows[("tflite_int8", "tflite")]["integrity"] == "modified (refused)"
+    assert rows[("onnx_int8", "onnxruntime")]["status"] == "ok"
 
 
 def test_model_input_that_does_not_match_the_data(exported, tmp_path):

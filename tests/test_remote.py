@@ -170,3 +170,60 @@ def test_parse_host():
 def test_missing_local_file_is_a_config_error(tmp_path, export):
     with pytest.raises(ConfigError, match="no such file"):
         run_remote("pi@board", [tmp_path / "nope.tflite"], export["manifest"], export["pre_npz"])
+
+
+# ---------------------------------------------------------------------------------------- integrity (issue 10)
+
+
+def test_hosts_that_would_reach_ssh_as_options_are_refused():
+    for bad in ("-oProxyCommand=touch${IFS}/tmp/x", "pi@-oProxyCommand=x", "-v@board", "pi@host;rm", "pi@ho st"):
+        with pytest.raises(ConfigError):
+            parse_host(bad)
+
+
+def test_every_word_of_the_board_python_is_quoted():
+    from edgecnn.device.remote import shell_words
+
+    assert shell_words("~/venv/bin/python -s") == "\"$HOME\"/venv/bin/python -s"
+    assert shell_words("~/x;touch${IFS}/tmp/p;#") == "\"$HOME\"'/x;touch${IFS}/tmp/p;#'"
+    with pytest.raises(ConfigError):
+        shell_words("~root/python")
+
+
+@needs_sshd
+def test_a_python_word_never_runs_a_command_on_the_board(sshd, export, tmp_path):
+    marker = tmp_path / "pwned"
+    for python in (f"~/x;touch${{IFS}}{marker};#", f"python3;touch {marker}", f"$(touch {marker})",
+                   f"`touch {marker}`"):
+        rows = run_remote(sshd["host"], [export["int8"]], export["manifest"], export["pre_npz"], timeout=60,
+                          ssh_options=sshd["opts"], identity=sshd["key"], python=python)
+        assert rows[0]["status"] == "failed", python
+        assert not marker.exists(), python
+
+
+@needs_sshd
+def test_an_unknown_host_key_is_refused_with_the_fix(sshd, export, tmp_path):
+    fresh = [f"UserKnownHostsFile={tmp_path / 'empty_known_hosts'}"]
+    rows = run_remote(sshd["host"], [export["int8"]], export["manifest"], export["pre_npz"], timeout=60,
+                      ssh_options=fresh, identity=sshd["key"], python=_board_python(sshd["dir"], "tensorflow"))
+    assert rows[0]["status"] == "failed" and "ssh-keyscan -p" in rows[0]["reason"], rows[0]["reason"]
+    assert "--accept-new-host-keys" in rows[0]["reason"]
+    rows = run_remote(sshd["host"], [export["int8"]], export["manifest"], export["pre_npz"], timeout=60, runs=2,
+                      ssh_options=fresh, identity=sshd["key"], python=_board_python(sshd["dir"], "tensorflow"),
+                      accept_new_host_keys=True)
+    assert rows[0]["status"] == "ok", rows[0]["reason"]
+    assert "--accept-new-host-keys" in rows[0]["note"]
+
+
+@needs_sshd
+def test_a_modified_model_is_refused_on_the_board(sshd, export, tmp_path):
+    model = tmp_path / export["int8"].name
+    data = bytearray(export["int8"].read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit in the weights: the interpreter would not notice
+    model.write_bytes(bytes(data))
+    kw = dict(timeout=60, runs=2, ssh_options=sshd["opts"], identity=sshd["key"],
+              python=_board_python(sshd["dir"], "tensorflow"))
+    rows = run_remote(sshd["host"], [model], export["manifest"], export["pre_npz"], **kw)
+    assert rows[0]["status"] == "failed" and "sha256" in rows[0]["reason"] and "--allow-modified" in rows[0]["reason"]
+    rows = run_remote(sshd["host"], [model], export["manifest"], export["pre_npz"], allow_modified=True, **kw)
+    assert rows[0]["status"] == "ok" and rows[0]["integrity"] == "modified (allowed)", rows[0]["reason"]

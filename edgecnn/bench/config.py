@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgecnn.contracts.gates import Gates
-from edgecnn.contracts.rows import ROW_KEYS, Row  # noqa: F401  (the row schema lives in the contracts)
+from edgecnn.contracts.rows import REFUSED, ROW_KEYS, Row  # noqa: F401  (the row schema lives in the contracts)
 from edgecnn.errors import ConfigError
 from edgecnn.runtimes.base import RuntimeOptions
 
@@ -45,6 +45,8 @@ class BenchConfig:
     write: bool = True  # write bench.json, bench.md and plots (False: only return the result)
     plots: bool = True  # write the PNG plots and confusion matrices
     remote: tuple = ()  # USER@HOST[:PORT] boards to run the tflite artifacts on (edgecnn.device.remote)
+    allow_modified: bool = False  # run artifacts whose sha256 differs from the manifest (the rows say so)
+    accept_new_host_keys: bool = False  # --remote: accept a board's unknown SSH host key (the rows say so)
 
     def __post_init__(self):
         if self.batch < 1:
@@ -82,8 +84,13 @@ class BenchResult:
 
     @property
     def ok(self) -> bool:
-        """True when no ok row broke a gate."""
-        return not self.violations
+        """True when no ok row broke a gate and no artifact was refused."""
+        return not self.violations and not self.refused
+
+    @property
+    def refused(self) -> list:
+        """Rows whose artifact was not run because it is not what the manifest describes (sha256, I/O, classes)."""
+        return [r for r in self.rows if r.integrity in REFUSED]
 
     def row(self, artifact: str, backend: str) -> Optional[Row]:
         """The first row of `artifact` on `backend`, or None."""

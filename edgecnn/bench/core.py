@@ -14,8 +14,8 @@ from edgecnn.bench.config import BenchConfig, BenchResult
 from edgecnn.bench.sources import Artifact, Target, from_model, from_run
 from edgecnn.bench.timing import timed_stats
 from edgecnn.contracts.parity import parity
-from edgecnn.contracts.rows import Row
-from edgecnn.errors import ConfigError, ShapeError
+from edgecnn.contracts.rows import REFUSED, Row
+from edgecnn.errors import ConfigError, IntegrityError, ShapeError
 from edgecnn.native import MemoryWindow, native_stderr, one_line
 from edgecnn.runtimes import RUNTIMES, Unavailable, get_runtimes
 
@@ -86,12 +86,11 @@ def _measure(artifact, backend, variant, target, cfg, ref, device, session, load
         row.add_note(", ".join("--" + o.replace("_", "-") for o in ignored) + f" do(es) not apply to {backend.name}")
     if artifact.path.is_file():
         row.size_bytes = artifact.path.stat().st_size
-        want = artifact.entry.sha256 if artifact.entry else None
-        if want:
-            from edgecnn.io import sha256
-
-            if sha256(artifact.path) != want:
-                row.add_note("file differs from the manifest (sha256)")
+        try:
+            _integrity(row, artifact, target, cfg)
+        except IntegrityError as e:  # never open a file that is not the one the manifest describes
+            row.status, row.reason, row.integrity = "failed", str(e), REFUSED[0]
+            return row, None
     else:
         row.status, row.reason = "failed", f"{artifact.path}: no such file"
         return row, None
@@ -103,6 +102,12 @@ def _measure(artifact, backend, variant, target, cfg, ref, device, session, load
         row.runtime, row.accelerator, row.threads = sess.runtime, sess.accelerator or row.accelerator, sess.threads
         row.add_note(sess.note)
         _check_shape(sess, target.x, artifact)
+        if target.manifest is not None and artifact.format != "keras":
+            try:
+                target.manifest.check_model(artifact.name if artifact.entry else None, sess, artifact.path.name)
+            except ConfigError:
+                row.integrity = REFUSED[1]
+                raise
         if not sess.runs:  # a compiler's estimates: nothing to time or compare
             for k, v in sess.extras(target.x).items():
                 setattr(row, k, v)
@@ -138,6 +143,29 @@ def _measure(artifact, backend, variant, target, cfg, ref, device, session, load
         sess = None
         gc.collect()  # runtimes log their teardown: let it happen inside measure()'s capture
     return row, probs
+
+
+def _integrity(row: Row, artifact: Artifact, target: Target, cfg: BenchConfig) -> None:
+    """row.integrity: the artifact against its manifest's sha256 (the keras model against the one exported)."""
+    m = target.manifest
+    if artifact.format == "keras":
+        want = m.source_run.get("model_sha256") if m is not None else None
+        if want:
+            from edgecnn.io import sha256
+
+            row.integrity = "verified" if sha256(artifact.path) == want else "unverified"
+            if row.integrity != "verified":
+                row.add_note("model.keras is not the model the manifest's artifacts were exported from")
+        return
+    if m is None:
+        row.integrity = "unverified"
+        row.add_note("unverified: no manifest beside the model")
+        return
+    row.integrity = m.check_file(artifact.name if artifact.entry else None, artifact.path, cfg.allow_modified)
+    if row.integrity == "unverified":
+        row.add_note(f"unverified: {artifact.path.name} is not in the manifest")
+    elif row.integrity.startswith("modified"):
+        row.add_note("the file differs from the manifest's sha256: run with --allow-modified")
 
 
 def _throughput(row: Row, sess, x: np.ndarray, cfg: BenchConfig) -> None:

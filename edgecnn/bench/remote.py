@@ -39,7 +39,8 @@ def remote_rows(cfg, target, ref_probs, ref_accuracy=None) -> list:
             try:
                 got = run_remote(host, [a.path for a in artifacts], manifest, npz, threads=cfg.threads,
                                  runs=cfg.runs, warmup=max(1, cfg.warmup_runs), min_s=cfg.min_s,
-                                 warmup_min_s=cfg.warmup_min_s, max_s=cfg.max_s)
+                                 warmup_min_s=cfg.warmup_min_s, max_s=cfg.max_s, allow_modified=cfg.allow_modified,
+                                 accept_new_host_keys=cfg.accept_new_host_keys)
             except Exception as e:  # a malformed host spec is this host's failed row; the others go on
                 rows.append(_failed(host, " ".join(str(e).split()) or type(e).__name__))
                 continue
@@ -55,6 +56,8 @@ def _adapt(d: dict, names: dict, ref_probs, ref_accuracy, labels=None) -> Row:
         row.artifact, row.precision, row.format = art.name, art.precision, "tflite"
         row.size_bytes = row.size_bytes or art.path.stat().st_size
     row.backend = row.backend or "tflite"
+    if row.status == "failed" and "sha256" in (row.reason or "") and "--allow-modified" in row.reason:
+        row.integrity = "modified (refused)"  # the script refused it on the board (edgecnn_infer.check_integrity)
     probs = d.get("probs")
     if row.status == "ok" and probs is not None:
         p = parity(np.asarray(probs, dtype=np.float32), ref_probs, labels, ref_accuracy)

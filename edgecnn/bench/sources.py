@@ -39,6 +39,7 @@ class Target:
     out_dir: Path
     origin: dict = field(default_factory=dict)
     preprocessing: dict = field(default_factory=dict)
+    manifest: Optional[Manifest] = None  # what the artifacts are checked against (sha256, I/O, classes)
 
 
 def _select(artifacts: list, names) -> list:
@@ -84,6 +85,7 @@ def from_run(run_dir, cfg) -> Target:
         reference_accuracy=manifest.reference.get("accuracy") if not cfg.limit else None,
         out_dir=Path(cfg.out) if cfg.out else run.path / "bench",
         origin={"run_dir": str(run.path), "manifest": str(mpath)}, preprocessing=dict(ds.preprocessing),
+        manifest=manifest,
     )
 
 
@@ -147,7 +149,7 @@ def from_model(model, data: Optional[str], cfg) -> Target:
         out_dir=Path(cfg.out) if cfg.out else model.parent / f"bench_{model.stem}",
         origin={"model": str(model), "data": data or "run split", "manifest": str(mpath) if manifest else None,
                 "run_dir": str(run.path) if run else None},
-        preprocessing=dict(ds.preprocessing),
+        preprocessing=dict(ds.preprocessing), manifest=manifest,
     )
 
 

@@ -64,13 +64,17 @@ def _split(values) -> tuple:
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--remote", multiple=True, metavar="USER@HOST[:PORT]",
               help="Also run the tflite artifacts on this board over SSH (repeatable).")
+@click.option("--allow-modified", is_flag=True,
+              help="Run artifacts whose sha256 differs from the manifest (refused by default; the rows say so).")
+@click.option("--accept-new-host-keys", is_flag=True,
+              help="--remote: accept a board's SSH host key on first contact (refused by default; rows say so).")
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json to stdout instead of the table.")
 @click.option("--fail-on-error", is_flag=True, help="Exit 1 when a row failed (not only on broken gates).")
 @user_errors
 def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, delegate, providers, graph_opt, npu,
           npu_system, npu_memory, keep_compiled, precision, runs,
           min_time, max_time, warmup, warmup_time, timing, include_copies, limit, max_acc_drop, min_agreement,
-          max_abs_diff, out, plots, remote, as_json, fail_on_error):
+          max_abs_diff, out, plots, remote, allow_modified, accept_new_host_keys, as_json, fail_on_error):
     """Run every exported artifact of RUN_DIR on every backend here: accuracy, parity with the Keras model,
     size, load, first-inference and steady latency, throughput, memory. Exit 1 when a parity gate breaks."""
     import json
@@ -90,7 +94,8 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
         npu_system=npu_system, npu_memory=npu_memory, keep_compiled=keep_compiled, precision=precision,
         warmup_runs=warmup, warmup_min_s=warmup_time, runs=runs, min_s=min_time, max_s=max_time, timing=timing,
         include_copies=include_copies, limit=limit, max_acc_drop=max_acc_drop, min_agreement=min_agreement,
-        max_abs_diff=max_abs_diff, out=out, plots=plots, remote=tuple(remote),
+        max_abs_diff=max_abs_diff, out=out, plots=plots, remote=tuple(remote), allow_modified=allow_modified,
+        accept_new_host_keys=accept_new_host_keys,
     )
     err = Console(stderr=True)
     progress = None if as_json else (lambda s: err.print(f"[dim]bench: {s}[/dim]", highlight=False))
@@ -104,6 +109,10 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
                        if len(result.files) > 2 else f"wrote {', '.join(str(p) for p in result.files)}")
     failed = [r for r in result.rows if r.status == "failed"]
     report_violations(result.violations)
+    for r in result.refused:  # an artifact that is not what the manifest describes: never a green run
+        click.echo(f"error: {r.artifact} not run: {r.reason}", err=True)
+    if result.refused:
+        sys.exit(2)
     if fail_on_error and failed:
         click.echo(f"{len(failed)} row(s) failed (--fail-on-error)", err=True)
     if result.violations or (fail_on_error and failed):
@@ -117,16 +126,18 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None,
               help="Manifest or run config.json with preprocessing and class names. Default: beside MODEL.")
 @click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--allow-modified", is_flag=True, help="Run a model whose sha256 differs from its manifest entry.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document with every prediction.")
 @user_errors
-def predict(model, inputs, top_k, manifest, threads, as_json):
+def predict(model, inputs, top_k, manifest, threads, allow_modified, as_json):
     """Classify image files or the images of an .npz with MODEL (.keras, .tflite or .onnx), using the
     preprocessing and class names recorded beside it."""
     import json
 
     from edgecnn.predict import predict as run_predict
 
-    preds = run_predict(model, list(inputs), top_k=top_k, manifest=manifest, threads=threads)
+    preds = run_predict(model, list(inputs), top_k=top_k, manifest=manifest, threads=threads,
+                        allow_modified=allow_modified)
     if as_json:
         click.echo(json.dumps({"model": model, "predictions": [p.to_dict() for p in preds]}, indent=2))
         return

@@ -23,8 +23,8 @@ from typing import Optional
 
 import numpy as np
 
-from edgecnn.script.edgecnn_infer import UsageError, validate_manifest
-from edgecnn.errors import ConfigError
+from edgecnn.errors import ConfigError, IntegrityError
+from edgecnn.script.edgecnn_infer import UsageError, check_fit, check_integrity, check_io, validate_manifest
 
 SCHEMA = "edgecnn.manifest/1"
 FILENAME = "manifest.json"
@@ -138,18 +138,47 @@ class Manifest:
         """(name, ArtifactEntry) of the artifact stored in `file_name`, or (None, None)."""
         return next(((k, e) for k, e in self.artifacts.items() if e.file == file_name), (None, None))
 
+    def check_file(self, name: Optional[str], path, allow_modified: bool = False) -> str:
+        """Whether `path` is artifact `name`'s file (sha256), before anything opens it: the on-device script's
+        check. Returns "verified", "modified (allowed)" or "unverified" (`name` None: not in this manifest).
+
+        Raises:
+            IntegrityError: the sha256 differs and `allow_modified` is False.
+        """
+        entry = self.artifacts[name].to_dict() if name in self.artifacts else None
+        try:
+            return check_integrity(str(path), entry, FILENAME, allow_modified)
+        except UsageError as e:
+            raise IntegrityError(str(e)) from None
+
+    def check_model(self, name: Optional[str], session, file_name: str) -> None:
+        """The manifest's preprocessing, class names and (for a listed artifact) I/O dtypes and quantization
+        against an open session: the on-device script's checks.
+
+        Raises:
+            ConfigError: they do not fit (a manifest of another model).
+        """
+        n_out = session.outputs[0]["shape"][-1] if session.outputs else None
+        try:
+            check_fit(self.preprocessing.to_dict(), list(self.class_names), session.input_shape, n_out, FILENAME,
+                      file_name)
+            if name in self.artifacts and session.inputs and session.outputs:
+                check_io(self.artifacts[name].to_dict(), session.inputs, session.outputs, FILENAME, file_name)
+        except UsageError as e:
+            raise ConfigError(str(e)) from None
+
     def path_of(self, name: str) -> Path:
         """The artifact's file in the manifest's folder; a symlink that leaves the folder is refused.
 
         Raises:
-            ConfigError: the resolved file is outside the folder.
+            IntegrityError: the resolved file is outside the folder.
         """
         folder = Path(self.folder or ".")
         path = folder / self.artifacts[name].file
         if path.is_symlink() or path.exists():
             real, root = path.resolve(), folder.resolve()
             if root not in real.parents:
-                raise ConfigError(f"{folder / FILENAME}: artifact {name!r} ({self.artifacts[name].file}) resolves to "
+                raise IntegrityError(f"{folder / FILENAME}: artifact {name!r} ({self.artifacts[name].file}) resolves to "
                                   f"{real}, outside the export folder")
         return path
 

@@ -15,6 +15,9 @@ from typing import Any, Optional
 from edgecnn.script.edgecnn_infer import ROW_KEYS
 
 STATUSES = ("ok", "skipped", "failed")
+# `integrity`: the artifact against its manifest (sha256 before opening; I/O, classes and input after)
+INTEGRITY = ("verified", "unverified", "modified (allowed)", "modified (refused)", "misdescribed")
+REFUSED = INTEGRITY[3:]  # rows whose artifact was not run: never part of a green run
 # what each key holds; docs/bench.md has the long form
 DEFAULTS = {"status": "ok"}
 
@@ -47,4 +50,4 @@ Row = dataclasses.make_dataclass(
 )
 Row.__module__ = __name__
 
-__all__ = ["Row", "ROW_KEYS", "STATUSES"]
+__all__ = ["INTEGRITY", "REFUSED", "Row", "ROW_KEYS", "STATUSES"]

@@ -71,6 +71,11 @@ def parse_host(spec: str) -> Host:
     host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
     if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
         raise ConfigError(f"'{spec}': port must be a number in 1..65535")
+    # a name or address, never an option for ssh: letters, digits, '.', '-', '_' (and ':' '%' inside [...])
+    if not (re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", host) or (m.group(1) and re.fullmatch(r"[0-9A-Fa-f:.%a-z]+", host))):
+        raise ConfigError(f"'{spec}': '{host}' is not a host name or address")
+    if user and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", user):
+        raise ConfigError(f"'{spec}': '{user}' is not a user name")
     return Host(host=host, user=user or None, port=int(port) if port else None)
 
 
@@ -94,12 +99,15 @@ class RemoteError(Exception):
 class _Ssh:
     """ssh/scp command lines for one host with a deadline shared by every call."""
 
-    def __init__(self, host: Host, timeout: float, ssh_options: Sequence[str], identity: Optional[str]):
+    def __init__(self, host: Host, timeout: float, ssh_options: Sequence[str], identity: Optional[str],
+                 accept_new_host_keys: bool = False):
         self.host, self.timeout = host, timeout
         self.deadline = time.monotonic() + timeout
-        opts = ["BatchMode=yes", f"ConnectTimeout={max(1, int(min(timeout, 15)))}",
-                "StrictHostKeyChecking=accept-new", "ServerAliveInterval=5", "ServerAliveCountMax=3",
-                "LogLevel=ERROR", *ssh_options]
+        # OpenSSH takes the first value of an option: the caller's explicit options first, then ours. An unknown
+        # host key is refused unless asked for (a board's first contact is where a man in the middle would sit).
+        opts = [*ssh_options, "BatchMode=yes", f"ConnectTimeout={max(1, int(min(timeout, 15)))}",
+                f"StrictHostKeyChecking={'accept-new' if accept_new_host_keys else 'yes'}",
+                "ServerAliveInterval=5", "ServerAliveCountMax=3", "LogLevel=ERROR"]
         self.common = [a for o in opts for a in ("-o", o)] + (["-i", str(identity)] if identity else [])
 
     def _call(self, argv: list, what: str) -> subprocess.CompletedProcess:
@@ -117,15 +125,15 @@ class _Ssh:
     def run(self, command: str, what: str) -> subprocess.CompletedProcess:
         """Run a shell command on the host; ssh's own failures (exit 255) raise RemoteError."""
         port = ["-p", str(self.host.port)] if self.host.port else []
-        p = self._call(["ssh", *self.common, *port, self.host.target, command], what)
+        p = self._call(["ssh", *self.common, *port, "--", self.host.target, command], what)
         if p.returncode == 255:
             raise RemoteError(self._explain(p.stderr))
         return p
 
     def put(self, files: list, remote_dir: str) -> None:
         port = ["-P", str(self.host.port)] if self.host.port else []
-        p = self._call(["scp", "-q", *self.common, *port, *map(str, files), f"{self.host.target}:{remote_dir}/"],
-                       "copying files")
+        p = self._call(["scp", "-q", *self.common, *port, "--", *(str(Path(f).resolve()) for f in files),
+                        f"{self.host.target}:{remote_dir}/"], "copying files")
         if p.returncode != 0:
             raise RemoteError(f"copying files to {self.host} failed: {_last_line(p.stderr)}")
 
@@ -135,6 +143,10 @@ class _Ssh:
         if "Permission denied" in stderr or "Too many authentication failures" in stderr:
             return (f"authentication failed on {h} ({last}): install your public key with "
                     f"ssh-copy-id {port}{h.target}, load it into ssh-agent, or pass its file as the identity")
+        if re.search(r"No \S+ host key is known for", stderr):
+            scan = f"ssh-keyscan {'-p ' + str(h.port) + ' ' if h.port else ''}{h.host} >> ~/.ssh/known_hosts"
+            return (f"the host key of {h} is not known: add it once, checking its fingerprint ({scan}), or pass "
+                    "--accept-new-host-keys to accept it on first contact")
         if "Host key verification failed" in stderr or "IDENTIFICATION HAS CHANGED" in stderr:
             return (f"host key of {h.host} does not match known_hosts ({last}): if the board was reinstalled, "
                     f"ssh-keygen -R {h.host}, then connect once with ssh {port}{h.target}")
@@ -144,6 +156,30 @@ class _Ssh:
             return (f"cannot reach {h} ({last}): check the address and port, that the board is on the network "
                     "and that its SSH server runs (sudo systemctl enable --now ssh)")
         return f"ssh to {h} failed: {last or 'exit status 255'}"
+
+
+def shell_words(command: str) -> str:
+    """A command for the board's shell with every word quoted; a leading `~/` becomes "$HOME"/ (the shell would
+    not expand a quoted tilde), so nothing in it can run as a command of its own.
+
+    Raises:
+        ConfigError: unbalanced quotes, or `~user` (name the path instead).
+    """
+    try:
+        words = shlex.split(command)
+    except ValueError as e:
+        raise ConfigError(f"board Python command {command!r}: {e}") from None
+    if not words:
+        raise ConfigError("empty board Python command")
+    out = []
+    for w in words:
+        if w == "~" or w.startswith("~/"):
+            out.append('"$HOME"' + (shlex.quote(w[1:]) if len(w) > 1 else ""))
+        elif w.startswith("~"):
+            raise ConfigError(f"board Python command: write {w!r} as a full path (~user is not expanded)")
+        else:
+            out.append(shlex.quote(w))
+    return " ".join(out)
 
 
 def _last_line(text: str) -> str:
@@ -189,8 +225,9 @@ def _raise(reason: str):
 
 def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *, threads: int = 1,
                runs: int = 50, warmup: int = 10, min_s: float = 0.0, warmup_min_s: float = 0.0, max_s: float = 1e9,
-               timeout: float = 300.0, ssh_options: Sequence[str] = (),
-               identity: Optional[str] = None, python: Optional[str] = None) -> list:
+               timeout: float = 300.0, ssh_options: Sequence[str] = (), identity: Optional[str] = None,
+               python: Optional[str] = None, allow_modified: bool = False,
+               accept_new_host_keys: bool = False) -> list:
     """Run each TFLite model on one board over SSH with the on-device script; never raises for host problems.
 
     Args:
@@ -206,7 +243,9 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
         ssh_options: extra OpenSSH options as "Key=Value" (e.g. "UserKnownHostsFile=/tmp/kh").
         identity: private key file (`ssh -i`); default: the agent and ~/.ssh keys.
         python: the board's Python command (e.g. "~/edgecnn-venv/bin/python" on Raspberry Pi OS, where pip
-            installs into a venv); default: $EDGECNN_REMOTE_PYTHON, else "python3".
+            installs into a venv); default: $EDGECNN_REMOTE_PYTHON, else "python3". Every word is quoted.
+        allow_modified: let the script run a model whose sha256 differs from the manifest (refused otherwise).
+        accept_new_host_keys: accept an unknown host key on first contact (refused otherwise; the rows say so).
     Returns:
         One bench row (dict, the bench row keys) per model, with device = "<board name> (<host_spec>)",
         status "ok" or "failed" with its reason, plus "host", "predictions" (top-1 per test image),
@@ -227,9 +266,8 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
     if shutil.which("ssh") is None or shutil.which("scp") is None:
         return [_row(artifact="*", device=str(host), status="failed",
                      reason="no OpenSSH client here: install it (apt install openssh-client)", host=str(host))]
-    ssh = _Ssh(host, timeout, ssh_options, identity)
-    python = python or os.environ.get("EDGECNN_REMOTE_PYTHON") or "python3"
-    python = " ".join(shlex.quote(w) if not w.startswith("~") else w for w in shlex.split(python))
+    ssh = _Ssh(host, timeout, ssh_options, identity, accept_new_host_keys)
+    python = shell_words(python or os.environ.get("EDGECNN_REMOTE_PYTHON") or "python3")
     rows, remote_dir = [], None
     try:
         p = ssh.run("mktemp -d \"${TMPDIR:-/tmp}/edgecnn.XXXXXX\"", "creating a temporary folder")
@@ -239,16 +277,21 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
         _copy(ssh, files, remote_dir, manifest_path)
         info = _preflight(ssh, python, remote_dir)
         device = f"{info.get('device') or host.host} ({host})"
+        flags = (f"--bench {int(runs)} --warmup {int(warmup)} --min-time {float(min_s)!r} "
+                 f"--warmup-time {float(warmup_min_s)!r} --max-time {float(max_s)!r}"
+                 + (" --allow-modified" if allow_modified else ""))
         for model in models:
-            rows.append(_run_model(ssh, python, remote_dir, model, device, threads,
-                                   f"--bench {int(runs)} --warmup {int(warmup)} --min-time {float(min_s)!r} "
-                                   f"--warmup-time {float(warmup_min_s)!r} --max-time {float(max_s)!r}"))
+            rows.append(_run_model(ssh, python, remote_dir, model, device, threads, flags))
     except RemoteError as e:
         rows.append(_row(artifact="*", device=str(host), threads=threads, status="failed", reason=str(e),
                          host=str(host)))
     finally:
         if remote_dir:
             _cleanup(ssh, remote_dir)
+    if accept_new_host_keys:
+        for r in rows:
+            r["note"] = "; ".join(filter(None, [r.get("note"), "host key accepted on first contact "
+                                                "(--accept-new-host-keys)"]))
     return rows
 
 
@@ -311,11 +354,14 @@ def main(argv=None) -> int:
     p.add_argument("--identity", "-i", help="private key file")
     p.add_argument("--python", help="the board's Python command (default: $EDGECNN_REMOTE_PYTHON or python3)")
     p.add_argument("-o", dest="ssh_options", action="append", default=[], help="OpenSSH option Key=Value")
+    p.add_argument("--allow-modified", action="store_true", help="run models whose sha256 differs from the manifest")
+    p.add_argument("--accept-new-host-keys", action="store_true", help="accept an unknown host key on first contact")
     a = p.parse_args(argv)
     try:
         rows = [r for h in a.hosts for r in run_remote(
             h, a.model, a.manifest, a.npz, threads=a.threads, runs=a.runs, warmup=a.warmup, timeout=a.timeout,
-            ssh_options=a.ssh_options, identity=a.identity, python=a.python)]
+            ssh_options=a.ssh_options, identity=a.identity, python=a.python, allow_modified=a.allow_modified,
+            accept_new_host_keys=a.accept_new_host_keys)]
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -112,7 +112,7 @@ ROW_KEYS = ("artifact", "file", "format", "precision", "backend", "accelerator",
             "batch", "status", "reason", "accuracy", "accuracy_drop", "agreement", "max_abs_diff", "size_bytes",
             "load_ms", "first_ms", "latency", "throughput_ips", "peak_rss_mb", "footprint_mb",
             "timing_includes_copies", "arena_bytes", "flash_bytes", "sram_bytes", "npu_ops", "cpu_ops", "est_ms",
-            "max_int8_steps", "note")
+            "max_int8_steps", "integrity", "note")
 LATENCY_KEYS = ("median_ms", "mean_ms", "std_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs")
 
 
@@ -353,16 +353,91 @@ class TfliteModel:
             probs[i] = self.output()
         return probs
 
-    def check(self, prep: dict, class_names, where: str) -> None:
-        """Raise UsageError when the preprocessing or the labels do not fit this model."""
-        h, w = (int(v) for v in prep["image_size"])
-        want = (h, w, int(prep["channels"]))
-        if want != self.input_shape:
-            raise UsageError(f"{where} gives {_hwc(want)} images but {os.path.basename(self.path)} takes "
-                             f"{_hwc(self.input_shape)} (wrong manifest for this model?)")
-        if class_names is not None and len(class_names) != self.num_classes:
-            raise UsageError(f"{where} names {len(class_names)} classes but {os.path.basename(self.path)} "
-                             f"outputs {self.num_classes} (wrong manifest for this model?)")
+    def check(self, prep: dict, class_names, where: str, entry=None) -> None:
+        """Raise UsageError when the preprocessing, the labels or the manifest entry's I/O do not fit this model."""
+        name = os.path.basename(self.path)
+        check_fit(prep, class_names, self.input_shape, self.num_classes, where, name)
+        if entry:
+            check_io(entry, [_tensor(self.inp)], [_tensor(self.out)], where, name)
+
+
+def _tensor(d: dict) -> dict:
+    scale, zp = d["quantization"]
+    return {"dtype": np.dtype(d["dtype"]).name,
+            "quantization": {"scale": float(scale), "zero_point": int(zp)} if scale else None}
+
+
+def check_fit(prep: dict, class_names, input_shape, num_classes: int, where: str, name: str) -> None:
+    """The manifest's preprocessing and class names against a model's input shape (h, w, c) and class count.
+    The one check: this script, `edgecnn bench` and `edgecnn predict` all make it.
+
+    Raises:
+        UsageError: the image size, channels or number of classes differ.
+    """
+    h, w = (int(v) for v in prep["image_size"])
+    want = (h, w, int(prep["channels"]))
+    have = tuple(None if d is None else int(d) for d in input_shape)
+    if len(have) != 3 or any(b is not None and a != b for a, b in zip(want, have)):
+        raise UsageError(f"{where} gives {_hwc(want)} images but {name} takes {_hwc(have)} "
+                         "(wrong manifest for this model?)")
+    if class_names is not None and len(class_names) != int(num_classes):
+        raise UsageError(f"{where} names {len(class_names)} classes but {name} outputs {num_classes} "
+                         "(wrong manifest for this model?)")
+
+
+def check_io(entry: dict, inputs, outputs, where: str, name: str) -> None:
+    """A manifest entry's input/output dtypes and quantization against the model's own (tensor records with
+    "dtype" and "quantization" {"scale", "zero_point"} or None).
+
+    Raises:
+        UsageError: a dtype, scale or zero point differs: the manifest describes another model.
+    """
+    for kind, have_list in (("input", inputs), ("output", outputs)):
+        want_list = entry.get(kind + "s") or []
+        if not want_list or not have_list:
+            continue
+        want, have = want_list[0], have_list[0]
+        if want.get("dtype") and want["dtype"] != have["dtype"]:
+            raise UsageError(f"{where} records a {want['dtype']} {kind} but {name} has {have['dtype']} "
+                             "(wrong manifest for this model?)")
+        wq, hq = want.get("quantization"), have.get("quantization")
+        if bool(wq) != bool(hq) or (wq and hq and (wq["zero_point"] != hq["zero_point"] or
+                                                   abs(wq["scale"] - hq["scale"]) > 1e-6 * abs(hq["scale"]))):
+            raise UsageError(f"{where} records {kind} quantization {wq} but {name} has {hq} "
+                             "(wrong manifest for this model?)")
+
+
+def sha256_of(path: str) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+INTEGRITY = ("verified", "modified (allowed)", "unverified")
+
+
+def check_integrity(path: str, entry, where: str, allow_modified: bool = False) -> str:
+    """Whether `path` is the file its manifest entry describes, before anything opens it.
+
+    Returns:
+        "verified" (sha256 matches), "modified (allowed)" (differs, allow_modified), "unverified" (no entry
+        or no hash to compare with).
+    Raises:
+        UsageError: the sha256 differs and allow_modified is False.
+    """
+    want = (entry or {}).get("sha256")
+    if not want:
+        return "unverified"
+    have = sha256_of(path)
+    if have == want:
+        return "verified"
+    if allow_modified:
+        return "modified (allowed)"
+    raise UsageError(f"{path}: sha256 {have[:12]}... differs from {where}'s {want[:12]}... (the file was modified "
+                     "or comes from another export); not running it (--allow-modified overrides)")
 
 
 def _load_delegate(load_delegate, lib: str, options: dict):
@@ -593,14 +668,6 @@ def peak_rss_mb():
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="edgecnn_infer.py", description="Classify images with an edgecnn TFLite model (numpy + a TFLite "
@@ -626,6 +693,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--delegate", metavar="LIB[:key=value,...]", help="external delegate, e.g. libedgetpu.so.1")
     p.add_argument("--no-xnnpack", action="store_true", help="builtin kernels instead of the default XNNPACK")
     p.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES), help="TFLite runtime to use")
+    p.add_argument("--allow-modified", action="store_true",
+                   help="run a model whose sha256 differs from its manifest entry (the row says so)")
     p.add_argument("--info", action="store_true", help="print the runtime and device as JSON and exit")
     a = p.parse_args(argv)
     if not a.info and not a.model:
@@ -639,12 +708,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
-def _preprocessing(a: argparse.Namespace, model: TfliteModel):
-    """(prep, class_names, manifest or None) from the manifest and the command line, checked against the model."""
+def _manifest(a: argparse.Namespace):
+    """(manifest or None, its path) from --manifest or manifest.json beside the model."""
     path = a.manifest or os.path.join(os.path.dirname(os.path.abspath(a.model)), "manifest.json")
-    manifest = None
-    if a.manifest or os.path.isfile(path):
-        manifest = read_manifest(path)
+    return (read_manifest(path) if a.manifest or os.path.isfile(path) else None), path
+
+
+def _preprocessing(a: argparse.Namespace, model: TfliteModel, manifest, path: str, entry):
+    """(prep, class_names) from the manifest and the command line, checked against the model."""
     prep = dict(manifest["preprocessing"]) if manifest else {
         "image_size": list(model.input_shape[:2]), "channels": model.input_shape[2], "pixel_max": None,
         "resize": "bilinear"}
@@ -656,8 +727,8 @@ def _preprocessing(a: argparse.Namespace, model: TfliteModel):
         prep["pixel_max"] = a.pixel_max
     where = os.path.basename(path) if manifest else "--image-size/--channels"
     class_names = list(manifest["class_names"]) if manifest else None
-    model.check(prep, class_names, where)
-    return prep, class_names or [str(i) for i in range(model.num_classes)], manifest
+    model.check(prep, class_names, where, entry)
+    return prep, class_names or [str(i) for i in range(model.num_classes)]
 
 
 def run(a: argparse.Namespace) -> dict:
@@ -665,9 +736,14 @@ def run(a: argparse.Namespace) -> dict:
     info = device_info()
     if a.info:
         return dict(info, runtime=load_runtime(a.runtime)[3], script_version=__version__)
+    if not os.path.isfile(a.model):
+        raise UsageError(f"{a.model}: no such model file")
+    manifest, mpath = _manifest(a)
+    artifact, entry = manifest_entry(manifest, a.model) if manifest else (None, {})
+    integrity = check_integrity(a.model, entry, os.path.basename(mpath), a.allow_modified)  # before opening it
     model = TfliteModel(a.model, threads=a.threads, runtime=a.runtime, delegate=a.delegate,
                         xnnpack=not a.no_xnnpack)
-    prep, class_names, manifest = _preprocessing(a, model)
+    prep, class_names = _preprocessing(a, model, manifest, mpath, entry)
     names, y = [], None
     if a.npz:
         x, y = read_npz(a.npz, prep, model.input_shape)
@@ -677,11 +753,10 @@ def run(a: argparse.Namespace) -> dict:
         names = list(a.images)
     else:
         x = np.zeros((0, *model.input_shape), np.float32)
-    artifact, entry = manifest_entry(manifest, a.model) if manifest else (None, {})
     notes = []
-    if entry.get("sha256") and entry["sha256"] != _sha256(a.model):
-        notes.append("model file differs from the manifest (sha256)")
-        print(f"warning: {a.model} differs from the manifest's sha256 (another export?)", file=sys.stderr)
+    if integrity != "verified":
+        notes.append("the file differs from its manifest's sha256 (--allow-modified)" if integrity.startswith(
+            "modified") else "unverified: no manifest entry with a sha256 for this file")
     timing = bench(model, x[:1] if len(x) else np.full((1, *model.input_shape), 0.5, np.float32),
                    a.bench, a.warmup, a.min_time, a.warmup_time, a.max_time) if a.bench else {}
     probs = model.predict(x)
@@ -703,7 +778,8 @@ def run(a: argparse.Namespace) -> dict:
         "threads": a.threads, "batch": 1, "status": "ok", "accuracy": accuracy,
         "size_bytes": os.path.getsize(a.model), "load_ms": model.load_ms, "first_ms": timing.get("first_ms"),
         "latency": timing.get("latency"), "peak_rss_mb": peak_rss_mb(),
-        "timing_includes_copies": False if a.bench else None, "note": "; ".join(notes) or None,
+        "timing_includes_copies": False if a.bench else None, "integrity": integrity,
+        "note": "; ".join(notes) or None,
         "n": len(x), "predictions": [int(v) for v in pred], "results": results,
         "machine": info["machine"], "cpu": info["cpu"], "cpu_count": info["cpu_count"], "python": info["python"],
         "hostname": info["hostname"], "script_version": __version__,
