@@ -88,3 +88,36 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "value") and isinstance(getattr(o, "value"), str):  # str enums
         return o.value
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+LOCK = ".edgecnn.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "") -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (created if missing) for the block: a second writer of the same run or
+    export folder gets a one-line error instead of silently losing one of the two outputs. The kernel releases
+    the lock when the process dies, so a killed run never leaves a stale lock.
+
+    Raises:
+        ConfigError: another process holds it ("RUN is in use by pid N").
+    """
+    import fcntl
+
+    from edgecnn.errors import ConfigError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise ConfigError(f"{folder} is in use by pid {holder}{f' ({what})' if what else ''}: wait for it to "
+                              "finish, or write elsewhere") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield folder
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

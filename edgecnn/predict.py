@@ -109,7 +109,15 @@ def _npz_images(p: Path) -> np.ndarray:
     key = next((k for k in NPZ_KEYS if k in z.files), z.files[0] if len(z.files) == 1 else None)
     if key is None:
         raise DataError(f"{p}: no image array (expected one of {', '.join(NPZ_KEYS)}, found {', '.join(z.files)})")
-    x = z[key]
+    from edgecnn.script.edgecnn_infer import UsageError, check_pixels
+
+    try:
+        x = z[key]
+        check_pixels(x, f"{p} '{key}'")  # the device's rule: numbers, finite
+    except ValueError as e:  # object arrays need pickle, which is never allowed
+        raise DataError(f"{p}: cannot read its arrays ({e}); save numbers, not objects") from None
+    except UsageError as e:
+        raise DataError(str(e)) from None
     if not np.issubdtype(x.dtype, np.number) or x.ndim not in (2, 3, 4):
         raise DataError(f"{p}: '{key}' must be numeric images (N,H,W[,C]) or one image (H,W), got {x.dtype} {x.shape}")
     return x[None] if x.ndim == 2 else x

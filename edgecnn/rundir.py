@@ -37,18 +37,31 @@ def prepare_out_dir(out: str | os.PathLike, overwrite: bool = False, resume: boo
     Raises:
         ConfigError: the folder exists, is not empty, and neither flag is set.
     """
+    import shutil
+
+    from edgecnn.io import LOCK
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not (overwrite or resume):
+    entries = [p for p in out.iterdir() if p.name != LOCK] if out.exists() else []
+    if entries and not (overwrite or resume) and not unfinished_start(entries):
         raise ConfigError(f"{out} is not empty: pass --overwrite to replace it or --resume to continue it")
-    if overwrite and not resume and out.exists():
-        import shutil
-
-        for p in out.iterdir():
+    if entries and (overwrite and not resume or unfinished_start(entries) and not resume):
+        for p in entries:  # a plain re-run after a start that never finished an epoch begins again
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+# what a training start writes before its first epoch is saved: nothing there can be resumed
+START_FILES = {CONFIG, "history.csv", "history.json"}
+
+
+def unfinished_start(entries) -> bool:
+    """True when a run folder holds only what a start writes before its first saved epoch (a bad option or a kill
+    in the first epoch): nothing to resume, so a plain re-run may begin again there."""
+    return bool(entries) and all(Path(p).name in START_FILES for p in entries)
 
 
 def write_config(out: Path, *, data: dict, preprocessing: dict, class_names: list, model: dict,

@@ -31,6 +31,7 @@ from edgecnn.data import DataConfig, Dataset, load_dataset
 from edgecnn.errors import ConfigError
 from edgecnn.io import atomic_path, write_json, write_text
 from edgecnn.models import ModelSpec, build, compile_model
+from edgecnn.io import folder_lock
 from edgecnn.rundir import MODEL, prepare_out_dir, write_config
 
 
@@ -62,6 +63,17 @@ class TrainConfig:
     resume: bool = False  # continue an interrupted run in `out` from its last completed epoch
     backup_every_s: float = 10.0  # write the resume state at most this often (and when interrupted); 0: every epoch
     verbose: int = 0  # Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch)
+
+    def __post_init__(self):
+        """Every option checked before anything is written (a bad one never leaves a half-made run)."""
+        for name, low in (("epochs", 1), ("batch_size", 1), ("patience", 0), ("lr_patience", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= {low} (got {getattr(self, name)})")
+        if not 0 <= self.seed < 2 ** 32:
+            raise ConfigError(f"--seed must be in 0..{2 ** 32 - 1} (got {self.seed})")
+        if self.backup_every_s < 0:
+            raise ConfigError(f"--backup-every must be >= 0 seconds (got {self.backup_every_s:g})")
+        ModelSpec(self.arch, params=dict(self.params)).resolved()  # unknown names, wrong types, out of range
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -237,11 +249,16 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> TrainResult:
         raise ConfigError(f"--backup-every must be >= 0 seconds (got {cfg.backup_every_s:g})")
     if cfg.resume:
         if not (out / BACKUP_DIR).exists() or not (out / "config.json").exists():
-            raise ConfigError(f"{out}: nothing to resume (no interrupted run there)")
+            from edgecnn.rundir import unfinished_start
+
+            started = out.is_dir() and unfinished_start([p for p in out.iterdir() if not p.name.startswith(".")])
+            raise ConfigError(f"{out}: nothing to resume ({'a start that never saved an epoch' if started else 'no interrupted run there'}); "
+                              "run the same command without --resume to begin again")
         from edgecnn.io import read_json
 
         recorded = TrainConfig.from_dict(read_json(out / "config.json")["train"])
         cfg = replace(recorded, out=str(out), resume=True, verbose=cfg.verbose)
     ds = load_dataset(cfg.data)  # data errors come before the run directory is touched
-    prepare_out_dir(out, overwrite=cfg.overwrite, resume=cfg.resume)
-    return fit_run(out, cfg, ds, extra_callbacks)
+    with folder_lock(out, "edgecnn train"):  # a second writer of the same run is refused, not silently lost
+        prepare_out_dir(out, overwrite=cfg.overwrite, resume=cfg.resume)
+        return fit_run(out, cfg, ds, extra_callbacks)

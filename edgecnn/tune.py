@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edgecnn.data import load_dataset
 from edgecnn.errors import ConfigError, MissingDependencyError
-from edgecnn.io import read_json, write_json
+from edgecnn.io import folder_lock, read_json, write_json
 from edgecnn.models import ModelSpec, build, compile_model, get_architecture
 from edgecnn.rundir import prepare_out_dir
 from edgecnn.train import TrainConfig, TrainResult, fit_run, seed_everything
@@ -84,7 +84,12 @@ def tune(cfg: TuneConfig) -> TuneResult:
     ds = load_dataset(tcfg.data)
     if tcfg.resume and not (out / TUNER_DIR).exists():
         raise ConfigError(f"{out}: nothing to resume (no tuner state there)")
-    prepare_out_dir(out, overwrite=tcfg.overwrite, resume=tcfg.resume)
+    with folder_lock(out, "edgecnn tune"):  # a second writer of the same run is refused, not silently lost
+        prepare_out_dir(out, overwrite=tcfg.overwrite, resume=tcfg.resume)
+        return _search(cfg, tcfg, out, ds, keras, keras_tuner)
+
+
+def _search(cfg, tcfg, out: Path, ds, keras, keras_tuner) -> "TuneResult":
     seed_everything(tcfg.seed)
     tuner = keras_tuner.BayesianOptimization(
         hypermodel=_hypermodel(tcfg, ds.input_shape, ds.num_classes),

@@ -238,6 +238,7 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
     host = host_info()
     device = f"local {host['machine']}"
     rows: list = []
+    checkpoint = _row_writer(target.out_dir, rows) if cfg.write else (lambda: None)  # before any row is measured
     say = progress or (lambda s: None)
     say("keras reference")
     ref = _reference(target, cfg, backends, device, rows)
@@ -252,6 +253,7 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
                 say(f"{art.name} on {backend.name}{' ' + variant if variant else ''}")
                 row, probs = measure(art, backend, variant, target, cfg, ref, device)
                 rows.append(row)
+                checkpoint()
                 if probs is not None:
                     predictions.setdefault(art.name, probs)
     if cfg.remote:
@@ -272,6 +274,30 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
 
         write_reports(result, target, ref.pred, predictions, cfg)
     return result
+
+
+def _row_writer(out_dir, rows: list):
+    """Check that the report folder can be written before measuring anything; then rewrite a partial
+    bench.json after each row, so a failure late in a long run loses no row.
+
+    Raises:
+        ConfigError: the folder cannot be written (read-only file system, full disk, no permission).
+    """
+    from pathlib import Path
+
+    from edgecnn.bench.config import SCHEMA
+    from edgecnn.io import write_json
+
+    path = Path(out_dir) / "bench.json"
+
+    def write() -> None:
+        write_json(path, {"schema": SCHEMA, "partial": True, "rows": [r.to_dict() for r in rows]})
+
+    try:
+        write()
+    except OSError as e:
+        raise ConfigError(f"cannot write {out_dir}: {e.strerror or e}") from None
+    return write
 
 
 def _timing_text(cfg: BenchConfig) -> str:

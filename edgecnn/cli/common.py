@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
 import os
 import re
@@ -66,6 +67,9 @@ def quiet_tf() -> None:
         _filter_stderr()
 
 
+WRITE_ERRORS = {errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT}  # one line, not a traceback
+
+
 def user_errors(fn):
     """Run a command body; an `EdgecnnError` becomes `error: <message>` on stderr and exit code 2."""
 
@@ -76,6 +80,12 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except EdgecnnError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except OSError as e:
+            if e.errno not in WRITE_ERRORS:
+                raise
+            click.echo(f"error: cannot write {e.filename or 'the output'}: {e.strerror or os.strerror(e.errno)}",
+                       err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

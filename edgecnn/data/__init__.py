@@ -40,6 +40,19 @@ class DataConfig:
         d["image_size"] = list(self.image_size) if self.image_size else None
         return d
 
+    def __post_init__(self):
+        if self.image_size is not None and (len(self.image_size) != 2 or any(int(v) < 1 for v in self.image_size)):
+            raise DataError(f"--image-size must be two positive numbers H W (got {' '.join(map(str, self.image_size))})")
+        if self.channels not in (None, 1, 3):
+            raise DataError(f"--channels must be 1 or 3 (got {self.channels})")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                raise DataError(f"--{name.replace('_', '-')} must be between 0 and 1 (got {getattr(self, name)})")
+        if not 0 <= self.seed < 2 ** 32:
+            raise DataError(f"--seed must be in 0..{2 ** 32 - 1} (got {self.seed})")
+        if self.limit is not None and self.limit < 1:
+            raise DataError(f"--limit must be >= 1 (got {self.limit})")
+
     @classmethod
     def from_dict(cls, d: dict) -> "DataConfig":
         d = dict(d)
@@ -83,11 +96,14 @@ def _shape_of(x) -> tuple:
 
 
 def _check_pixels(name: str, x) -> None:
+    from edgecnn.script.edgecnn_infer import UsageError, check_pixels
+
     arrays = x if isinstance(x, list) else [x]
-    for a in arrays:
-        a = np.asarray(a)
-        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-            raise DataError(f"{name} has NaN or infinite pixel values")
+    try:
+        for a in arrays:
+            check_pixels(np.asarray(a), name)  # the device's rule
+    except UsageError as e:
+        raise DataError(str(e)) from None
 
 
 def _apply(x, prep: dict) -> np.ndarray:
@@ -115,7 +131,7 @@ def _split(x, y, fraction: float, seed: int, what: str):
     return _take(x, keep), y[keep], _take(x, out), y[out]
 
 
-def load_dataset(config: DataConfig) -> Dataset:
+def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
     """Load, validate, split and preprocess a data source.
 
     Args:
@@ -125,6 +141,8 @@ def load_dataset(config: DataConfig) -> Dataset:
     Raises:
         DataError: unknown source, unreadable or inconsistent data, too few images.
     """
+    from edgecnn.script.edgecnn_infer import UsageError, check_labels
+
     raw: RawData = load_raw(config.source)
     n_classes = len(raw.class_names)
     if n_classes < 2:
@@ -135,11 +153,10 @@ def load_dataset(config: DataConfig) -> Dataset:
             continue
         if len(x) != len(y):
             raise DataError(f"{config.source}: x_{name} has {len(x)} images but y_{name} has {len(y)} labels")
-        if len(y) and (y.min() < 0 or y.max() >= n_classes):
-            raise DataError(
-                f"{config.source}: y_{name} has labels outside 0..{n_classes - 1} "
-                f"(found {int(y.min())}..{int(y.max())}; {n_classes} class names)"
-            )
+        try:
+            check_labels(y, n_classes, f"{config.source}: y_{name}")  # the device's rule
+        except UsageError as e:
+            raise DataError(str(e)) from None
         _check_pixels(f"{config.source}: x_{name}", x)
         shape = _shape_of(x)
         if len(shape) not in (2, 3) or (len(shape) == 3 and shape[-1] not in (1, 3, 4)):

@@ -90,17 +90,21 @@ def _npz(path: str) -> RawData:
     if missing:
         raise DataError(f"{path}: missing keys {', '.join(missing)} (needs x_train, y_train, x_test, y_test)")
     has_val = "x_val" in z.files and "y_val" in z.files
-    xs = [z["x_train"], z["x_test"]] + ([z["x_val"]] if has_val else [])
+    try:  # object arrays need pickle, which is never allowed
+        xs = [z["x_train"], z["x_test"]] + ([z["x_val"]] if has_val else [])
+        ys = {k: z[k] for k in ("y_train", "y_test", "y_val") if k in z.files}
+        names = z["class_names"] if "class_names" in z.files else None
+    except ValueError as e:
+        raise DataError(f"{path}: cannot read its arrays ({e}); save numbers, not objects") from None
     for x in xs:
         if not np.issubdtype(x.dtype, np.number):
             raise DataError(f"{path}: images must be numeric, got dtype {x.dtype}")
-    ys = {k: z[k] for k in ("y_train", "y_test", "y_val") if k in z.files}
     labels = np.concatenate([y.reshape(-1) for y in ys.values()])
     if not np.issubdtype(labels.dtype, np.integer):
         if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
             raise DataError(f"{path}: labels must be integers")
-    if "class_names" in z.files:
-        class_names = [str(c) for c in z["class_names"].tolist()]
+    if names is not None:
+        class_names = [str(c) for c in names.tolist()]
     else:
         class_names = [str(i) for i in range(int(labels.max()) + 1)] if labels.size else []
     return RawData(
@@ -115,6 +119,8 @@ def _npz(path: str) -> RawData:
 def _folder(path: str) -> RawData:
     from PIL import Image
 
+    from edgecnn.script.edgecnn_infer import UsageError, image_array
+
     root = Path(path)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
@@ -127,8 +133,9 @@ def _folder(path: str) -> RawData:
         for f in files:
             try:
                 with Image.open(f) as im:
-                    mode = "L" if im.mode in ("1", "L", "P", "I", "I;16", "LA") else "RGB"
-                    images.append(np.asarray(im.convert(mode), dtype=np.uint8))
+                    images.append(image_array(im, str(f)))  # the device's rule: 16-bit images are refused
+            except UsageError as e:
+                raise DataError(str(e)) from None
             except Exception as e:
                 raise DataError(f"{f}: not a readable image ({e})") from None
             labels.append(label)

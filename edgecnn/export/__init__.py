@@ -226,17 +226,36 @@ def export(run_dir, config: ExportConfig = ExportConfig()) -> ExportResult:
         ExportError: a conversion failed, too few calibration images, QAT impossible.
         ThresholdError: strict mode and an int8 artifact missed a threshold (nothing written).
     """
-    from edgecnn.export.calibration import calibration_images
-    from edgecnn.export.context import ExportContext
-    from edgecnn.contracts.manifest import ArtifactEntry, write_manifest
-    from edgecnn.export.manifest import FILENAME, build_manifest
-    from edgecnn.export.verify import verify
-    from edgecnn.io import sha256
+    from edgecnn.io import folder_lock
     from edgecnn.rundir import open_run
 
     t0 = time.perf_counter()
     config = config.validate()
     run = open_run(run_dir)
+    with folder_lock(run.path, "edgecnn export"):  # one writer of a run and its export folder at a time
+        _remove_stale(run.export_dir)
+        return _export(run, config, t0)
+
+
+def _remove_stale(export_dir: Path) -> None:
+    """Staging folders and temporaries an interrupted export left (nobody else writes here: we hold the lock)."""
+    if not export_dir.is_dir():
+        return
+    for p in export_dir.iterdir():
+        if p.name.startswith(".staging-") and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(".") and ".tmp" in p.name and p.is_file():
+            p.unlink(missing_ok=True)
+
+
+def _export(run, config: ExportConfig, t0: float) -> ExportResult:
+    from edgecnn.contracts.manifest import ArtifactEntry, write_manifest
+    from edgecnn.export.calibration import calibration_images
+    from edgecnn.export.context import ExportContext
+    from edgecnn.export.manifest import FILENAME, build_manifest
+    from edgecnn.export.verify import verify
+    from edgecnn.io import sha256
+
     spec = run.model_spec
     names = config.formats
     int8_wanted = any(FORMATS[n].precision == "int8" for n in names)

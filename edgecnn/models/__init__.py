@@ -84,15 +84,22 @@ class ModelSpec:
     params: dict = field(default_factory=dict)  # hyperparameters overriding the defaults
 
     def resolved(self) -> dict:
-        """Defaults merged with the overrides."""
+        """Defaults merged with the overrides, each checked against its default's type and range.
+
+        Raises:
+            ModelError: an unknown hyperparameter, or a value of the wrong type or out of range.
+        """
         arch = get_architecture(self.arch)
-        unknown = set(self.params) - set(arch.defaults) - set(COMMON_DEFAULTS)
+        defaults = {**COMMON_DEFAULTS, **arch.defaults}
+        unknown = set(self.params) - set(defaults)
         if unknown:
             raise ModelError(
                 f"unknown hyperparameter(s) for {self.arch}: {', '.join(sorted(unknown))} "
-                f"(accepts {', '.join(sorted({**arch.defaults, **COMMON_DEFAULTS}))})"
+                f"(accepts {', '.join(sorted(defaults))})"
             )
-        return {**COMMON_DEFAULTS, **arch.defaults, **self.params}
+        for key, value in self.params.items():
+            _check_param(key, value, defaults[key])
+        return {**defaults, **self.params}
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -103,6 +110,28 @@ class ModelSpec:
     def from_dict(cls, d: dict) -> "ModelSpec":
         return cls(arch=d["arch"], input_shape=tuple(d["input_shape"]), num_classes=int(d["num_classes"]),
                    params=dict(d.get("params", {})))
+
+
+# (low, high, low inclusive): the range a numeric hyperparameter must lie in
+RANGES = {"learning_rate": (0, 10, False), "l2": (0, 1, True), "dropout": (0, 1, True), "alpha": (0, 4, False),
+          "bn_momentum": (0, 1, True), "filters": (1, 4096, True), "dense_units": (1, 65536, True)}
+
+
+def _check_param(key: str, value, default) -> None:
+    numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+    if numeric and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value):
+        raise ModelError(f"--param {key}={value!r}: must be a number (default {default})")
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) \
+            and not value.is_integer():
+        raise ModelError(f"--param {key}={value!r}: must be a whole number (default {default})")
+    if key in RANGES and numeric:
+        lo, hi, inclusive = RANGES[key]
+        if not ((value >= lo if inclusive else value > lo) and value <= hi):
+            raise ModelError(f"--param {key}={value!r}: must be {'>=' if inclusive else '>'} {lo} and <= {hi}")
+    if key == "optimizer" and value not in OPTIMIZERS:
+        raise ModelError(f"--param optimizer={value!r}: choose {', '.join(OPTIMIZERS)}")
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ModelError(f"--param {key}={value!r}: must be a name (default {default!r})")
 
 
 def get_architecture(name: str) -> Architecture:

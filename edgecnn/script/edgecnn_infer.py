@@ -138,6 +138,31 @@ class UsageError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+class quiet_native_logs:
+    """Send what native code writes to file descriptor 2 to /dev/null for the block (the runtime's INFO lines);
+    errors still arrive as Python exceptions. EDGECNN_NATIVE_LOGS=1 lets them through."""
+
+    def __enter__(self):
+        self.saved = None
+        if os.environ.get("EDGECNN_NATIVE_LOGS") == "1":
+            return self
+        try:
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:  # no descriptor 2 to silence
+            self.saved = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+        return False
+
+
 def _version(dist: str, module) -> str:
     try:
         from importlib.metadata import version
@@ -305,7 +330,8 @@ class TfliteModel:
             resolver, self.runtime)
         t0 = time.perf_counter()
         try:
-            self.it = Interpreter(**kwargs)
+            with quiet_native_logs():  # "INFO: Created TensorFlow Lite XNNPACK delegate" on every run
+                self.it = Interpreter(**kwargs)
             ins, outs = self.it.get_input_details(), self.it.get_output_details()
             if len(ins) != 1 or len(outs) != 1:
                 raise UsageError(f"{path}: expects a model with 1 input and 1 output, got {len(ins)} and {len(outs)}")
@@ -313,7 +339,8 @@ class TfliteModel:
                 raise UsageError(f"{path}: expects an NHWC image input, got shape {list(ins[0]['shape'])}")
             if ins[0]["shape"][0] != 1:
                 self.it.resize_tensor_input(ins[0]["index"], [1, *ins[0]["shape"][1:]])
-            self.it.allocate_tensors()
+            with quiet_native_logs():
+                self.it.allocate_tensors()
         except UsageError:
             raise
         except Exception as e:  # ValueError for a corrupt flatbuffer, RuntimeError for unsupported ops
@@ -532,6 +559,42 @@ GREY_MODES = ("1", "L", "P", "LA", "La", "PA")
 COLOUR_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 
 
+def image_array(im, path: str) -> np.ndarray:
+    """A Pillow image -> uint8 (h, w) grey or (h, w, 3) RGB: the one rule for image files, in training, predict
+    and here. Modes with more than 8 bits per channel are refused, never squashed.
+
+    Raises:
+        UsageError: a 16-bit, 32-bit integer or float image.
+    """
+    if im.mode not in GREY_MODES + COLOUR_MODES:
+        raise UsageError(f"{path}: {im.mode} images ({_mode_words(im.mode)}) cannot be converted to 8-bit "
+                         "grey or RGB without choosing a scale; save it as an 8-bit PNG or JPEG")
+    return np.asarray(im.convert("L" if im.mode in GREY_MODES else "RGB"), dtype=np.uint8)
+
+
+def check_pixels(x: np.ndarray, where: str) -> None:
+    """Pixels must be numbers and finite: the one rule for .npz data in training, predict and here.
+
+    Raises:
+        UsageError: an object or string array, or NaN / infinite values.
+    """
+    if x.dtype.kind not in "uifb":
+        raise UsageError(f"{where}: pixels must be numbers, got dtype {x.dtype}")
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise UsageError(f"{where}: has NaN or infinite pixel values")
+
+
+def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
+    """Labels must be integers in 0..num_classes-1: the one rule in training, bench and here.
+
+    Raises:
+        UsageError: a label outside the classes.
+    """
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise UsageError(f"{where}: labels outside 0..{num_classes - 1} (found {int(y.min())}..{int(y.max())}; "
+                         f"{num_classes} classes)")
+
+
 def read_image(path: str, prep: dict, resize: bool = True) -> np.ndarray:
     """An image file -> float32 (h, w, c) in [0, 1]: 8-bit grey or RGB as training read image folders,
     scaled by 1/255, converted to the model's channels and resized (bilinear) to its input size.
@@ -547,10 +610,7 @@ def read_image(path: str, prep: dict, resize: bool = True) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode not in GREY_MODES + COLOUR_MODES:
-                raise UsageError(f"{path}: {im.mode} images ({_mode_words(im.mode)}) cannot be converted to 8-bit "
-                                 "grey or RGB without choosing a scale; save it as an 8-bit PNG or JPEG")
-            a = np.asarray(im.convert("L" if im.mode in GREY_MODES else "RGB"), dtype=np.uint8)
+            a = image_array(im, path)
     except UsageError:
         raise
     except FileNotFoundError:
@@ -588,8 +648,17 @@ def read_npz(path: str, prep: dict, input_shape):
     if xk is None:
         raise UsageError(f"{path}: no 'x' array (keys: {', '.join(sorted(keys)) or 'none'})")
     yk = {"x": "y", "x_test": "y_test"}[xk]
-    x = z[xk]
-    y = z[yk].reshape(-1).astype(np.int64) if yk in keys else None
+    try:
+        x = z[xk]
+        y = z[yk].reshape(-1) if yk in keys else None
+    except ValueError as e:  # object arrays need pickle, which is never allowed
+        raise UsageError(f"{path}: cannot read its arrays ({_first_line(e)}); save numbers, not objects") from None
+    check_pixels(x, f"{path} '{xk}'")
+    if y is not None:
+        if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.isfinite(y)) and
+                                             np.all(y == np.round(y))):
+            raise UsageError(f"{path}: labels '{yk}' must be integers, got {y.dtype}")
+        y = y.astype(np.int64)
     preprocessed = "preprocessed" in keys and bool(np.asarray(z["preprocessed"]).reshape(-1)[0])
     if preprocessed:
         x = np.asarray(x, dtype=np.float32)
@@ -747,6 +816,8 @@ def run(a: argparse.Namespace) -> dict:
     names, y = [], None
     if a.npz:
         x, y = read_npz(a.npz, prep, model.input_shape)
+        if y is not None:
+            check_labels(y, model.num_classes, a.npz)
         names = [f"{os.path.basename(a.npz)}[{i}]" for i in range(len(x))]
     elif a.images:
         x = np.stack([read_image(f, prep, resize=not a.no_resize) for f in a.images])
