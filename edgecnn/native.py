@@ -116,3 +116,44 @@ class MemoryWindow:
         self.peak_mb = (_status_mb("VmHWM") if self.own else None) or peak_rss_mb()
         if self.own and self.start_mb is not None and self.peak_mb is not None:
             self.footprint_mb = round(max(0.0, self.peak_mb - self.start_mb), 1)
+
+
+_EXIT_QUIET = []
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow and Keras with their start-up log lines (absl's pre-init banner, oneDNN, CUDA probes,
+    which ignore TF_CPP_MIN_LOG_LEVEL in TF 2.21) captured, and silence the runtimes' teardown lines at exit
+    (LiteRT's "DestroyAccelerator"), so the Python API prints no native noise. EDGECNN_NATIVE_LOGS=1 opts out.
+    The stages call it before they first touch TensorFlow; it is cheap once TensorFlow is imported."""
+    if os.environ.get("EDGECNN_NATIVE_LOGS") == "1" or os.environ.get("EDGECNN_TF_LOGS") == "1":
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" not in sys.modules:
+        with native_stderr():
+            import tensorflow as tf  # noqa: F401
+            import keras  # noqa: F401
+
+            tf.config.list_logical_devices("GPU")  # the CUDA probe logs "failed call to cuInit" here, once
+    quiet_at_exit()
+
+
+def quiet_at_exit() -> None:
+    """Silence file descriptor 2 when the process exits (LiteRT's accelerator teardown lines); once."""
+    if _EXIT_QUIET or os.environ.get("EDGECNN_NATIVE_LOGS") == "1":
+        return
+    import atexit
+
+    _EXIT_QUIET.append(True)
+    atexit.register(_quiet_exit)
+
+
+def _quiet_exit() -> None:
+    """At exit, after Python's own output: native static destructors have nothing the user needs to read."""
+    _flush()
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:
+        pass

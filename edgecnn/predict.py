@@ -41,6 +41,11 @@ class Prediction:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def result(self) -> dict:
+        """As the on-device script reports an input: {input, label, index, confidence, top_k}."""
+        return {"input": self.input, "label": self.label, "index": self.index, "confidence": self.confidence,
+                "top_k": [{"label": t["label"], "index": t["index"], "confidence": t["confidence"]} for t in self.top]}
+
 
 def model_metadata(model: Path, manifest: Optional[str] = None) -> dict:
     """{"preprocessing", "class_names"} from `manifest` or the file recorded beside `model`.

@@ -24,24 +24,39 @@ def _save(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
+def best_epoch(history: dict):
+    """The epoch (1-based) with the lowest validation loss, whose weights the run keeps, or None."""
+    val = history.get("val_loss") or []
+    if not val:
+        return None
+    epochs = np.asarray(history.get("epoch", range(len(val)))) + 1
+    return int(epochs[int(np.nanargmin(val))])
+
+
 def plot_curves(history: dict, path: Path) -> None:
-    """Train and validation accuracy and loss per epoch."""
+    """Train and validation accuracy and loss per epoch, with the best epoch (lowest val_loss) marked."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = np.asarray(history.get("epoch", range(len(history.get("loss", []))))) + 1
-    for ax, metric in zip(axes, ("accuracy", "loss")):
+    best = best_epoch(history)
+    for ax, metric, ylabel in zip(axes, ("accuracy", "loss"), ("accuracy (fraction correct)",
+                                                               "loss (sparse categorical cross-entropy)")):
         for prefix, style in (("", "-"), ("val_", "--")):
             if prefix + metric in history:
                 ax.plot(epochs, history[prefix + metric], style, label=(prefix or "train_") + metric)
+        if best is not None:
+            ax.axvline(best, color="tab:red", linestyle=":", label=f"best epoch {best} (kept)")
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
     _save(fig, path)
 
 
-def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title: str = "") -> None:
-    """A confusion matrix with counts in the cells (rows: truth, columns: prediction)."""
+def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title: str = "",
+                   ylabel: str = "true class", xlabel: str = "predicted class") -> None:
+    """A confusion matrix with counts in the cells (rows: `ylabel`, columns: `xlabel`)."""
     plt = _pyplot()
     n = len(class_names)
     size = max(4.0, 0.45 * n + 2)
@@ -49,8 +64,8 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(n), [str(c) for c in class_names], rotation=45, ha="right")
     ax.set_yticks(range(n), [str(c) for c in class_names])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     hi = cm.max() if cm.size else 0
     for i in range(n):
         for j in range(n):

@@ -202,6 +202,9 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     reporting.plot_curves(history, out / "curves.png")
     reporting.plot_confusion(np.asarray(metrics["confusion_matrix"]), ds.class_names, out / "confusion_matrix.png",
                              title=f"{spec.arch} on test split (accuracy {metrics['test_accuracy']:.4f})")
+    from edgecnn.report import refresh
+
+    refresh(out)  # RUN/report.html
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     return TrainResult(run_dir=out, metrics=metrics, history=history, spec=spec, dataset=ds.summary(),
                        seconds=time.perf_counter() - t0, files=files)
@@ -242,6 +245,9 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> TrainResult:
         ConfigError: the run directory is not empty (without overwrite/resume), or nothing to resume.
         DataError, ModelError: bad data or architecture.
     """
+    from edgecnn.native import quiet_tensorflow
+
+    quiet_tensorflow()
     out = Path(cfg.out)
     if cfg.overwrite and cfg.resume:
         raise ConfigError("--overwrite and --resume contradict each other")

@@ -24,6 +24,19 @@ def test_demo_runs_the_whole_pipeline_and_passes_its_gates(tmp_path):
     for path in samples:  # the on-device script's answer for each sample is its true label
         label = path.stem.split("_")[1]
         assert f"{path}: {label} (" in r.output
+    # issue 13: the printed device command runs as printed; the samples folder and the report are named
+    import shlex
+    import subprocess
+
+    printed = next(ln[2:] for ln in r.output.splitlines() if ln.startswith("$ "))
+    ran = subprocess.run(shlex.split(printed), capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and f"{samples[0]}: " in ran.stdout, ran.stderr
+    assert str(out / "samples") in r.output and str(out / "report.html") in r.output
+    import _browser
+
+    if _browser.CHROMIUM:  # the done-when of issue 13: the demo's report renders with every image drawn
+        seen = _browser.load(out / "report.html")
+        assert seen["images"] >= 6 and seen["broken"] == 0 and seen["errors"] == 0 and not seen["console"], seen
 
 
 def test_demo_refuses_a_used_run_directory_in_one_line(tmp_path):

@@ -73,8 +73,30 @@ def test_cli_text_and_json(exported, samples):
     assert res.exit_code == 0 and res.output.startswith(f"first.png: {y[0]} (")
     res = cli("predict", exported / "export" / "model_fp32.onnx", d / "digits.npz", "--json")
     doc = json.loads(res.output)
-    assert len(doc["predictions"]) == 20 and set(doc["predictions"][0]) == {"input", "index", "label", "confidence",
-                                                                           "top"}
+    # issue 13: one JSON shape with the on-device script: results[] with top_k
+    assert len(doc["results"]) == 20 and set(doc["results"][0]) == {"input", "index", "label", "confidence",
+                                                                     "top_k"}
+
+
+def test_predict_and_the_script_speak_one_dialect(exported, samples):
+    """Same --model form, --top-k default, text and JSON shape in `edgecnn predict` and the on-device script."""
+    import subprocess
+    import sys
+
+    from edgecnn.device import script_path
+
+    d, _ = samples
+    model = exported / "export" / "model_int8.tflite"
+    ours = cli("predict", "--model", model, d / "first.png", "--json")
+    theirs = subprocess.run([sys.executable, str(script_path()), "--model", str(model), str(d / "first.png"),
+                             "--json"], capture_output=True, text=True, timeout=120)
+    a, b = json.loads(ours.output)["results"][0], json.loads(theirs.stdout)["results"][0]
+    assert set(a) == set(b) and len(a["top_k"]) == len(b["top_k"]) == 3  # the same default
+    assert [t["index"] for t in a["top_k"]] == [t["index"] for t in b["top_k"]]
+    text = cli("predict", "--model", model, d / "first.png").output.strip()
+    script_text = subprocess.run([sys.executable, str(script_path()), "--model", str(model), str(d / "first.png")],
+                                 capture_output=True, text=True, timeout=120).stdout.strip()
+    assert text.split(":", 1)[1].split("(")[0] == script_text.split(":", 1)[1].split("(")[0]  # same label
 
 
 def test_bad_inputs_are_one_line(exported, samples, tmp_path):

@@ -224,6 +224,9 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
     Raises:
         ConfigError: bad options, no run directory or exports, unknown backend, provider or artifact.
     """
+    from edgecnn.native import quiet_tensorflow
+
+    quiet_tensorflow()
     cfg = config or BenchConfig()
     if (run_dir is None) == (model is None):
         raise ConfigError("bench needs a run directory or --model FILE (not both)")
@@ -273,6 +276,11 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
         from edgecnn.bench.report import write_reports
 
         write_reports(result, target, ref.pred, predictions, cfg)
+        run_dir_of = target.origin.get("run_dir")
+        if run_dir_of and run_dir is not None and not cfg.out:  # the run's own bench: RUN/report.html shows it
+            from edgecnn.report import refresh
+
+            refresh(run_dir_of)
     return result
 
 

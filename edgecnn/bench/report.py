@@ -9,25 +9,58 @@ import numpy as np
 
 from edgecnn.io import atomic_path, write_json, write_text
 
-COLUMNS = ("artifact", "backend", "accel", "status", "acc", "drop pt", "agree", "max|dp|", "size KB", "load ms",
-           "first ms", "median ms", "p90 ms", "thru/s", "mem +MB")
+def ms(v: Optional[float]) -> str:
+    """A latency with a unit chosen for its size: 4.4 us, 12.40 ms, 1.08 s."""
+    if v is None:
+        return ""
+    if v < 1.0:
+        return f"{v * 1e3:.3g} us" if v * 1e3 < 100 else f"{v * 1e3:.0f} us"
+    return f"{v:.3g} ms" if v < 1000 else f"{v / 1e3:.3g} s"
+
+
+def kib(v: Optional[int]) -> str:
+    if v is None:
+        return ""
+    return f"{v / 1024:.1f} KiB" if v < 1024 ** 2 else f"{v / 1024 ** 2:.2f} MiB"
 
 
 def _f(v, spec: str) -> str:
     return "" if v is None else format(v, spec)
 
 
-def cells(r) -> list:
+def _where(r) -> str:
+    return r.artifact + ("" if not r.device or r.device.startswith("local") else f" @{r.device}")
+
+
+# (header, cell, right-aligned, narrow table, timing column): the narrow set fits 100 columns; --wide shows all
+COLUMN_SPECS = (
+    ("artifact", _where, False, True, False),
+    ("backend", lambda r: r.backend or "", False, True, False),
+    ("accel", lambda r: (r.accelerator or "").replace("ExecutionProvider", ""), False, False, False),
+    ("status", lambda r: r.status, False, True, False),
+    ("acc", lambda r: _f(r.accuracy, ".4f"), True, True, False),
+    ("drop pt", lambda r: _f(r.accuracy_drop, "+.2f"), True, True, False),
+    ("agree", lambda r: _f(r.agreement, ".4f"), True, True, False),
+    ("max|dp|", lambda r: _f(r.max_abs_diff, ".2g"), True, False, False),
+    ("size", lambda r: kib(r.size_bytes), True, True, False),
+    ("load", lambda r: ms(r.load_ms), True, False, True),
+    ("first", lambda r: ms(r.first_ms), True, False, True),
+    ("median", lambda r: ms((r.latency or {}).get("median_ms")), True, True, True),
+    ("p90", lambda r: ms((r.latency or {}).get("p90_ms")), True, False, True),
+    ("thru/s", lambda r: _f(r.throughput_ips, ".0f"), True, False, True),
+    ("mem +MB", lambda r: _f(r.footprint_mb, ".1f"), True, False, False),
+)
+COLUMNS = tuple(c[0] for c in COLUMN_SPECS)
+
+
+def columns(wide: bool = True, timing: bool = True) -> list:
+    """The column specs to show: all (`wide`) or the narrow set, without timing columns when nothing was timed."""
+    return [c for c in COLUMN_SPECS if (wide or c[3]) and (timing or not c[4])]
+
+
+def cells(r, specs=COLUMN_SPECS) -> list:
     """A row as the table's text cells."""
-    lat = r.latency or {}
-    return [
-        r.artifact + ("" if not r.device or r.device.startswith("local") else f" @{r.device}"),
-        r.backend or "", (r.accelerator or "").replace("ExecutionProvider", ""), r.status,
-        _f(r.accuracy, ".4f"), _f(r.accuracy_drop, "+.2f"), _f(r.agreement, ".4f"), _f(r.max_abs_diff, ".2g"),
-        _f(r.size_bytes / 1024 if r.size_bytes is not None else None, ".1f"), _f(r.load_ms, ".1f"),
-        _f(r.first_ms, ".3f"), _f(lat.get("median_ms"), ".4f"), _f(lat.get("p90_ms"), ".4f"),
-        _f(r.throughput_ips, ".0f"), _f(r.footprint_mb, ".1f"),
-    ]
+    return [c[1](r) for c in specs]
 
 
 def target_figures(r) -> Optional[str]:
@@ -63,25 +96,42 @@ def footnotes(result) -> list:
     return lines
 
 
-def print_report(result, console=None) -> None:
-    """The rows as a rich table, then reasons, notes and gate violations."""
+def console_width() -> int:
+    """COLUMNS when set, else the terminal's width, else 100 (a pipe or a CI log)."""
+    import os
+    import shutil
+
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    return shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
+
+
+def print_report(result, console=None, wide: bool = False) -> None:
+    """The rows as a table, one line each, then reasons, notes and how the timing was taken, wrapped to the
+    width. The narrow table (artifact, backend, status, accuracy, drop, agreement, size, median) fits 100
+    columns; `wide` shows every column."""
     from rich.console import Console
     from rich.table import Table
 
-    if console is None:  # a pipe or a CI log gets the full table, not 80 columns
-        console = Console() if sys.stdout.isatty() else Console(width=200)
+    timing = any(r.latency for r in result.rows)
+    specs = columns(wide, timing)
+    if console is None:
+        width = console_width()
+        if wide:  # as wide as the table needs: a wide table is for a file or a wide window
+            width = max(width, sum(max(len(c[0]), *(len(c[1](r)) for r in result.rows)) + 3 for c in specs) + 1)
+        console = Console(width=width, soft_wrap=False)
     src = result.settings.get("source", {})
     table = Table(title=f"edgecnn bench: {src.get('run_dir') or src.get('model')} "
-                        f"({result.settings.get('test_images')} test images, {result.settings.get('threads')} thread)")
-    for c in COLUMNS:
-        table.add_column(c, justify="left" if c in ("artifact", "backend", "accel", "status") else "right",
-                         overflow="fold")
+                        f"({result.settings.get('test_images')} test images, {result.settings.get('threads')} "
+                        f"thread(s))", title_justify="left")
+    for header, _, right, _, _ in specs:
+        table.add_column(header, justify="right" if right else "left", no_wrap=True, overflow="ellipsis")
     style = {"ok": None, "skipped": "dim", "failed": "red"}
     for r in result.rows:
-        table.add_row(*cells(r), style=style.get(r.status))
+        table.add_row(*cells(r, specs), style=style.get(r.status))
     console.print(table)
     for line in footnotes(result):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        console.print(line, markup=False, highlight=False)
 
 
 def markdown(result) -> str:
@@ -116,13 +166,14 @@ def _savefig(fig, path: Path) -> None:
     _plt().close(fig)
 
 
-def plot_latency(rows, path: Path) -> Optional[Path]:
-    """Median latency per artifact and backend (bar), p90 and min as whiskers."""
+def plot_latency(rows, path: Path, title: str = "") -> Optional[Path]:
+    """Median latency per artifact and backend (bar, value written beside it), min to p90 as whiskers, on a
+    linear axis; the title names the host, threads and batch."""
     timed = [r for r in rows if r.status == "ok" and r.median_ms]
     if not timed:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 0.4 * len(timed) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.4 * len(timed) + 1.8))
     labels = [f"{r.artifact} / {r.backend}" + (f" @{r.device}" if r.device and not r.device.startswith("local")
                                                 else "") for r in timed]
     med = np.array([r.latency["median_ms"] for r in timed])
@@ -132,8 +183,12 @@ def plot_latency(rows, path: Path) -> Optional[Path]:
             capsize=3)
     ax.set_yticks(range(len(timed)), labels)
     ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("latency per inference, ms (bar: median; whiskers: min to p90; log scale)")
+    top = float(np.max(med + np.maximum(hi, 0)))
+    for i, m in enumerate(med):
+        ax.text(m + np.maximum(hi, 0)[i] + top * 0.01, i, ms(float(m)), va="center", fontsize=8)
+    ax.set_xlim(0, top * 1.18)
+    ax.set_xlabel("latency per inference, ms (bar: median; whiskers: min to p90)")
+    ax.set_title(title or "median latency per artifact and backend")
     ax.grid(axis="x", alpha=0.3)
     _savefig(fig, path)
     return path
@@ -170,7 +225,10 @@ def write_reports(result, target, ref_pred, predictions: dict, cfg) -> None:
     result.out_dir = out
     files = [write_json(out / "bench.json", result.to_dict()), write_text(out / "bench.md", markdown(result))]
     if cfg.plots:
-        files += [plot_latency(result.rows, out / "latency.png"),
+        host = result.host
+        title = (f"{host.get('cpu')} ({host.get('name')}), {result.settings.get('threads')} thread(s), "
+                 f"batch 1; median of >= {result.settings.get('runs')} runs")
+        files += [plot_latency(result.rows, out / "latency.png", title),
                   plot_accuracy_latency(result.rows, out / "accuracy_vs_latency.png")]
         if ref_pred is not None:
             files += _confusions(result.rows, target, ref_pred, predictions, out)
@@ -191,7 +249,7 @@ def _confusions(rows, target, ref_pred, predictions: dict, out: Path) -> list:
         cm = confusion_matrix(ref_pred, pred, labels=labels)
         agree = float(np.trace(cm)) / max(1, int(cm.sum()))
         path = out / f"confusion_{name}_vs_keras.png"
-        plot_confusion(cm, target.class_names, path,
-                       title=f"{name} vs Keras reference (agreement {agree:.4f}); rows: reference, columns: {name}")
+        plot_confusion(cm, target.class_names, path, title=f"{name} vs the Keras reference (agreement {agree:.4f})",
+                       ylabel="Keras reference prediction", xlabel=f"{name} prediction")
         files.append(path)
     return files

@@ -20,13 +20,17 @@ COMMAND_MODULES = {
     "edgecnn.cli.export": ("export", "inspect"),
     "edgecnn.cli.bench": ("bench", "predict"),
     "edgecnn.cli.device": ("emulate",),
+    "edgecnn.cli.report": ("report",),
     "edgecnn.cli.demo": ("demo",),
 }
+# the pipeline's order, which `edgecnn --help` lists them in
+ORDER = ("demo", "train", "tune", "export", "inspect", "bench", "predict", "emulate", "report")
 
 
 class _Group(click.Group):
     def list_commands(self, ctx):
-        return sorted(name for module, names in COMMAND_MODULES.items() if _exists(module) for name in names)
+        names = {name for module, names in COMMAND_MODULES.items() if _exists(module) for name in names}
+        return [n for n in ORDER if n in names] + sorted(names - set(ORDER))
 
     def get_command(self, ctx, name):
         for module, names in COMMAND_MODULES.items():
@@ -34,12 +38,28 @@ class _Group(click.Group):
                 return getattr(importlib.import_module(module), name.replace("-", "_"))
         return None
 
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else None
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.5)
+            ctx.fail(f"no such command '{name}'" + (f": did you mean '{close[0]}'?" if close else
+                                                   f" (commands: {', '.join(self.list_commands(ctx))})"))
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx, formatter):
+        """Each command with its whole summary (click would cut it at 45 characters with '...')."""
+        rows = [(n, self.get_command(ctx, n).get_short_help_str(limit=200)) for n in self.list_commands(ctx)]
+        with formatter.section("Commands (in pipeline order)"):
+            formatter.write_dl(rows)
+
 
 def _exists(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.version_option(__version__, prog_name="edgecnn")
 def main():
     """edgecnn: a small CNN classifier from training to int8 on an edge device, with parity proven."""

@@ -9,7 +9,9 @@ import sys
 
 import click
 
-from edgecnn.cli.common import gate_options, report_violations, user_errors
+from edgecnn.cli.common import gate_options, report_verdict, user_errors, wrap
+
+TOP_K = 3  # the on-device script's default too (edgecnn_infer.py --top-k)
 
 
 def _split(values) -> tuple:
@@ -61,20 +63,23 @@ def _split(values) -> tuple:
 @gate_options()
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for bench.json, bench.md and plots. Default: RUN_DIR/bench.")
-@click.option("--plots/--no-plots", default=True, show_default=True)
+@click.option("--plots/--no-plots", default=True, show_default=True,
+              help="Write latency.png, accuracy_vs_latency.png and the int8 confusion matrices.")
 @click.option("--remote", multiple=True, metavar="USER@HOST[:PORT]",
               help="Also run the tflite artifacts on this board over SSH (repeatable).")
 @click.option("--allow-modified", is_flag=True,
               help="Run artifacts whose sha256 differs from the manifest (refused by default; the rows say so).")
 @click.option("--accept-new-host-keys", is_flag=True,
               help="--remote: accept a board's SSH host key on first contact (refused by default; rows say so).")
+@click.option("--wide", is_flag=True, help="Every column (accelerator, max diff, load, first, p90, throughput, "
+                                           "memory); the default table fits 100 columns.")
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json to stdout instead of the table.")
 @click.option("--fail-on-error", is_flag=True, help="Exit 1 when a row failed (not only on broken gates).")
 @user_errors
 def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, delegate, providers, graph_opt, npu,
           npu_system, npu_memory, keep_compiled, precision, runs,
           min_time, max_time, warmup, warmup_time, timing, include_copies, limit, max_acc_drop, min_agreement,
-          max_abs_diff, out, plots, remote, allow_modified, accept_new_host_keys, as_json, fail_on_error):
+          max_abs_diff, out, plots, remote, allow_modified, accept_new_host_keys, wide, as_json, fail_on_error):
     """Run every exported artifact of RUN_DIR on every backend here: accuracy, parity with the Keras model,
     size, load, first-inference and steady latency, throughput, memory. Exit 1 when a parity gate breaks."""
     import json
@@ -103,12 +108,12 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        print_report(result)
+        print_report(result, wide=wide)
         if result.files:
-            click.echo(f"wrote {', '.join(str(p) for p in result.files[:2])} and {len(result.files) - 2} plot(s)"
-                       if len(result.files) > 2 else f"wrote {', '.join(str(p) for p in result.files)}")
+            click.echo(wrap(f"wrote {result.out_dir}: " + ", ".join(p.name for p in result.files)))
     failed = [r for r in result.rows if r.status == "failed"]
-    report_violations(result.violations)
+    report_verdict(cfg.gates, result.violations, sum(r.status == "ok" for r in result.rows),
+                   int(result.settings.get("test_images") or 0))
     for r in result.refused:  # an artifact that is not what the manifest describes: never a green run
         click.echo(f"error: {r.artifact} not run: {r.reason}", err=True)
     if result.refused:
@@ -120,26 +125,34 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
 
 
 @click.command()
-@click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--top-k", type=int, default=3, show_default=True, help="Labels to show per input.")
+@click.option("--model", "model_opt", type=click.Path(dir_okay=False), default=None,
+              help="The model (.keras, .tflite, .onnx), as the on-device script takes it. Without it, the first "
+                   "argument is the model.")
+@click.option("--top-k", type=int, default=TOP_K, show_default=True, help="Labels to show per input.")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None,
               help="Manifest or run config.json with preprocessing and class names. Default: beside MODEL.")
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads of the runtime.")
 @click.option("--allow-modified", is_flag=True, help="Run a model whose sha256 differs from its manifest entry.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document with every prediction.")
 @user_errors
-def predict(model, inputs, top_k, manifest, threads, allow_modified, as_json):
-    """Classify image files or the images of an .npz with MODEL (.keras, .tflite or .onnx), using the
-    preprocessing and class names recorded beside it."""
+def predict(inputs, model_opt, top_k, manifest, threads, allow_modified, as_json):
+    """Classify image files or the images of an .npz with a model (.keras, .tflite or .onnx), using the
+    preprocessing and class names recorded beside it. Same options, text and JSON as the on-device script:
+    `edgecnn predict --model M.tflite a.png` and `python3 edgecnn_infer.py --model M.tflite a.png`."""
     import json
 
+    from edgecnn.errors import ConfigError
     from edgecnn.predict import predict as run_predict
 
-    preds = run_predict(model, list(inputs), top_k=top_k, manifest=manifest, threads=threads,
+    inputs = list(inputs)
+    model = model_opt or inputs.pop(0)
+    if not inputs:
+        raise ConfigError("nothing to classify: give image files or an .npz after the model")
+    preds = run_predict(model, inputs, top_k=top_k, manifest=manifest, threads=threads,
                         allow_modified=allow_modified)
-    if as_json:
-        click.echo(json.dumps({"model": model, "predictions": [p.to_dict() for p in preds]}, indent=2))
+    if as_json:  # the script's shape: {"model", "results": [{input, label, index, confidence, top_k}]}
+        click.echo(json.dumps({"model": model, "results": [p.result() for p in preds]}, indent=2))
         return
     for p in preds:
         others = ", ".join(f"{t['label']} {t['confidence']:.3f}" for t in p.top[1:])

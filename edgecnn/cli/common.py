@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import functools
 import os
@@ -71,12 +72,16 @@ WRITE_ERRORS = {errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQU
 
 
 def user_errors(fn):
-    """Run a command body; an `EdgecnnError` becomes `error: <message>` on stderr and exit code 2."""
+    """Run a command body; an `EdgecnnError` becomes `error: <message>` on stderr and exit code 2. Adds the
+    `-q/--quiet` option every command has: nothing on stdout, only errors, warnings and failed gates (stderr)."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args, quiet=False, **kwargs):
         quiet_tf()
         try:
+            if quiet:
+                with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                    return fn(*args, **kwargs)
             return fn(*args, **kwargs)
         except EdgecnnError as e:
             click.echo(f"error: {e}", err=True)
@@ -91,7 +96,8 @@ def user_errors(fn):
             click.echo("interrupted", err=True)
             sys.exit(130)
 
-    return wrapper
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="Print nothing on stdout; errors, warnings and failed gates still go to stderr.")(wrapper)
 
 
 def gate_options(size_ratio: bool = False):
@@ -121,3 +127,25 @@ def report_violations(violations) -> None:
     """One line per broken gate on stderr, as `export` and `bench` both say it."""
     for v in violations:
         click.echo(f"parity gate failed: {v}", err=True)
+
+
+def report_verdict(gates, violations, judged: int, n_test: int) -> None:
+    """The gates' verdict, in `export`, `bench` and `demo` alike: warnings about thin evidence first, then one
+    line per broken gate (stderr), or one line saying they passed. Nothing when no gate was set."""
+    if not gates.active:
+        return
+    for w in gates.thin_evidence(n_test):
+        click.echo(f"warning: {w}", err=True)
+    report_violations(violations)
+    if not violations:
+        click.echo(f"parity gates passed: {judged} row(s) within {gates.describe()} ({n_test} test images)")
+
+
+def wrap(text: str) -> str:
+    """`text` wrapped to the terminal (COLUMNS, else the terminal, else 100 columns), long names kept whole."""
+    import textwrap
+
+    from edgecnn.bench.report import console_width
+
+    return "\n".join(textwrap.wrap(text, console_width(), break_long_words=False, break_on_hyphens=False,
+                                    subsequent_indent="  ")) or text

@@ -9,6 +9,8 @@ Exit 0 when every artifact passed the gates, 1 when one broke a gate, 2 on a use
 """
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
 import time
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from edgecnn.cli.common import user_errors
+from edgecnn.cli.common import report_verdict, user_errors
 
 
 def _stage(n: int, text: str) -> None:
@@ -52,7 +54,8 @@ def _write_samples(run_dir: str, n: int = 3) -> list:
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty run directory.")
 @click.option("--quant", type=click.Choice(["ptq", "qat"]), default="ptq", show_default=True,
               help="int8 by post-training quantization or by quantization-aware training.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the split, training and calibration: the same seed gives the same run on this machine.")
 @click.option("--epochs", type=int, default=60, show_default=True, help="Maximum training epochs.")
 @click.option("--max-acc-drop", type=float, default=0.5, show_default=True,
               help="Bench gate: accuracy points an artifact may lose against the Keras model.")
@@ -96,9 +99,12 @@ def demo(out, overwrite, quant, seed, epochs, max_acc_drop, min_agreement, threa
     exp = exported.export_dir
     _stage(4, "on the device: the one-file script (numpy + a TFLite runtime, no TensorFlow) on test images")
     samples = _write_samples(out)
-    cmd = ["python3", str(exp / "edgecnn_infer.py"), "--model", str(exp / "model_int8.tflite"),
+    click.echo(f"test images written as PNG files to {Path(out) / 'samples'}/ (digit_<label>_<index>.png)")
+    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") \
+        else sys.executable  # this environment's Python: the command below runs as printed
+    cmd = [python, str(exp / "edgecnn_infer.py"), "--model", str(exp / "model_int8.tflite"),
            *(str(p) for p in samples)]
-    click.echo("$ " + " ".join(cmd))
+    click.echo("$ " + shlex.join(cmd))
     ran = subprocess.run([sys.executable, *cmd[1:]], capture_output=True, text=True)
     click.echo(ran.stdout.rstrip())
     if ran.returncode != 0:
@@ -107,11 +113,10 @@ def demo(out, overwrite, quant, seed, epochs, max_acc_drop, min_agreement, threa
 
     click.echo(f"\nrun directory {out} (model, metrics, plots), artifacts in {exp}, bench report in "
                f"{result.out_dir} ({time.perf_counter() - t0:.0f} s in all)")
+    click.echo(f"everything on one page: {Path(out) / 'report.html'} (open it in a browser)")
     click.echo("next: copy the export folder to a board, or bench one over SSH:\n"
                f"  edgecnn bench {out} --remote pi@raspberrypi.local   (docs/boards.md)")
-    for v in result.violations:
-        click.echo(f"parity gate failed: {v}", err=True)
+    report_verdict(bench_cfg.gates, result.violations, sum(r.status == "ok" for r in result.rows),
+                   int(result.settings.get("test_images") or 0))
     if result.violations:
         sys.exit(1)
-    click.echo(f"parity gates passed: every artifact within {max_acc_drop:g} accuracy points and "
-               f"{min_agreement:.0%} top-1 agreement of the Keras model")

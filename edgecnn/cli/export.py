@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edgecnn.cli.common import gate_options, report_violations, user_errors
+from edgecnn.cli.common import gate_options, report_verdict, report_violations, user_errors, wrap
 
 FORMAT_HELP = ("Comma list of tflite_fp32, tflite_int8, onnx_fp32, onnx_int8, or short forms "
                "tflite, onnx, fp32, int8, all.")
@@ -15,14 +15,16 @@ FORMAT_HELP = ("Comma list of tflite_fp32, tflite_int8, onnx_fp32, onnx_int8, or
 def _console():
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else 140)
+    from edgecnn.bench.report import console_width
+
+    return Console(width=console_width())
 
 
 def _kb(n: int) -> str:
     return f"{n / 1024:.1f} KiB"
 
 
-def print_export_summary(result) -> None:
+def print_export_summary(result, gates=None) -> None:
     """The per-artifact table: size and int8/fp32 ratio, accuracy, drop, agreement, max abs diff."""
     from edgecnn.reporting import print_table
 
@@ -49,12 +51,13 @@ def print_export_summary(result) -> None:
         if cands:
             figures = ", ".join(f"{k} {v['val_accuracy']:.4f}" for k, v in cands.items())
             click.echo(f"int8 ONNX route: {a['details']['method']} (validation accuracy: {figures})")
-    if result.written:
-        click.echo(f"wrote {result.export_dir} (manifest.json, edgecnn_infer.py) in {result.seconds:.1f} s")
     sys.stdout.flush()  # keep the table above the warnings when both streams go to one pipe
-    for w in result.warnings:
-        click.echo(f"warning: {w}", err=True)
-    report_violations(result.failures)
+    for w in result.warnings:  # before the verdict and the "wrote" line, where they are read
+        click.echo(wrap(f"warning: {w}"), err=True)
+    if gates is not None:
+        report_verdict(gates, result.failures, len(result.artifacts), int(m["reference"]["n"]))
+    if result.written:
+        click.echo(wrap(f"wrote {result.export_dir} (manifest.json, edgecnn_infer.py) in {result.seconds:.1f} s"))
 
 
 @click.command()
@@ -89,13 +92,13 @@ def export(run_dir, formats, quant, calib_samples, io_type, opset, seed, qat_epo
     try:
         result = run_export(run_dir, config)
     except ThresholdError as e:
-        print_export_summary(e.result)
+        print_export_summary(e.result, config.gates)
         raise
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
         report_violations(result.failures)
     else:
-        print_export_summary(result)
+        print_export_summary(result, config.gates)
     if result.failures:
         sys.exit(1)
 

@@ -60,6 +60,25 @@ class Gates:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        """The active gates as their flags: '--max-acc-drop 0.5, --min-agreement 0.99'."""
+        return ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in asdict(self).items() if v is not None)
+
+    def thin_evidence(self, n: int) -> list:
+        """Warnings when the test split is too small for a gate to mean what it says: one error on n images moves
+        accuracy by 100/n points, and agreement by 1/n."""
+        out = []
+        if not n:
+            return out
+        step = 100.0 / n
+        if self.max_acc_drop is not None and 0 <= self.max_acc_drop < step:
+            out.append(f"one test error moves accuracy by {step:.2f} points on {n} test images, more than "
+                       f"--max-acc-drop {self.max_acc_drop:g}: the gate allows no extra error at all")
+        if self.min_agreement is not None and self.min_agreement < 1 and 1 - self.min_agreement < 1.0 / n:
+            out.append(f"one disagreement is {1.0 / n:.4f} of {n} test images, more than 1 - --min-agreement "
+                       f"{self.min_agreement:g}: the gate allows no disagreement at all")
+        return out
+
     def check(self, subject: str, *, accuracy_drop=None, agreement=None, max_abs_diff=None, size_ratio=None,
               accuracy=None) -> list:
         """The gates `subject`'s figures break (a figure that is None is not judged)."""

@@ -227,8 +227,10 @@ def export(run_dir, config: ExportConfig = ExportConfig()) -> ExportResult:
         ThresholdError: strict mode and an int8 artifact missed a threshold (nothing written).
     """
     from edgecnn.io import folder_lock
+    from edgecnn.native import quiet_tensorflow
     from edgecnn.rundir import open_run
 
+    quiet_tensorflow()
     t0 = time.perf_counter()
     config = config.validate()
     run = open_run(run_dir)
@@ -308,6 +310,9 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
                 (export_dir / fmt.file).unlink(missing_ok=True)
         write_manifest(export_dir / FILENAME, manifest)
         result.written = True
+        from edgecnn.report import refresh
+
+        refresh(run.path)  # RUN/report.html shows the export
         result.seconds = time.perf_counter() - t0
         return result
     finally:

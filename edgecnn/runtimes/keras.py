@@ -14,7 +14,10 @@ class KerasSession(Session):
     includes_copies = True  # predict_on_batch returns a NumPy array: the copy out is inside the timing
 
     def __init__(self, path: Path, opts=None, variant: str = ""):
+        from edgecnn.native import quiet_tensorflow
+
         try:
+            quiet_tensorflow()
             import keras
             import tensorflow as tf
         except ImportError as e:

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgecnn.native import native_stderr, package_version
+from edgecnn.native import native_stderr, package_version, quiet_at_exit
 from edgecnn.runtimes.base import Runtime, Session, Unavailable, from_output, single_io, to_input
 
 _GPU_HINTS = ("WebGPU", "adapter", "Vulkan", "OpenCL", "GPU accelerator", "gpu_registry", "ml_drift")
@@ -100,6 +100,7 @@ class LitertSession(Session):
         from edgecnn.runtimes.tflite import io_of
 
         CompiledModel, Environment, HA, CpuOptions, Options = _litert()
+        quiet_at_exit()  # its accelerators log their teardown when the process ends
         self.runtime = f"ai_edge_litert {package_version('ai-edge-litert')} CompiledModel"
         self.threads = opts.threads
         self.includes_copies = opts.include_copies

@@ -750,7 +750,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, choices=(1, 3), help="without a manifest: 1 or 3 (default: the model's)")
     p.add_argument("--pixel-max", type=float, help="without a manifest: value of a white pixel in --npz x")
     p.add_argument("--no-resize", action="store_true", help="reject image files whose size differs from the model's")
-    p.add_argument("--top-k", type=int, default=1, help="labels to show per input (default 1)")
+    p.add_argument("--top-k", type=int, default=3, help="labels to show per input (default 3, as edgecnn predict)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--probs", action="store_true", help="with --json: include every probability")
     p.add_argument("--bench", type=int, default=0, metavar="N", help="time N inferences (after --warmup)")

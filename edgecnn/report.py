@@ -1,0 +1,217 @@
+"""RUN/report.html: one self-contained page with everything a run produced. Data and model, training curves,
+confusion matrix and classification report, the export table (with the quantization recipe), the bench table
+and plots, device and board rows, and the manifest. Images are inlined (data: URIs): the page needs no network
+and no file beside it, so it can be mailed or attached to a CI job as it is.
+
+Python::
+
+    from edgecnn.report import write_report
+    write_report("runs/d")          # RUN/report.html
+
+CLI::
+
+    edgecnn report runs/d
+
+Train, export and bench refresh it after they write (`refresh`); it reads only the files a run folder holds.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+from pathlib import Path
+from typing import Optional
+
+REPORT = "report.html"
+
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; padding: 0 1rem; color: #222; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: .5rem 0; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; } td.n { text-align: right; white-space: nowrap; }
+tr.skipped td { color: #888; } tr.failed td { color: #b00; }
+img { max-width: 100%; border: 1px solid #eee; margin: .5rem 0; display: block; }
+pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: 12px; }
+.verdict-ok { color: #070; font-weight: 600; } .verdict-bad { color: #b00; font-weight: 600; }
+.muted { color: #777; }
+"""
+# Records on <body> whether every image decoded and whether a script error happened: what a headless browser
+# (tests/test_report.py) reads back, and what a person can see in the footer.
+_CHECK = """
+<script>
+window.__errors = [];
+window.addEventListener('error', e => { window.__errors.push(String(e.message)); });
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;
+  document.body.dataset.images = imgs.length;
+  document.body.dataset.broken = broken;
+  document.body.dataset.errors = window.__errors.length;
+  const f = document.getElementById('selfcheck');
+  if (f) f.textContent = imgs.length + ' image(s), ' + broken + ' not drawn';
+});
+</script>
+"""
+
+
+def _e(v) -> str:
+    return html.escape("" if v is None else str(v))
+
+
+def _read(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _img(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(headers, rows, numeric=(), row_class=None) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = []
+    for i, r in enumerate(rows):
+        cls = f' class="{_e(row_class[i])}"' if row_class else ""
+        body.append(f"<tr{cls}>" + "".join(f'<td{" class=n" if j in numeric else ""}>{_e(c)}</td>'
+                                           for j, c in enumerate(r)) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _f(v, spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
+def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
+    model, data, ds = config.get("model", {}), config.get("data", {}), config.get("dataset", {})
+    rows = [("data", f"{data.get('source')}: train {ds.get('train')} / val {ds.get('val')} / test {ds.get('test')}"
+                     f" images, {ds.get('classes')} classes"),
+            ("preprocessing", json.dumps(config.get("preprocessing"))),
+            ("model", f"{model.get('arch')} {json.dumps(model.get('params') or {})}, input "
+                      f"{'x'.join(map(str, model.get('input_shape', [])))}")]
+    if metrics:
+        rows += [("test accuracy", _f(metrics.get("test_accuracy"), ".4f")),
+                 ("test loss", _f(metrics.get("test_loss"), ".4f")), ("macro F1", _f(metrics.get("macro_f1"), ".4f"))]
+    out = ["<h2>Data and model</h2>", _table(("", "value"), rows)]
+    out += ["<h2>Training</h2>", _img(run / "curves.png", "training curves"),
+            _img(run / "confusion_matrix.png", "confusion matrix on the test split")]
+    report = (metrics or {}).get("report_text") or ((run / "classification_report.txt").read_text()
+                                                     if (run / "classification_report.txt").is_file() else "")
+    if report:
+        out.append(f"<h3>Classification report (test split)</h3><pre>{_e(report)}</pre>")
+    return "\n".join(out)
+
+
+def _export_section(manifest: dict) -> str:
+    rows, recipe = [], []
+    for name, a in manifest.get("artifacts", {}).items():
+        p, d = a.get("parity", {}), a.get("details", {})
+        ratio = d.get("size_ratio_to_fp32")
+        rows.append((name, a.get("file"), a.get("precision"), a.get("quant") or "-",
+                     f"{(a.get('size_bytes') or 0) / 1024:.1f} KiB", f"{ratio:.3f}x" if ratio else "",
+                     _f(p.get("accuracy"), ".4f"), _f(p.get("accuracy_drop"), "+.2f"),
+                     _f(p.get("top1_agreement"), ".4f"), _f(p.get("max_abs_diff"), ".2e"), a.get("runtime")))
+        if a.get("precision") == "int8":
+            recipe.append(f"<li><b>{_e(name)}</b>: {_e(d.get('method'))}"
+                          + (f", {_e(d.get('calibration_samples'))} calibration images" if d.get(
+                              "calibration_samples") else "")
+                          + (f", I/O {_e(d.get('io'))}" if d.get("io") else "") + "</li>")
+    ref = manifest.get("reference", {})
+    return "\n".join([
+        "<h2>Export</h2>",
+        f"<p>Each artifact verified against the Keras model (accuracy {_f(ref.get('accuracy'), '.4f')} on "
+        f"{_e(ref.get('n'))} test images) before it was written.</p>",
+        _table(("artifact", "file", "precision", "quant", "size", "int8/fp32", "accuracy", "drop (pts)", "agreement",
+                "max |diff|", "verified on"), rows, numeric=(4, 5, 6, 7, 8, 9)),
+        f"<h3>Quantization recipe</h3><ul>{''.join(recipe)}</ul>" if recipe else "",
+    ])
+
+
+def _bench_section(bench_dir: Path, doc: dict) -> str:
+    rows, classes, boards = [], [], []
+    for r in doc.get("rows", []):
+        lat = r.get("latency") or {}
+        cells = (r.get("artifact"), r.get("backend"), r.get("accelerator"), r.get("status"),
+                 _f(r.get("accuracy"), ".4f"), _f(r.get("accuracy_drop"), "+.2f"), _f(r.get("agreement"), ".4f"),
+                 _f(r.get("max_abs_diff"), ".2g"), _f(lat.get("median_ms"), ".4g"), _f(lat.get("p90_ms"), ".4g"),
+                 r.get("integrity"), r.get("reason") or r.get("note") or "")
+        local = not r.get("device") or str(r.get("device")).startswith("local")
+        (rows if local else boards).append(cells if local else (r.get("device"), *cells))
+        if local:
+            classes.append(r.get("status") or "")
+    headers = ("artifact", "backend", "accelerator", "status", "accuracy", "drop (pts)", "agreement", "max |dp|",
+               "median ms", "p90 ms", "integrity", "reason / note")
+    violations = doc.get("violations") or []
+    verdict = ('<p class="verdict-bad">parity gates failed:</p><ul>' + "".join(f"<li>{_e(v)}</li>" for v in violations)
+               + "</ul>") if violations else (
+        '<p class="verdict-ok">parity gates passed</p>' if any(doc.get("settings", {}).get(k) is not None
+                                                                for k in ("max_acc_drop", "min_agreement",
+                                                                          "max_abs_diff")) else "")
+    host = doc.get("host", {})
+    out = ["<h2>Bench</h2>",
+           f"<p class=muted>{_e(host.get('cpu'))}, {_e(host.get('cpus'))} CPUs, {_e(host.get('os'))}; "
+           f"{_e(doc.get('settings', {}).get('threads'))} thread(s); {_e(doc.get('settings', {}).get('timing'))}</p>",
+           verdict, _table(headers, rows, numeric=(4, 5, 6, 7, 8, 9), row_class=classes)]
+    for png in ("latency.png", "accuracy_vs_latency.png"):
+        out.append(_img(bench_dir / png, png))
+    for png in sorted(bench_dir.glob("confusion_*_vs_keras.png")):
+        out.append(_img(png, png.name))
+    if boards:
+        out += ["<h2>Devices and boards</h2>", _table(("device", *headers), boards, numeric=(5, 6, 7, 8, 9, 10))]
+    return "\n".join(out)
+
+
+def render(run_dir) -> str:
+    """The page for `run_dir` as a string (the parts the run has so far)."""
+    run = Path(run_dir)
+    config = _read(run / "config.json") or {}
+    metrics = _read(run / "metrics.json")
+    manifest = _read(run / "export" / "manifest.json")
+    bench_doc = _read(run / "bench" / "bench.json")
+    parts = [f"<h1>edgecnn run: {_e(run.resolve().name)}</h1>",
+             f"<p class=muted>{_e(run.resolve())} &middot; report written "
+             f"{_e(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'))}</p>"]
+    if config:
+        parts.append(_run_section(run, config, metrics))
+    parts.append(_export_section(manifest) if manifest else "<h2>Export</h2><p class=muted>not exported yet: "
+                 f"<code>edgecnn export {_e(run)}</code></p>")
+    if bench_doc and not bench_doc.get("partial"):
+        parts.append(_bench_section(run / "bench", bench_doc))
+    else:
+        parts.append(f"<h2>Bench</h2><p class=muted>not benched yet: <code>edgecnn bench {_e(run)}</code></p>")
+    if manifest:
+        parts.append(f"<h2>Manifest</h2><details><summary>manifest.json</summary><pre>"
+                     f"{_e(json.dumps(manifest, indent=2))}</pre></details>")
+    parts.append('<p class=muted>self-check: <span id="selfcheck">scripts off</span></p>')
+    return ("<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+            "<meta name=viewport content='width=device-width, initial-scale=1'>"
+            f"<title>edgecnn: {_e(run.resolve().name)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(p for p in parts if p) + _CHECK + "\n</body></html>\n")
+
+
+def write_report(run_dir) -> Path:
+    """Write RUN/report.html (atomically) and return its path.
+
+    Raises:
+        ConfigError: `run_dir` is not a run directory.
+    """
+    from edgecnn.errors import ConfigError
+    from edgecnn.io import write_text
+
+    run = Path(run_dir)
+    if not (run / "config.json").is_file():
+        raise ConfigError(f"{run}: not a run directory (no config.json)")
+    return write_text(run / REPORT, render(run))
+
+
+def refresh(run_dir) -> Optional[Path]:
+    """`write_report` for the stages: a report that cannot be written never fails the stage that called it."""
+    try:
+        return write_report(run_dir)
+    except Exception:  # the stage's own outputs are what matter; `edgecnn report` shows the reason
+        return None

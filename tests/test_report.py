@@ -1,0 +1,178 @@
+"""What users look at (issue 13): report.html in a real browser, tables that fit the terminal, verdicts,
+plots that read right, one CLI dialect."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+import _browser
+from bench_artifacts import copy_run, exported_run
+from edgecnn.bench import BenchConfig, bench
+
+needs_chromium = pytest.mark.skipif(_browser.CHROMIUM is None, reason="Chromium not installed (apt-get install "
+                                                                      "chromium; .ci/run installs it)")
+QUICK = ["--runs", "3", "--min-time", "0", "--warmup-time", "0", "--max-time", "1"]
+
+
+@pytest.fixture(scope="module")
+def exported(digits_run, tmp_path_factory):
+    return exported_run(digits_run, tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def benched(exported, tmp_path_factory):
+    run = copy_run(exported, tmp_path_factory.mktemp("benched") / "run")
+    res = cli("bench", run, "--backends", "keras,tflite,onnxruntime,tflm,ethos-u", *QUICK, "--max-acc-drop", "1")
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def cli(*args, env=None):
+    from edgecnn.cli import main
+
+    return CliRunner(env=env).invoke(main, [str(a) for a in args])
+
+
+@needs_chromium
+def test_report_renders_in_a_browser_with_every_image(benched):
+    page = benched / "report.html"
+    assert page.is_file()  # bench refreshed it
+    html = page.read_text()
+    for section in ("Data and model", "Training", "Classification report", "Export", "Quantization recipe", "Bench",
+                    "Manifest", "latency.png", "parity gates passed"):
+        assert section in html, section
+    assert "http://" not in html and "https://" not in html  # self-contained: no network
+    seen = _browser.load(page)
+    assert seen["images"] >= 5 and seen["broken"] == 0 and seen["errors"] == 0 and not seen["console"], seen
+
+
+def test_report_command_writes_the_page(exported, tmp_path):
+    run = copy_run(exported, tmp_path / "run")
+    (run / "report.html").unlink(missing_ok=True)
+    res = cli("report", run)
+    assert res.exit_code == 0 and (run / "report.html").is_file()
+    assert "not benched yet" in (run / "report.html").read_text()
+    res = cli("report", tmp_path)
+    assert res.exit_code == 2 and "not a run directory" in res.output
+
+
+def test_bench_table_fits_100_columns_one_line_a_row(benched):
+    res = cli("bench", benched, "--backends", "keras,tflite,litert-cpu,litert-gpu,onnxruntime,tflm,ethos-u,openvino",
+              *QUICK, "--out", benched / "b100", env={"COLUMNS": "100"})
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert max(len(ln) for ln in lines) <= 100, max(lines, key=len)
+    rows = json.loads((benched / "b100" / "bench.json").read_text())["rows"]
+    table = [ln for ln in lines if ln.startswith("│")]
+    assert len(table) == len(rows)  # one line per row: no cell wrapped
+    header = next(ln for ln in lines if ln.startswith("┃"))
+    for col in ("artifact", "backend", "status", "acc", "drop", "agree", "size", "median"):
+        assert col in header, col
+    assert re.search(r"\d+(\.\d+)? us", res.output)  # microseconds below 1 ms, not 0.0044 ms
+    wide = cli("bench", benched, "--backends", "tflite", *QUICK, "--wide", "--out", benched / "bw")
+    assert "p90" in wide.output and "thru/s" in wide.output and "accel" in wide.output
+    quick = cli("bench", benched, "--backends", "tflite", "--no-timing", "--out", benched / "bn")
+    assert "median" not in next(ln for ln in quick.output.splitlines() if ln.startswith("┃"))
+
+
+def test_verdicts_pass_and_fail_lines_and_structured_violations(benched, tmp_path):
+    ok = cli("bench", benched, "--backends", "tflite", "--no-timing", "--max-acc-drop", "1", "--out", tmp_path / "a")
+    assert ok.exit_code == 0 and "parity gates passed:" in ok.output and "--max-acc-drop 1" in ok.output
+    bad = cli("bench", benched, "--backends", "tflite", "--no-timing", "--min-agreement", "1.0",
+              "--max-abs-diff", "0", "--out", tmp_path / "b")
+    assert bad.exit_code == 1 and "parity gate failed:" in bad.output
+    doc = json.loads((tmp_path / "b" / "bench.json").read_text())
+    v = doc["violations_detail"][0]
+    assert set(v) == {"subject", "metric", "value", "limit", "flag", "message"} and v["flag"] == "--max-abs-diff"
+    # export judges the same gates, in the same words, and says when they pass
+    exp = cli("export", copy_run(benched, tmp_path / "run"), "--formats", "tflite_int8", "--max-acc-drop", "1")
+    assert exp.exit_code == 0 and "parity gates passed:" in exp.output
+
+
+def test_thin_evidence_is_flagged_before_the_verdict(benched, tmp_path):
+    res = cli("bench", benched, "--backends", "tflite", "--no-timing", "--limit", "24", "--max-acc-drop", "1",
+              "--out", tmp_path / "t")
+    out = res.output
+    assert "one test error moves accuracy by 4.17 points on 24 test images" in out
+    assert out.index("one test error") < out.index("parity gate")
+
+
+def test_plots_read_right(benched, digits_run):
+    from edgecnn.reporting import best_epoch
+    from edgecnn.io import read_json
+
+    history = read_json(digits_run / "history.json")
+    assert best_epoch(history) == int(min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)) + 1
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from edgecnn import reporting
+
+    captured = {}
+    real = reporting._save
+    reporting._save = lambda fig, path: captured.setdefault(path.name, fig)  # inspect the figure, do not write
+    try:
+        reporting.plot_curves(history, digits_run / "c.png")
+        import numpy as np
+
+        reporting.plot_confusion(np.eye(2, dtype=int), ["a", "b"], digits_run / "m.png", ylabel="Keras reference "
+                                 "prediction", xlabel="tflite_int8 prediction")
+    finally:
+        reporting._save = real
+    axes = captured["c.png"].axes
+    assert [a.get_ylabel() for a in axes][0].startswith("accuracy") and axes[1].get_ylabel().startswith("loss")
+    assert any("best epoch" in t.get_text() for a in axes for t in a.get_legend().get_texts())
+    cm_ax = captured["m.png"].axes[0]
+    assert cm_ax.get_ylabel() == "Keras reference prediction" and cm_ax.get_xlabel() == "tflite_int8 prediction"
+    plt.close("all")
+    res = bench(benched, config=BenchConfig(backends=("tflite",), runs=3, min_s=0, warmup_min_s=0, max_s=1,
+                                            out=str(benched / "pl")))
+    assert (benched / "pl" / "latency.png").is_file()
+
+
+def test_one_cli_dialect():
+    import click
+
+    from edgecnn.cli import ORDER, main
+
+    res = cli("--help")
+    listed = [ln.split()[0] for ln in res.output.split("Commands (in pipeline order):")[1].splitlines() if
+              ln.startswith("  ") and not ln.startswith("   ")]
+    assert listed == list(ORDER)
+    assert "..." not in res.output.split("Commands")[1]  # whole summaries
+    typo = cli("tarin")
+    assert typo.exit_code == 2 and "did you mean 'train'?" in typo.output
+    ctx = click.Context(main)
+    for name in ORDER:
+        cmd = main.get_command(ctx, name)
+        opts = [p for p in cmd.params if isinstance(p, click.Option)]
+        if name == "emulate":  # its options are the emulator's own (edgecnn emulate --help)
+            continue
+        assert "--quiet" in {o for p in opts for o in p.opts}, name
+        assert all(p.help for p in opts), (name, [p.opts for p in opts if not p.help])
+
+
+def test_quiet_prints_nothing_but_the_errors(benched, tmp_path):
+    res = CliRunner().invoke(__import__("edgecnn.cli", fromlist=["main"]).main,
+                             ["bench", str(benched), "--backends", "tflite", "--no-timing", "--quiet",
+                              "--out", str(tmp_path / "q")])
+    assert res.exit_code == 0 and res.stdout.strip() == "", res.stdout
+
+
+def test_the_python_api_prints_no_runtime_noise(benched):
+    """No TensorFlow, LiteRT or XNNPACK log lines on the Python path either (EDGECNN_NATIVE_LOGS=1 opts back in)."""
+    import subprocess
+    import sys
+
+    code = ("from edgecnn.bench import BenchConfig, bench\n"
+            f"r = bench({str(benched)!r}, config=BenchConfig(backends=('keras', 'tflite', 'litert-cpu'), "
+            "timing=False, write=False))\nprint(' '.join(x.status for x in r.rows))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and set(p.stdout.split()) == {"ok"} and len(p.stdout.split()) == 5, p.stderr
+    noise = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert not noise, noise[:5]
