@@ -176,3 +176,54 @@ def test_the_python_api_prints_no_runtime_noise(benched):
     assert p.returncode == 0 and set(p.stdout.split()) == {"ok"} and len(p.stdout.split()) == 5, p.stderr
     noise = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert not noise, noise[:5]
+
+
+def _workflow_steps():
+    import yaml
+
+    from pathlib import Path
+
+    doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "examples" / "ci" / "parity.yml").read_text())
+    job = doc["jobs"]["parity"]
+    return job["env"], [s for s in job["steps"] if "run" in s]
+
+
+def test_the_ci_workflow_installs_from_the_repository_and_its_steps_parse():
+    import subprocess
+
+    env, steps = _workflow_steps()
+    install = next(s for s in steps if s["name"] == "Install edgecnn")["run"]
+    assert "pip install edgecnn " not in install + " " and "${EDGECNN_SOURCE}" in install
+    assert env["EDGECNN_SOURCE"].startswith("git+https://")
+    for s in steps:  # every shell step is valid bash
+        p = subprocess.run(["bash", "-n"], input=s["run"], capture_output=True, text=True)
+        assert p.returncode == 0, (s["name"], p.stderr)
+
+
+@pytest.mark.slow
+def test_the_ci_workflow_runs_as_written(tmp_path):
+    """Every step of examples/ci/parity.yml, in order, as GitHub Actions would run it: the install from a
+    repository URL (this checkout, as file://, no dependencies: they are installed here), then the rest."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env, steps = _workflow_steps()
+    (tmp_path / "tests").mkdir()
+    shutil.copy(repo / "examples" / "test_parity.py", tmp_path / "tests" / "test_parity.py")
+    bin_dir = Path(sys.executable).parent
+    run_env = {**os.environ, **{k: str(v) for k, v in env.items()}, "EDGECNN_SOURCE": f"file://{repo}",
+               "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    run_env.pop("PYTEST_CURRENT_TEST", None)
+    for s in steps:
+        script = s["run"]
+        if s["name"] == "Install edgecnn":  # offline: the same requirement string, into a scratch target
+            script = script.replace("pip install", f"{sys.executable} -m pip install -q --no-deps "
+                                                   f"--no-build-isolation --target {tmp_path / 'site'}")
+        p = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=run_env, capture_output=True, text=True,
+                           timeout=900)
+        assert p.returncode == 0, (s["name"], p.stdout[-1500:], p.stderr[-1500:])
+    assert (tmp_path / "site" / "edgecnn").is_dir() and (tmp_path / "bench" / "bench.json").is_file()
