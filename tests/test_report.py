@@ -90,6 +90,9 @@ def test_verdicts_pass_and_fail_lines_and_structured_violations(benched, tmp_pat
     # export judges the same gates, in the same words, and says when they pass
     exp = cli("export", copy_run(benched, tmp_path / "run"), "--formats", "tflite_int8", "--max-acc-drop", "1")
     assert exp.exit_code == 0 and "parity gates passed:" in exp.output
+    # one meaning for a gate flag: a broken gate fails export as it fails bench (without --strict it still writes)
+    broke = cli("export", copy_run(benched, tmp_path / "run2"), "--formats", "tflite_int8", "--max-abs-diff", "0")
+    assert broke.exit_code == 1 and "parity gate failed: tflite_int8: max abs probability difference" in broke.output
 
 
 def test_thin_evidence_is_flagged_before_the_verdict(benched, tmp_path):
@@ -130,9 +133,20 @@ def test_plots_read_right(benched, digits_run):
     cm_ax = captured["m.png"].axes[0]
     assert cm_ax.get_ylabel() == "Keras reference prediction" and cm_ax.get_xlabel() == "tflite_int8 prediction"
     plt.close("all")
-    res = bench(benched, config=BenchConfig(backends=("tflite",), runs=3, min_s=0, warmup_min_s=0, max_s=1,
-                                            out=str(benched / "pl")))
-    assert (benched / "pl" / "latency.png").is_file()
+    import edgecnn.bench.report as br
+
+    figs = {}
+    real_save = br._savefig
+    br._savefig = lambda fig, path: figs.setdefault(path.name, fig)
+    try:
+        bench(benched, config=BenchConfig(backends=("tflite",), runs=3, min_s=0, warmup_min_s=0, max_s=1,
+                                          out=str(benched / "pl")))
+    finally:
+        br._savefig = real_save
+    ax = figs["latency.png"].axes[0]
+    assert ax.get_xscale() == "linear" and "thread" in ax.get_title() and "batch 1" in ax.get_title()
+    assert any(t.get_text().endswith(("us", "ms")) for t in ax.texts)  # each bar's value written beside it
+    plt.close("all")
 
 
 def test_one_cli_dialect():
