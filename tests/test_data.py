@@ -129,3 +129,17 @@ def test_keras_dataset_offline_gives_fetch_instructions(monkeypatch, tmp_path):
     monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
     with pytest.raises(DataError, match=r"keras.datasets.mnist.load_data\(\).*--data FILE.npz"):
         load_dataset(DataConfig(source="mnist"))
+
+
+def test_a_relative_data_path_is_recorded_absolute(tmp_path, monkeypatch):
+    """A run trained with --data ../images works from any folder (issue 11): config.json holds the absolute path."""
+    from conftest import make_npz
+
+    make_npz(tmp_path / "d.npz")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    cfg = DataConfig(source="../d.npz")
+    assert cfg.source == str((tmp_path / "d.npz").resolve())
+    assert DataConfig(source="digits").source == "digits"
+    monkeypatch.chdir(tmp_path)
+    assert load_dataset(DataConfig.from_dict(cfg.to_dict())).num_classes == 3

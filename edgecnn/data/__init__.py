@@ -12,6 +12,7 @@ export manifest; the one implementation of it lives in the on-device script (`ed
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -41,6 +42,9 @@ class DataConfig:
         return d
 
     def __post_init__(self):
+        # a path is recorded absolute, so a run trained with --data ../images exports and benches from anywhere
+        if self.source not in SOURCES and Path(self.source).exists():
+            object.__setattr__(self, "source", str(Path(self.source).resolve()))
         if self.image_size is not None and (len(self.image_size) != 2 or any(int(v) < 1 for v in self.image_size)):
             raise DataError(f"--image-size must be two positive numbers H W (got {' '.join(map(str, self.image_size))})")
         if self.channels not in (None, 1, 3):
