@@ -128,7 +128,8 @@ def quiet_tensorflow() -> None:
     The stages call it before they first touch TensorFlow; it is cheap once TensorFlow is imported."""
     if os.environ.get("EDGECNN_NATIVE_LOGS") == "1" or os.environ.get("EDGECNN_TF_LOGS") == "1":
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # errors arrive as Python exceptions; level 2 lets
+    # through ERROR lines that are not errors ("NodeDef mentions attribute use_unbounded_threadpool")
     if "tensorflow" not in sys.modules:
         with native_stderr():
             import tensorflow as tf  # noqa: F401

@@ -17,6 +17,8 @@ The run directory layout is described in `edgecnn.rundir`.
 """
 from __future__ import annotations
 
+import contextlib
+
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -45,6 +47,19 @@ class AugmentConfig:
     flip: bool = False  # horizontal flips; off for digits and text, on for natural images
 
 
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def distribution(name: str):
+    """The tf.distribute strategy for `name` (None for "default"): its scope builds and compiles the model, and
+    Keras' fit splits each batch across its replicas."""
+    if name == "default":
+        return None
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy() if name == "mirrored" else tf.distribute.MultiWorkerMirroredStrategy()
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything `edgecnn train` needs; recorded in RUN/config.json."""
@@ -63,6 +78,8 @@ class TrainConfig:
     resume: bool = False  # continue an interrupted run in `out` from its last completed epoch
     backup_every_s: float = 10.0  # write the resume state at most this often (and when interrupted); 0: every epoch
     verbose: int = 0  # Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch)
+    strategy: str = "default"  # default (one device) | mirrored (every GPU, or every logical device, of this
+    # machine: tf.distribute.MirroredStrategy) | multiworker (several machines: MultiWorkerMirroredStrategy + TF_CONFIG)
 
     def __post_init__(self):
         """Every option checked before anything is written (a bad one never leaves a half-made run)."""
@@ -73,6 +90,8 @@ class TrainConfig:
             raise ConfigError(f"--seed must be in 0..{2 ** 32 - 1} (got {self.seed})")
         if self.backup_every_s < 0:
             raise ConfigError(f"--backup-every must be >= 0 seconds (got {self.backup_every_s:g})")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown --strategy '{self.strategy}' (choose {', '.join(STRATEGIES)})")
         ModelSpec(self.arch, params=dict(self.params)).resolved()  # unknown names, wrong types, out of range
 
     def to_dict(self) -> dict:
@@ -100,6 +119,7 @@ class TrainResult:
     dataset: dict  # split sizes and input shape
     seconds: float
     files: list = field(default_factory=list)
+    replicas: int = 1  # devices the batches were split across (--strategy)
 
 
 def seed_everything(seed: int) -> None:
@@ -179,7 +199,10 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
         shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)
         for stale in (out / LOG_CSV, out / BEST):
             stale.unlink(missing_ok=True)
-    model = compile_model(build(spec), spec)
+    strategy = distribution(cfg.strategy)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = compile_model(build(spec), spec)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     callbacks = _callbacks(out, cfg, read_log(out / LOG_CSV))
     checkpoint = callbacks[0]
     try:
@@ -207,7 +230,7 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     refresh(out)  # RUN/report.html
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     return TrainResult(run_dir=out, metrics=metrics, history=history, spec=spec, dataset=ds.summary(),
-                       seconds=time.perf_counter() - t0, files=files)
+                       seconds=time.perf_counter() - t0, files=files, replicas=replicas)
 
 
 def evaluate(model, ds: Dataset) -> dict:

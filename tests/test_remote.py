@@ -44,14 +44,8 @@ def _keygen(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    """An sshd on 127.0.0.1:PORT as the current user: key auth from a tmp authorized_keys file only."""
-    if not SSHD:
-        pytest.skip("sshd not installed (apt-get install openssh-server)")
-    d = tmp_path_factory.mktemp("sshd")
-    host_key, user_key, other_key = _keygen(d / "host_key"), _keygen(d / "user_key"), _keygen(d / "other_key")
-    shutil.copy(d / "user_key.pub", d / "authorized_keys")
+def _start_sshd(d: Path, user_key: Path, host_key: Path):
+    """An sshd on 127.0.0.1:PORT as the current user, key auth from d/authorized_keys only: (process, port, log)."""
     port, user = _free_port(), getpass.getuser()
     lines = [f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {d / 'sshd.pid'}",
              f"AuthorizedKeysFile {d / 'authorized_keys'}", "StrictModes no", "UsePAM no",
@@ -59,27 +53,60 @@ def sshd(tmp_path_factory):
              f"AllowUsers {user}", "PermitRootLogin prohibit-password", "LogLevel ERROR"]
     if SFTP:
         lines.append(f"Subsystem sftp {SFTP}")
+    shutil.copy(str(user_key) + ".pub", d / "authorized_keys")
     (d / "sshd_config").write_text("\n".join(lines) + "\n")
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     log = open(d / "sshd.log", "w")
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(100):
+        if proc.poll() is not None:
+            log.close()
+            pytest.skip(f"sshd did not start: {(d / 'sshd.log').read_text().strip()[-300:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, port, log
+
+
+def _stop(proc, log) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """An sshd on 127.0.0.1:PORT as the current user: key auth from a tmp authorized_keys file only."""
+    if not SSHD:
+        pytest.skip("sshd not installed (apt-get install openssh-server)")
+    d = tmp_path_factory.mktemp("sshd")
+    host_key, user_key, other_key = _keygen(d / "host_key"), _keygen(d / "user_key"), _keygen(d / "other_key")
+    proc, port, log = _start_sshd(d, user_key, host_key)
     try:
-        for _ in range(100):
-            if proc.poll() is not None:
-                pytest.skip(f"sshd did not start: {(d / 'sshd.log').read_text().strip()[-300:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         opts = [f"UserKnownHostsFile={d / 'known_hosts'}", "StrictHostKeyChecking=accept-new"]
-        yield {"host": f"{user}@127.0.0.1:{port}", "key": str(user_key), "other_key": str(other_key),
+        yield {"host": f"{getpass.getuser()}@127.0.0.1:{port}", "key": str(user_key), "other_key": str(other_key),
                "opts": opts, "dir": d}
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+        _stop(proc, log)
+
+
+@pytest.fixture(scope="module")
+def fleet(sshd, tmp_path_factory):
+    """Three sshd instances on three 127.0.0.1 ports (the first is `sshd`), one user key."""
+    started = []
+    try:
+        hosts = [sshd["host"]]
+        for i in range(2):
+            d = tmp_path_factory.mktemp(f"sshd{i + 2}")
+            started.append(_start_sshd(d, Path(sshd["key"]), _keygen(d / "host_key")))
+            hosts.append(f"{getpass.getuser()}@127.0.0.1:{started[-1][1]}")
+        yield dict(sshd, hosts=hosts)
+    finally:
+        for proc, _, log in started:
+            _stop(proc, log)
 
 
 def _board_python(d: Path, *blocked: str) -> str:
@@ -227,3 +254,37 @@ def test_a_modified_model_is_refused_on_the_board(sshd, export, tmp_path):
     assert rows[0]["status"] == "failed" and "sha256" in rows[0]["reason"] and "--allow-modified" in rows[0]["reason"]
     rows = run_remote(sshd["host"], [model], export["manifest"], export["pre_npz"], allow_modified=True, **kw)
     assert rows[0]["status"] == "ok" and rows[0]["integrity"] == "modified (allowed)", rows[0]["reason"]
+
+
+# ------------------------------------------------------------------------------------------------- fleet (issue 14)
+
+
+def test_read_hosts(tmp_path):
+    from edgecnn.device.remote import read_hosts
+
+    f = tmp_path / "hosts"
+    f.write_text("# the lab\npi@pi4.local pi4-kitchen\n\nroot@[::1]:2222   # a comment\n")
+    assert read_hosts(f) == ["pi@pi4.local pi4-kitchen", "root@[::1]:2222"]
+    f.write_text("pi@good\n-oProxyCommand=x\n")
+    with pytest.raises(ConfigError, match=":2:"):
+        read_hosts(f)
+
+
+@needs_sshd
+def test_a_fleet_is_benched_concurrently_and_a_dead_host_does_not_stop_the_others(fleet, export):
+    from edgecnn.device.remote import run_fleet
+
+    d = fleet["dir"]
+    (d / "slow3").write_text(f"#!/bin/sh\nsleep 3\nexec {sys.executable} \"$@\"\n")  # a board that takes 3 s
+    (d / "slow3").chmod(0o755)
+    dead = f"{getpass.getuser()}@127.0.0.1:{_free_port()}"
+    entries = [f"{h} board{i}" for i, h in enumerate(fleet["hosts"])] + [dead]
+    t0 = time.monotonic()
+    rows = run_fleet(entries, [export["int8"]], export["manifest"], export["pre_npz"], jobs=4, timeout=60, runs=2,
+                     ssh_options=fleet["opts"], identity=fleet["key"], python=str(d / "slow3"))
+    wall = time.monotonic() - t0
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "failed"], [r.get("reason") for r in rows]
+    assert [r["device"].split(" (")[0] for r in rows[:3]] == ["board0", "board1", "board2"]
+    assert "cannot reach" in rows[3]["reason"]
+    # each board sleeps 3 s before running (twice: preflight and the model): one after another would be >= 18 s
+    assert wall < 14, wall

@@ -199,3 +199,24 @@ def test_resume_after_a_hard_kill_trains_the_lost_epochs_again(tmp_path, monkeyp
     result = train(TrainConfig(out=str(out), resume=True))
     assert result.history["epoch"] == [0, 1, 2, 3, 4]
     assert not (out / "backup").exists() and not (out / checkpoint.BEST).exists()
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpu_devices(tmp_path):
+    """--strategy mirrored splits each batch across the devices (issue 14): two logical CPUs stand in for two GPUs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tensorflow as tf\n"
+            "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+            "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+            "from edgecnn.train import TrainConfig, train\n"
+            "r = train(TrainConfig(out=sys.argv[1], epochs=2, strategy='mirrored'))\n"
+            "print(r.replicas, r.metrics['test_accuracy'])\n")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    replicas, acc = p.stdout.split()[-2:]
+    assert replicas == "2" and float(acc) > 0.5
+    from edgecnn.io import read_json
+
+    assert read_json(tmp_path / "run" / "config.json")["train"]["strategy"] == "mirrored"

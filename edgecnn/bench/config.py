@@ -44,7 +44,9 @@ class BenchConfig:
     out: Optional[str] = None  # where bench.json/bench.md/plots go; None: RUN/bench or ./bench-<model>
     write: bool = True  # write bench.json, bench.md and plots (False: only return the result)
     plots: bool = True  # write the PNG plots and confusion matrices
-    remote: tuple = ()  # USER@HOST[:PORT] boards to run the tflite artifacts on (edgecnn.device.remote)
+    remote: tuple = ()  # "USER@HOST[:PORT] [NAME]" boards to run the tflite artifacts on (edgecnn.device.remote)
+    remote_jobs: int = 4  # boards benched at the same time
+    remote_timeout: float = 300.0  # seconds for everything on one board (connect, copy, every run)
     allow_modified: bool = False  # run artifacts whose sha256 differs from the manifest (the rows say so)
     accept_new_host_keys: bool = False  # --remote: accept a board's unknown SSH host key (the rows say so)
 
@@ -55,6 +57,8 @@ class BenchConfig:
             raise ConfigError("runs must be >= 1, warmup_runs >= 0, min_s/warmup_min_s >= 0 and max_s > 0")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be >= 1 (got {self.limit})")
+        if self.remote_jobs < 1 or self.remote_timeout <= 0:
+            raise ConfigError("--remote-jobs must be >= 1 and --remote-timeout > 0")
         self.runtime_options()  # threads, graph optimization level
         _ = self.gates  # gate values
 

@@ -20,9 +20,10 @@ def _failed(host: str, reason: str) -> Row:
 
 
 def remote_rows(cfg, target, ref_probs, ref_accuracy=None) -> list:
-    """Rows from each host in `cfg.remote`; a host that fails is one failed row, the others go on."""
+    """Rows from each host in `cfg.remote` ("SPEC" or "SPEC NAME"), `cfg.remote_jobs` hosts at a time; a host that
+    fails is one failed row, the others go on."""
     try:
-        from edgecnn.device.remote import run_remote, write_npz
+        from edgecnn.device.remote import run_fleet, write_npz
     except ImportError:
         return [_failed(h, "remote benchmarking needs edgecnn.device.remote, which this installation lacks")
                 for h in cfg.remote]
@@ -35,16 +36,12 @@ def remote_rows(cfg, target, ref_probs, ref_accuracy=None) -> list:
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgecnn-bench-") as tmp:
         npz = write_npz(Path(tmp) / "data.npz", target.x, target.y)
-        for host in cfg.remote:
-            try:
-                got = run_remote(host, [a.path for a in artifacts], manifest, npz, threads=cfg.threads,
-                                 runs=cfg.runs, warmup=max(1, cfg.warmup_runs), min_s=cfg.min_s,
-                                 warmup_min_s=cfg.warmup_min_s, max_s=cfg.max_s, allow_modified=cfg.allow_modified,
-                                 accept_new_host_keys=cfg.accept_new_host_keys)
-            except Exception as e:  # a malformed host spec is this host's failed row; the others go on
-                rows.append(_failed(host, " ".join(str(e).split()) or type(e).__name__))
-                continue
-            rows += [_adapt(d, names, ref_probs, ref_accuracy, target.y) for d in got]
+        got = run_fleet(cfg.remote, [a.path for a in artifacts], manifest, npz, jobs=cfg.remote_jobs,
+                        timeout=cfg.remote_timeout, threads=cfg.threads, runs=cfg.runs,
+                        warmup=max(1, cfg.warmup_runs), min_s=cfg.min_s, warmup_min_s=cfg.warmup_min_s,
+                        max_s=cfg.max_s, allow_modified=cfg.allow_modified,
+                        accept_new_host_keys=cfg.accept_new_host_keys)
+        rows += [_adapt(d, names, ref_probs, ref_accuracy, target.y) for d in got]
     return rows
 
 

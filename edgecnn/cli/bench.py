@@ -67,6 +67,11 @@ def _split(values) -> tuple:
               help="Write latency.png, accuracy_vs_latency.png and the int8 confusion matrices.")
 @click.option("--remote", multiple=True, metavar="USER@HOST[:PORT]",
               help="Also run the tflite artifacts on this board over SSH (repeatable).")
+@click.option("--hosts", "hosts_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Boards to bench too: one USER@HOST[:PORT] [NAME] per line (# comments), like repeated --remote.")
+@click.option("--remote-jobs", type=int, default=4, show_default=True, help="Boards benched at the same time.")
+@click.option("--remote-timeout", type=float, default=300.0, show_default=True, metavar="SECONDS",
+              help="Time for everything on one board; a board past it is a failed row, the others finish.")
 @click.option("--allow-modified", is_flag=True,
               help="Run artifacts whose sha256 differs from the manifest (refused by default; the rows say so).")
 @click.option("--accept-new-host-keys", is_flag=True,
@@ -79,7 +84,8 @@ def _split(values) -> tuple:
 def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, delegate, providers, graph_opt, npu,
           npu_system, npu_memory, keep_compiled, precision, runs,
           min_time, max_time, warmup, warmup_time, timing, include_copies, limit, max_acc_drop, min_agreement,
-          max_abs_diff, out, plots, remote, allow_modified, accept_new_host_keys, wide, as_json, fail_on_error):
+          max_abs_diff, out, plots, remote, hosts_file, remote_jobs, remote_timeout, allow_modified,
+          accept_new_host_keys, wide, as_json, fail_on_error):
     """Run every exported artifact of RUN_DIR on every backend here: accuracy, parity with the Keras model,
     size, load, first-inference and steady latency, throughput, memory. Exit 1 when a parity gate breaks."""
     import json
@@ -89,6 +95,7 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
     from edgecnn.bench import BenchConfig
     from edgecnn.bench import bench as run_bench
     from edgecnn.bench.report import print_report
+    from edgecnn.device.remote import read_hosts
     from edgecnn.errors import ConfigError
 
     if data and not model:
@@ -99,7 +106,9 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
         npu_system=npu_system, npu_memory=npu_memory, keep_compiled=keep_compiled, precision=precision,
         warmup_runs=warmup, warmup_min_s=warmup_time, runs=runs, min_s=min_time, max_s=max_time, timing=timing,
         include_copies=include_copies, limit=limit, max_acc_drop=max_acc_drop, min_agreement=min_agreement,
-        max_abs_diff=max_abs_diff, out=out, plots=plots, remote=tuple(remote), allow_modified=allow_modified,
+        max_abs_diff=max_abs_diff, out=out, plots=plots, remote=tuple(remote) + tuple(read_hosts(hosts_file) if
+                                                                              hosts_file else ()),
+        remote_jobs=remote_jobs, remote_timeout=remote_timeout, allow_modified=allow_modified,
         accept_new_host_keys=accept_new_host_keys,
     )
     err = Console(stderr=True)

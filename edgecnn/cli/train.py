@@ -62,6 +62,9 @@ def train_options(fn):
         click.option("--backup-every", type=float, default=10.0, show_default=True, metavar="SECONDS",
                      help="Write the --resume state at most this often (and on Ctrl-C); 0: after every epoch."),
         click.option("-v", "--verbose", count=True, help="Show Keras progress (-v bar, -vv one line per epoch)."),
+        click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
+                     show_default=True, help="mirrored: every GPU of this machine (tf.distribute.MirroredStrategy); "
+                     "multiworker: several machines, each with TF_CONFIG set (docs/distributed.md)."),
     ]):
         fn = opt(fn)
     return fn
@@ -81,7 +84,7 @@ def _train_config(o: dict):
         out=o["out"], data=data, arch=o["arch"], params=_parse_params(o["params"]), epochs=o["epochs"],
         batch_size=o["batch_size"], patience=o["patience"], augment=augment, seed=o["seed"],
         overwrite=o["overwrite"], resume=o["resume"], backup_every_s=o["backup_every"],
-        verbose={0: 0, 1: 1}.get(o["verbose"], 2),
+        verbose={0: 0, 1: 1}.get(o["verbose"], 2), strategy=o["strategy"],
     )
 
 
@@ -94,7 +97,8 @@ def print_train_summary(result) -> None:
         ("architecture", f"{result.spec.arch}  {json.dumps(result.spec.resolved())}"),
         ("data", f"train {result.dataset['train']} / val {result.dataset['val']} / test {result.dataset['test']}, "
                  f"input {'x'.join(map(str, result.dataset['input_shape']))}"),
-        ("epochs run", str(len(result.history.get("loss", [])))),
+        ("epochs run", str(len(result.history.get("loss", []))) + (f" on {result.replicas} replicas"
+                                                                  if result.replicas > 1 else "")),
         ("best val_loss", f"{min(result.history.get('val_loss', [float('nan')])):.4f}"),
         ("test accuracy", f"{m['test_accuracy']:.4f}"),
         ("test loss", f"{m['test_loss']:.4f}"),

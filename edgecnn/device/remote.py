@@ -35,7 +35,7 @@ from edgecnn.device import script_path
 from edgecnn.script.edgecnn_infer import ROW_KEYS
 from edgecnn.errors import ConfigError
 
-__all__ = ["run_remote", "write_npz", "parse_host", "Host", "ROW_KEYS"]
+__all__ = ["run_remote", "run_fleet", "read_hosts", "write_npz", "parse_host", "Host", "ROW_KEYS"]
 
 SCRIPT = "edgecnn_infer.py"
 DATA = "data.npz"
@@ -77,6 +77,58 @@ def parse_host(spec: str) -> Host:
     if user and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", user):
         raise ConfigError(f"'{spec}': '{user}' is not a user name")
     return Host(host=host, user=user or None, port=int(port) if port else None)
+
+
+def read_hosts(path) -> list:
+    """A fleet file: one `USER@HOST[:PORT] [NAME]` per line; blank lines and `#` comments are skipped.
+    Returns the entries as "SPEC" or "SPEC NAME" strings, each checked with `parse_host`.
+
+    Raises:
+        ConfigError: an unreadable file or a malformed line (with its number).
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the hosts file ({e.strerror or e})") from None
+    out = []
+    for i, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        spec, _, name = line.partition(" ")
+        try:
+            parse_host(spec)
+        except ConfigError as e:
+            raise ConfigError(f"{path}:{i}: {e}") from None
+        out.append(f"{spec} {name.strip()}".strip())
+    if not out:
+        raise ConfigError(f"{path}: no hosts (one USER@HOST[:PORT] [NAME] per line)")
+    return out
+
+
+def run_fleet(entries: Sequence[str], model_files: Sequence, manifest_path, npz_path, *, jobs: int = 4,
+              **kwargs) -> list:
+    """`run_remote` on every host of `entries` ("SPEC" or "SPEC NAME"), at most `jobs` at a time; rows come back
+    in host order. A host that fails, or drops mid-run, is its own failed row; the others finish.
+
+    Raises:
+        ConfigError: jobs < 1.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if jobs < 1:
+        raise ConfigError(f"remote jobs must be >= 1 (got {jobs})")
+
+    def one(entry: str) -> list:
+        spec, _, name = entry.partition(" ")
+        try:
+            return run_remote(spec, model_files, manifest_path, npz_path, name=name.strip() or None, **kwargs)
+        except Exception as e:  # a malformed spec or a local error: this host's failed row only
+            return [_row(artifact="*", device=spec, status="failed", reason=" ".join(str(e).split()) or
+                         type(e).__name__, host=spec)]
+
+    with ThreadPoolExecutor(max_workers=min(jobs, max(1, len(entries)))) as pool:
+        return [r for rows in pool.map(one, entries) for r in rows]
 
 
 def write_npz(path, x, y=None) -> Path:
@@ -227,7 +279,7 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
                runs: int = 50, warmup: int = 10, min_s: float = 0.0, warmup_min_s: float = 0.0, max_s: float = 1e9,
                timeout: float = 300.0, ssh_options: Sequence[str] = (), identity: Optional[str] = None,
                python: Optional[str] = None, allow_modified: bool = False,
-               accept_new_host_keys: bool = False) -> list:
+               accept_new_host_keys: bool = False, name: Optional[str] = None) -> list:
     """Run each TFLite model on one board over SSH with the on-device script; never raises for host problems.
 
     Args:
@@ -246,6 +298,7 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
             installs into a venv); default: $EDGECNN_REMOTE_PYTHON, else "python3". Every word is quoted.
         allow_modified: let the script run a model whose sha256 differs from the manifest (refused otherwise).
         accept_new_host_keys: accept an unknown host key on first contact (refused otherwise; the rows say so).
+        name: the board's name in the rows' device (default: what the board reports).
     Returns:
         One bench row (dict, the bench row keys) per model, with device = "<board name> (<host_spec>)",
         status "ok" or "failed" with its reason, plus "host", "predictions" (top-1 per test image),
@@ -276,7 +329,7 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
             _raise(f"cannot create a temporary folder on {host}: {_last_line(p.stderr)}")
         _copy(ssh, files, remote_dir, manifest_path)
         info = _preflight(ssh, python, remote_dir)
-        device = f"{info.get('device') or host.host} ({host})"
+        device = f"{name or info.get('device') or host.host} ({host})"
         flags = (f"--bench {int(runs)} --warmup {int(warmup)} --min-time {float(min_s)!r} "
                  f"--warmup-time {float(warmup_min_s)!r} --max-time {float(max_s)!r}"
                  + (" --allow-modified" if allow_modified else ""))
