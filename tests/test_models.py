@@ -10,6 +10,8 @@ from edgecnn.models import ARCHITECTURES, ModelSpec, build, copy_weights
 SHAPES = {
     "simple_cnn": (8, 8, 1),
     "convnet": (28, 28, 1),
+    "tf_cnn": (28, 28, 1),
+    "cifar_cnn": (32, 32, 3),
     "vgg_cifar": (16, 16, 3),
     "resnet8": (16, 16, 3),
     "mobilenet_v2": (32, 32, 3),

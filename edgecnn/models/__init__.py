@@ -52,6 +52,12 @@ def _lr_space(hp) -> dict:
     }
 
 
+def _cifar_space(hp) -> dict:
+    return {**_lr_space(hp), "filters": hp.Choice("filters", [16, 32, 64]),
+            "dense_units": hp.Choice("dense_units", [128, 256, 512]),
+            "dropout": hp.Float("dropout", 0.0, 0.4, step=0.1)}
+
+
 def _mobilenet_space(hp) -> dict:
     return {**_lr_space(hp), "dropout": hp.Float("dropout", 0.0, 0.5, step=0.1)}
 
@@ -64,6 +70,10 @@ ARCHITECTURES: dict[str, Architecture] = {
                       "bn_momentum": 0.9},
                      4, _simple_cnn_space, "Conv-BN-Act-Pool x2, Dense-BN-Act-Dropout head"),
         Architecture("convnet", A.convnet, {}, 18, _lr_space, "Keras book MNIST convnet (valid padding)"),
+        Architecture("tf_cnn", A.tf_cnn, {"dense_units": 64}, 18, _lr_space,
+                     "TensorFlow tutorial CNN: Conv32-Pool-Conv64-Pool-Conv64-Dense64"),
+        Architecture("cifar_cnn", A.cifar_cnn, {"filters": 32, "dense_units": 512, "dropout": 0.25}, 10, _cifar_space,
+                     "Keras CIFAR-10 example CNN: two conv blocks, Dense, softmax"),
         Architecture("vgg_cifar", A.vgg_cifar, {"l2": 0.0, "bn_momentum": 0.9}, 8, _lr_space,
                      "VGG-style 3x2 conv blocks, Dense(256)"),
         Architecture("resnet8", A.resnet8, {"l2": 1e-4, "bn_momentum": 0.9}, 8, _lr_space, "MLPerf Tiny ResNet-8"),

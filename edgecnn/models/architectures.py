@@ -47,6 +47,40 @@ def convnet(km, input_shape, num_classes, **_):
     return km.Model(inputs, outputs, name="convnet")
 
 
+def tf_cnn(km, input_shape, num_classes, *, dense_units=64, **_):
+    """The TensorFlow tutorial CNN (tensorflow.org/tutorials/images/cnn, there on MNIST and CIFAR-10):
+    Conv(32) -> Pool -> Conv(64) -> Pool -> Conv(64) -> Flatten -> Dense(64) -> softmax, valid padding."""
+    L = km.layers
+    inputs = L.Input(shape=tuple(input_shape), name="image")
+    x = L.Conv2D(32, 3, activation="relu", name="conv1")(inputs)
+    x = L.MaxPooling2D(2, name="pool1")(x)
+    x = L.Conv2D(64, 3, activation="relu", name="conv2")(x)
+    x = L.MaxPooling2D(2, name="pool2")(x)
+    x = L.Conv2D(64, 3, activation="relu", name="conv3")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.Dense(int(dense_units), activation="relu", name="dense")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probs")(x)
+    return km.Model(inputs, outputs, name="tf_cnn")
+
+
+def cifar_cnn(km, input_shape, num_classes, *, filters=32, dense_units=512, dropout=0.25, **_):
+    """The Keras CIFAR-10 example CNN: two blocks Conv(same) -> Conv -> MaxPool -> Dropout (`filters`, then twice
+    as many), Flatten -> Dense(`dense_units`) -> Dropout(2 x `dropout`) -> softmax."""
+    L = km.layers
+    inputs = L.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    for b, f in enumerate((int(filters), 2 * int(filters)), start=1):
+        x = L.Conv2D(f, 3, padding="same", activation="relu", name=f"block{b}_conv1")(x)
+        x = L.Conv2D(f, 3, activation="relu", name=f"block{b}_conv2")(x)
+        x = L.MaxPooling2D(2, name=f"block{b}_pool")(x)
+        x = L.Dropout(dropout, name=f"block{b}_dropout")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.Dense(int(dense_units), activation="relu", name="dense")(x)
+    x = L.Dropout(min(0.9, 2 * dropout), name="dropout")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="probs")(x)
+    return km.Model(inputs, outputs, name="cifar_cnn")
+
+
 def vgg_cifar(km, input_shape, num_classes, *, l2=0.0, bn_momentum=0.9, **_):
     """Three blocks of two 3x3 convs with BatchNorm, MaxPool and Dropout(0.25) (32/64/128 filters), then
     Dense(256) + BatchNorm + Dropout(0.5)."""
