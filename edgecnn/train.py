@@ -78,6 +78,7 @@ class TrainConfig:
     resume: bool = False  # continue an interrupted run in `out` from its last completed epoch
     backup_every_s: float = 10.0  # write the resume state at most this often (and when interrupted); 0: every epoch
     verbose: int = 0  # Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch)
+    progress: bool = False  # one line per epoch on stdout: loss, accuracy, validation figures, ETA
     strategy: str = "default"  # default (one device) | mirrored (every GPU, or every logical device, of this
     # machine: tf.distribute.MirroredStrategy) | multiworker (several machines: MultiWorkerMirroredStrategy + TF_CONFIG)
 
@@ -204,6 +205,10 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
         model = compile_model(build(spec), spec)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     callbacks = _callbacks(out, cfg, read_log(out / LOG_CSV))
+    if cfg.progress and not cfg.verbose:
+        from edgecnn.checkpoint import epoch_lines
+
+        callbacks.append(epoch_lines(cfg.epochs))
     checkpoint = callbacks[0]
     try:
         model.fit(**_train_input(ds, cfg), validation_data=(ds.x_val, ds.y_val), epochs=cfg.epochs,
@@ -286,7 +291,7 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> TrainResult:
         from edgecnn.io import read_json
 
         recorded = TrainConfig.from_dict(read_json(out / "config.json")["train"])
-        cfg = replace(recorded, out=str(out), resume=True, verbose=cfg.verbose)
+        cfg = replace(recorded, out=str(out), resume=True, verbose=cfg.verbose, progress=cfg.progress)
     ds = load_dataset(cfg.data)  # data errors come before the run directory is touched
     with folder_lock(out, "edgecnn train"):  # a second writer of the same run is refused, not silently lost
         prepare_out_dir(out, overwrite=cfg.overwrite, resume=cfg.resume)

@@ -220,3 +220,25 @@ def test_mirrored_strategy_trains_on_two_logical_cpu_devices(tmp_path):
     from edgecnn.io import read_json
 
     assert read_json(tmp_path / "run" / "config.json")["train"]["strategy"] == "mirrored"
+
+
+def test_progress_one_line_per_epoch_and_json_summary(tmp_path):
+    """Progress (issue 11): one line per epoch with loss, accuracy, validation figures and ETA, on a terminal or
+    with -v; none in a pipe without -v; --json prints the summary as JSON."""
+    import json
+    import re
+
+    from click.testing import CliRunner
+
+    from edgecnn.cli import main
+
+    res = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "a"), "--epochs", "2", "--limit", "300", "-v"])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == 2 and re.match(r"epoch 1/2  loss [\d.]+  accuracy [\d.]+  val_loss [\d.]+  val_accuracy "
+                                        r"[\d.]+  [\d.]+ s  ETA <= \d+ s", lines[0]), lines
+    quiet = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "b"), "--epochs", "2", "--limit", "300"])
+    assert quiet.exit_code == 0 and "epoch 1/2" not in quiet.output  # not a terminal, no -v
+    js = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "c"), "--epochs", "2", "--limit", "300", "--json"])
+    doc = json.loads(js.output)
+    assert doc["epochs"] == 2 and 0 <= doc["test_accuracy"] <= 1 and doc["arch"] == "simple_cnn"

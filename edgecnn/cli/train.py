@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -61,7 +62,9 @@ def train_options(fn):
         click.option("--resume", is_flag=True, help="Continue an interrupted run (or search) in --out."),
         click.option("--backup-every", type=float, default=10.0, show_default=True, metavar="SECONDS",
                      help="Write the --resume state at most this often (and on Ctrl-C); 0: after every epoch."),
-        click.option("-v", "--verbose", count=True, help="Show Keras progress (-v bar, -vv one line per epoch)."),
+        click.option("-v", "--verbose", count=True,
+                     help="Progress: one line per epoch (the default on a terminal; -v also in a pipe), -vv Keras' "
+                          "progress bar, -vvv Keras' own epoch lines."),
         click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
                      show_default=True, help="mirrored: every GPU of this machine (tf.distribute.MirroredStrategy); "
                      "multiworker: several machines, each with TF_CONFIG set (docs/distributed.md)."),
@@ -84,7 +87,8 @@ def _train_config(o: dict):
         out=o["out"], data=data, arch=o["arch"], params=_parse_params(o["params"]), epochs=o["epochs"],
         batch_size=o["batch_size"], patience=o["patience"], augment=augment, seed=o["seed"],
         overwrite=o["overwrite"], resume=o["resume"], backup_every_s=o["backup_every"],
-        verbose={0: 0, 1: 1}.get(o["verbose"], 2), strategy=o["strategy"],
+        verbose={0: 0, 1: 0, 2: 1}.get(o["verbose"], 2), strategy=o["strategy"],
+        progress=(sys.stdout.isatty() or o["verbose"] >= 1) and not o.get("as_json"),
     )
 
 
@@ -123,14 +127,25 @@ def _run_tune(o: dict, max_trials: int, trial_epochs: int) -> None:
 @click.option("--tune", "do_tune", is_flag=True, help="Bayesian search (KerasTuner) first, then retrain the best.")
 @click.option("--max-trials", type=int, default=10, show_default=True, help="Trials of the search (with --tune).")
 @click.option("--trial-epochs", type=int, default=8, show_default=True, help="Epochs per trial (with --tune).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (no progress lines).")
 @user_errors
-def train(do_tune, max_trials, trial_epochs, **o):
+def train(do_tune, max_trials, trial_epochs, as_json, **o):
     """Train a classifier and write a run directory (model.keras, config.json, metrics, plots)."""
+    o["as_json"] = as_json
     if do_tune:
         return _run_tune(o, max_trials, trial_epochs)
     from edgecnn.train import train as run_train
 
-    print_train_summary(run_train(_train_config(o)))
+    result = run_train(_train_config(o))
+    if as_json:
+        click.echo(json.dumps({"run_dir": str(result.run_dir), "arch": result.spec.arch,
+                               "params": result.spec.resolved(), "dataset": result.dataset,
+                               "epochs": len(result.history.get("loss", [])), "replicas": result.replicas,
+                               "test_accuracy": result.metrics["test_accuracy"],
+                               "test_loss": result.metrics["test_loss"], "macro_f1": result.metrics["macro_f1"],
+                               "seconds": round(result.seconds, 2)}, indent=2))
+        return
+    print_train_summary(result)
 
 
 @click.command()
