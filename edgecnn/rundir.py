@@ -21,6 +21,7 @@ import datetime as _dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from edgecnn import __version__
 from edgecnn.errors import ConfigError, ModelError
@@ -86,6 +87,7 @@ class Run:
 
     path: Path
     config: dict
+    data_override: Optional[str] = None  # the run's data moved: where it is now (checked against the record)
 
     @property
     def model_path(self) -> Path:
@@ -113,7 +115,10 @@ class Run:
     def data_config(self):
         from edgecnn.data import DataConfig
 
-        return DataConfig.from_dict(self.config["data"])
+        recorded = dict(self.config["data"])
+        if self.data_override:
+            recorded["source"] = self.data_override
+        return DataConfig.from_dict(recorded)
 
     def load_model(self):
         """The trained Keras 3 model."""
@@ -133,13 +138,25 @@ class Run:
         from edgecnn.data import load_dataset
 
         ds = load_dataset(self.data_config)
-        if ds.preprocessing != self.preprocessing or ds.class_names != self.class_names:
-            raise ConfigError(f"{self.path}: the data source changed since training (preprocessing or classes differ)")
+        where = f"{self.data_override}: not the data of {self.path}" if self.data_override else \
+            f"{self.path}: the data source changed since training"
+        if ds.class_names != self.class_names:
+            raise ConfigError(f"{where} (classes {ds.class_names[:5]}... != recorded {self.class_names[:5]}...)")
+        if ds.preprocessing != self.preprocessing:
+            raise ConfigError(f"{where} (preprocessing {ds.preprocessing} != recorded {self.preprocessing})")
+        recorded = self.config.get("dataset") or {}
+        found = ds.summary()
+        for k in ("train", "val", "test"):  # the same images, split the same way (the split is seeded)
+            if k in recorded and recorded[k] != found[k]:
+                raise ConfigError(f"{where} ({found['train'] + found['val'] + found['test']} images, split "
+                                  f"{found['train']}/{found['val']}/{found['test']}; the run recorded "
+                                  f"{recorded['train']}/{recorded['val']}/{recorded['test']})")
         return ds
 
 
-def open_run(path: str | os.PathLike) -> Run:
-    """Open a run directory written by `edgecnn train`.
+def open_run(path: str | os.PathLike, data: Optional[str] = None) -> Run:
+    """Open a run directory written by `edgecnn train`; `data` is where its data is now, if it moved (checked
+    against the recorded class names, image shape and image counts when the data is loaded).
 
     Raises:
         ConfigError: missing folder, missing or unreadable config.json or model.keras.
@@ -159,4 +176,10 @@ def open_run(path: str | os.PathLike) -> Run:
         raise ConfigError(f"{cfg}: incomplete, missing {', '.join(missing)}")
     if not (p / MODEL).is_file():
         raise ConfigError(f"{p}: incomplete run directory (no {MODEL})")
-    return Run(path=p, config=config)
+    if data:
+        from edgecnn.data import DataConfig
+
+        data = DataConfig(source=data).source  # absolute, as training records it
+        if not Path(data).exists():
+            raise ConfigError(f"--data {data}: no such file or folder")
+    return Run(path=p, config=config, data_override=data)

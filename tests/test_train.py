@@ -242,3 +242,36 @@ def test_progress_one_line_per_epoch_and_json_summary(tmp_path):
     js = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "c"), "--epochs", "2", "--limit", "300", "--json"])
     doc = json.loads(js.output)
     assert doc["epochs"] == 2 and 0 <= doc["test_accuracy"] <= 1 and doc["arch"] == "simple_cnn"
+
+
+def test_a_moved_run_and_its_moved_data_bench_with_data_newpath(tmp_path, monkeypatch):
+    """Run directories that work from anywhere (issue 11): trained from a relative --data, the run benches from
+    another folder; after moving run and data, `--data NEWPATH` finds it, and a wrong dataset is one line."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from conftest import make_npz
+    from edgecnn.cli import main
+
+    (tmp_path / "proj" / "data").mkdir(parents=True)
+    make_npz(tmp_path / "proj" / "data" / "d.npz")
+    make_npz(tmp_path / "other.npz", n_train=80)  # same classes and shape, other images
+    monkeypatch.chdir(tmp_path / "proj")
+    run = CliRunner().invoke(main, ["train", "--out", "runs/r", "--data", "data/d.npz", "--epochs", "2"])
+    assert run.exit_code == 0, run.output
+    assert CliRunner().invoke(main, ["export", "runs/r", "--formats", "tflite_int8"]).exit_code == 0
+    monkeypatch.chdir(tmp_path)  # another folder: the recorded path is absolute
+    bench = ["bench", "proj/runs/r", "--backends", "tflite", "--no-timing", "--no-plots"]
+    assert CliRunner().invoke(main, bench).exit_code == 0
+    shutil.move(tmp_path / "proj", tmp_path / "moved")  # run and data move together
+    bench[1] = "moved/runs/r"
+    lost = CliRunner().invoke(main, bench)
+    assert lost.exit_code == 2 and "no such file" in lost.output
+    found = CliRunner().invoke(main, [*bench, "--data", "moved/data/d.npz"])
+    assert found.exit_code == 0, found.output
+    wrong = CliRunner().invoke(main, [*bench, "--data", "other.npz"])
+    assert wrong.exit_code == 2 and "not the data of" in wrong.output and len(wrong.output.strip().splitlines()) == 1
+    again = CliRunner().invoke(main, ["export", "moved/runs/r", "--formats", "tflite_int8", "--data",
+                                      "moved/data/d.npz"])
+    assert again.exit_code == 0, again.output

@@ -216,7 +216,8 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
     Args:
         run_dir: a run directory with RUN/export/manifest.json (bench all its artifacts and the Keras model).
         model: instead of `run_dir`, one model file (.keras, .tflite, .onnx) ...
-        data: ... and the data source whose test split it runs on (default: the run it came from).
+        data: ... and the data source whose test split it runs on (default: the run it came from); with
+            `run_dir`, where the run's data is now if it moved (checked against what the run recorded).
         config: what to run and how to time it; the parity gates.
         progress: optional callable(str) told about each row as it starts.
     Returns:
@@ -237,7 +238,7 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
         from edgecnn.runtimes.tflite import parse_delegate
 
         parse_delegate(cfg.delegate)
-    target = from_run(run_dir, cfg) if run_dir is not None else from_model(model, data, cfg)
+    target = from_run(run_dir, cfg, data) if run_dir is not None else from_model(model, data, cfg)
     host = host_info()
     device = f"local {host['machine']}"
     rows: list = []

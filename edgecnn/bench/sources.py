@@ -62,7 +62,7 @@ def _manifest_artifacts(manifest: Manifest) -> list:
             for name, e in manifest.artifacts.items()]
 
 
-def from_run(run_dir, cfg) -> Target:
+def from_run(run_dir, cfg, data: Optional[str] = None) -> Target:
     """Artifacts of RUN/export/manifest.json plus the trained Keras model, on the run's test split.
 
     Raises:
@@ -70,7 +70,7 @@ def from_run(run_dir, cfg) -> Target:
     """
     from edgecnn.rundir import open_run
 
-    run = open_run(run_dir)
+    run = open_run(run_dir, data=data)
     mpath = run.export_dir / MANIFEST
     if not mpath.is_file():
         raise ConfigError(f"{run.path}: no exports to bench ({mpath} is missing); "

@@ -23,7 +23,8 @@ def _split(values) -> tuple:
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--model", type=click.Path(dir_okay=False), help="Bench one model file (.keras, .tflite, .onnx) instead.")
 @click.option("--data", default=None,
-              help="With --model: data source of the test split (digits, an .npz, a folder). Default: the model's run.")
+              help="With --model: data source of the test split (digits, an .npz, a folder; default: the model's run). "
+                   "With RUN_DIR: where the run's data is now, if it moved (checked against the run's record).")
 @click.option("--backends", multiple=True, metavar="NAMES",
               help="Backends to run, comma-separated: keras, tflite, litert-cpu, litert-gpu, litert-npu, onnxruntime, "
                    "tflm, ethos-u, openvino. Default: all.")
@@ -98,8 +99,6 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
     from edgecnn.device.remote import read_hosts
     from edgecnn.errors import ConfigError
 
-    if data and not model:
-        raise ConfigError("--data goes with --model FILE (a run directory brings its own data)")
     cfg = BenchConfig(
         backends=_split(backends), artifacts=_split(artifacts), threads=threads, batch=batch, xnnpack=xnnpack,
         delegate=delegate, providers=_split(providers) or ("cpu",), graph_optimization=graph_opt, npu=npu,

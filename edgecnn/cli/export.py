@@ -76,10 +76,12 @@ def print_export_summary(result, gates=None) -> None:
 @gate_options(size_ratio=True)
 @click.option("--strict", is_flag=True, help="When a gate breaks, write nothing (exit 2) instead of writing and "
                                              "exiting 1.")
+@click.option("--data", default=None, metavar="PATH",
+              help="Where the run's data is now, if it moved since training (checked against the run's record).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @user_errors
 def export(run_dir, formats, quant, calib_samples, io_type, opset, seed, qat_epochs, qat_lr, max_acc_drop,
-           min_agreement, max_abs_diff, max_size_ratio, strict, as_json):
+           min_agreement, max_abs_diff, max_size_ratio, strict, data, as_json):
     """Export RUN_DIR to int8/float TFLite and ONNX, verify each artifact against the Keras model, and write
     RUN_DIR/export/ (artifacts, manifest.json, edgecnn_infer.py). Artifacts of formats left out are removed."""
     from edgecnn.export import ExportConfig, ThresholdError, export as run_export, resolve_formats
@@ -90,7 +92,7 @@ def export(run_dir, formats, quant, calib_samples, io_type, opset, seed, qat_epo
                           max_size_ratio=max_size_ratio)
     config.validate()  # option errors before TensorFlow starts
     try:
-        result = run_export(run_dir, config)
+        result = run_export(run_dir, config, data=data)
     except ThresholdError as e:
         print_export_summary(e.result, config.gates)
         raise

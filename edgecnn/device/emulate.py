@@ -114,11 +114,11 @@ def emulated_parity(model, manifest, npz, *, root=None, runs: int = 20, threads:
     return row
 
 
-def _run_data(run_dir: Path, tmp: Path) -> tuple:
+def _run_data(run_dir: Path, tmp: Path, data=None) -> tuple:
     """(model, manifest, npz) of a run directory: its int8 TFLite artifact and all of its data, preprocessed."""
     from edgecnn.rundir import open_run
 
-    run = open_run(run_dir)
+    run = open_run(run_dir, data=data)
     path = run.export_dir / FILENAME
     if not path.is_file():
         raise ConfigError(f"{run_dir}: no export manifest ({path}); run edgecnn export first")
@@ -145,12 +145,14 @@ def main(argv=None, prog: str = "python -m edgecnn.device.emulate") -> int:
     p.add_argument("--runs", type=int, default=20, help="timed runs under emulation")
     p.add_argument("--json", action="store_true", help="print the row as JSON")
     p.add_argument("--allow-modified", action="store_true", help="run a model whose sha256 differs from the manifest")
+    p.add_argument("--data", help="with RUN: where the run's data is now, if it moved")
     a = p.parse_args(argv)
     if bool(a.run) == bool(a.model and a.manifest and a.npz):
         p.error("give a run directory, or --model, --manifest and --npz")
     try:
         with tempfile.TemporaryDirectory(prefix="edgecnn-emulate-") as tmp:
-            model, manifest, npz = _run_data(Path(a.run), Path(tmp)) if a.run else (a.model, a.manifest, a.npz)
+            model, manifest, npz = _run_data(Path(a.run), Path(tmp), a.data) if a.run else (a.model, a.manifest,
+                                                                                             a.npz)
             row = emulated_parity(model, manifest, npz, root=a.root, runs=a.runs, allow_modified=a.allow_modified)
         if row["agreement"] is not None and row["agreement"] < a.min_agreement:
             raise ParityError(f"aarch64 (emulated) top-1 agreement {row['agreement']:.4f} < {a.min_agreement} "

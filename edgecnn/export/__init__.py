@@ -212,12 +212,13 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def export(run_dir, config: ExportConfig = ExportConfig()) -> ExportResult:
+def export(run_dir, config: ExportConfig = ExportConfig(), data: Optional[str] = None) -> ExportResult:
     """Export a trained run to the configured formats and write RUN/export/.
 
     Args:
         run_dir: a run directory written by `edgecnn train`.
         config: formats, quantization and thresholds.
+        data: where the run's data is now, when it moved (checked against what the run recorded).
     Returns:
         An `ExportResult` with the manifest and per-artifact figures.
     Raises:
@@ -233,7 +234,7 @@ def export(run_dir, config: ExportConfig = ExportConfig()) -> ExportResult:
     quiet_tensorflow()
     t0 = time.perf_counter()
     config = config.validate()
-    run = open_run(run_dir)
+    run = open_run(run_dir, data=data)
     with folder_lock(run.path, "edgecnn export"):  # one writer of a run and its export folder at a time
         _remove_stale(run.export_dir)
         return _export(run, config, t0)
