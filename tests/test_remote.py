@@ -260,7 +260,7 @@ def test_a_modified_model_is_refused_on_the_board(sshd, export, tmp_path):
 
 
 def test_read_hosts(tmp_path):
-    from edgecnn.device.remote import read_hosts
+    from edgecnn.device.fleet import read_hosts
 
     f = tmp_path / "hosts"
     f.write_text("# the lab\npi@pi4.local pi4-kitchen\n\nroot@[::1]:2222   # a comment\n")
@@ -272,7 +272,7 @@ def test_read_hosts(tmp_path):
 
 @needs_sshd
 def test_a_fleet_is_benched_concurrently_and_a_dead_host_does_not_stop_the_others(fleet, export):
-    from edgecnn.device.remote import run_fleet
+    from edgecnn.device.fleet import run_fleet
 
     d = fleet["dir"]
     (d / "slow3").write_text(f"#!/bin/sh\nsleep 3\nexec {sys.executable} \"$@\"\n")  # a board that takes 3 s

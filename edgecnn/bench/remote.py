@@ -23,7 +23,8 @@ def remote_rows(cfg, target, ref_probs, ref_accuracy=None) -> list:
     """Rows from each host in `cfg.remote` ("SPEC" or "SPEC NAME"), `cfg.remote_jobs` hosts at a time; a host that
     fails is one failed row, the others go on."""
     try:
-        from edgecnn.device.remote import run_fleet, write_npz
+        from edgecnn.device.fleet import run_fleet
+        from edgecnn.device.remote import write_npz
     except ImportError:
         return [_failed(h, "remote benchmarking needs edgecnn.device.remote, which this installation lacks")
                 for h in cfg.remote]

@@ -96,7 +96,7 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
     from edgecnn.bench import BenchConfig
     from edgecnn.bench import bench as run_bench
     from edgecnn.bench.report import print_report
-    from edgecnn.device.remote import read_hosts
+    from edgecnn.device.fleet import read_hosts
     from edgecnn.errors import ConfigError
 
     cfg = BenchConfig(

@@ -35,7 +35,7 @@ from edgecnn.device import script_path
 from edgecnn.script.edgecnn_infer import ROW_KEYS
 from edgecnn.errors import ConfigError
 
-__all__ = ["run_remote", "run_fleet", "read_hosts", "write_npz", "parse_host", "Host", "ROW_KEYS"]
+__all__ = ["run_remote", "write_npz", "parse_host", "Host", "ROW_KEYS"]
 
 SCRIPT = "edgecnn_infer.py"
 DATA = "data.npz"
@@ -77,58 +77,6 @@ def parse_host(spec: str) -> Host:
     if user and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", user):
         raise ConfigError(f"'{spec}': '{user}' is not a user name")
     return Host(host=host, user=user or None, port=int(port) if port else None)
-
-
-def read_hosts(path) -> list:
-    """A fleet file: one `USER@HOST[:PORT] [NAME]` per line; blank lines and `#` comments are skipped.
-    Returns the entries as "SPEC" or "SPEC NAME" strings, each checked with `parse_host`.
-
-    Raises:
-        ConfigError: an unreadable file or a malformed line (with its number).
-    """
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the hosts file ({e.strerror or e})") from None
-    out = []
-    for i, line in enumerate(lines, 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        spec, _, name = line.partition(" ")
-        try:
-            parse_host(spec)
-        except ConfigError as e:
-            raise ConfigError(f"{path}:{i}: {e}") from None
-        out.append(f"{spec} {name.strip()}".strip())
-    if not out:
-        raise ConfigError(f"{path}: no hosts (one USER@HOST[:PORT] [NAME] per line)")
-    return out
-
-
-def run_fleet(entries: Sequence[str], model_files: Sequence, manifest_path, npz_path, *, jobs: int = 4,
-              **kwargs) -> list:
-    """`run_remote` on every host of `entries` ("SPEC" or "SPEC NAME"), at most `jobs` at a time; rows come back
-    in host order. A host that fails, or drops mid-run, is its own failed row; the others finish.
-
-    Raises:
-        ConfigError: jobs < 1.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    if jobs < 1:
-        raise ConfigError(f"remote jobs must be >= 1 (got {jobs})")
-
-    def one(entry: str) -> list:
-        spec, _, name = entry.partition(" ")
-        try:
-            return run_remote(spec, model_files, manifest_path, npz_path, name=name.strip() or None, **kwargs)
-        except Exception as e:  # a malformed spec or a local error: this host's failed row only
-            return [_row(artifact="*", device=spec, status="failed", reason=" ".join(str(e).split()) or
-                         type(e).__name__, host=spec)]
-
-    with ThreadPoolExecutor(max_workers=min(jobs, max(1, len(entries)))) as pool:
-        return [r for rows in pool.map(one, entries) for r in rows]
 
 
 def write_npz(path, x, y=None) -> Path:

@@ -33,17 +33,22 @@ def simple_cnn(km, input_shape, num_classes, *, filters=64, dense_units=128, l2=
     return km.Model(inputs, outputs, name="simple_cnn")
 
 
-def convnet(km, input_shape, num_classes, **_):
-    """The Keras book's MNIST convnet: Conv(32) -> Pool -> Conv(64) -> Pool -> Conv(128) -> Flatten -> softmax."""
+def _tutorial_trunk(km, input_shape, last_filters: int):
+    """Conv(32) -> Pool -> Conv(64) -> Pool -> Conv(`last_filters`) -> Flatten, valid padding: (inputs, x)."""
     L = km.layers
     inputs = L.Input(shape=tuple(input_shape), name="image")
     x = L.Conv2D(32, 3, activation="relu", name="conv1")(inputs)
     x = L.MaxPooling2D(2, name="pool1")(x)
     x = L.Conv2D(64, 3, activation="relu", name="conv2")(x)
     x = L.MaxPooling2D(2, name="pool2")(x)
-    x = L.Conv2D(128, 3, activation="relu", name="conv3")(x)
-    x = L.Flatten(name="flatten")(x)
-    outputs = L.Dense(num_classes, activation="softmax", name="probs")(x)
+    x = L.Conv2D(last_filters, 3, activation="relu", name="conv3")(x)
+    return inputs, L.Flatten(name="flatten")(x)
+
+
+def convnet(km, input_shape, num_classes, **_):
+    """The Keras book's MNIST convnet: Conv(32) -> Pool -> Conv(64) -> Pool -> Conv(128) -> Flatten -> softmax."""
+    inputs, x = _tutorial_trunk(km, input_shape, 128)
+    outputs = km.layers.Dense(num_classes, activation="softmax", name="probs")(x)
     return km.Model(inputs, outputs, name="convnet")
 
 
@@ -51,13 +56,7 @@ def tf_cnn(km, input_shape, num_classes, *, dense_units=64, **_):
     """The TensorFlow tutorial CNN (tensorflow.org/tutorials/images/cnn, there on MNIST and CIFAR-10):
     Conv(32) -> Pool -> Conv(64) -> Pool -> Conv(64) -> Flatten -> Dense(64) -> softmax, valid padding."""
     L = km.layers
-    inputs = L.Input(shape=tuple(input_shape), name="image")
-    x = L.Conv2D(32, 3, activation="relu", name="conv1")(inputs)
-    x = L.MaxPooling2D(2, name="pool1")(x)
-    x = L.Conv2D(64, 3, activation="relu", name="conv2")(x)
-    x = L.MaxPooling2D(2, name="pool2")(x)
-    x = L.Conv2D(64, 3, activation="relu", name="conv3")(x)
-    x = L.Flatten(name="flatten")(x)
+    inputs, x = _tutorial_trunk(km, input_shape, 64)
     x = L.Dense(int(dense_units), activation="relu", name="dense")(x)
     outputs = L.Dense(num_classes, activation="softmax", name="probs")(x)
     return km.Model(inputs, outputs, name="tf_cnn")
