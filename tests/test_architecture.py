@@ -20,7 +20,7 @@ LAYERS = [
     ("runtimes", ("edgecnn.runtimes",)),
     ("stages", ("edgecnn.data", "edgecnn.models", "edgecnn.checkpoint", "edgecnn.rundir", "edgecnn.reporting",
                 "edgecnn.train", "edgecnn.tune", "edgecnn.export", "edgecnn.bench", "edgecnn.device",
-                "edgecnn.predict", "edgecnn.inspect", "edgecnn.testing", "edgecnn.report")),
+                "edgecnn.predict", "edgecnn.inspect", "edgecnn.testing", "edgecnn.report", "edgecnn.imported")),
     ("cli", ("edgecnn.cli", "edgecnn.__main__")),
 ]
 

@@ -16,15 +16,16 @@ from edgecnn import __version__
 
 # module, command names it defines (registered lazily so `edgecnn --help` imports no TensorFlow)
 COMMAND_MODULES = {
-    "edgecnn.cli.train": ("train", "tune"),
+    "edgecnn.cli.train": ("train", "tune", "import"),
     "edgecnn.cli.export": ("export", "inspect"),
     "edgecnn.cli.bench": ("bench", "predict"),
     "edgecnn.cli.device": ("emulate",),
     "edgecnn.cli.report": ("report",),
     "edgecnn.cli.demo": ("demo",),
 }
+COMMAND_FUNCTIONS = {"import": "import_"}  # command names that are Python keywords
 # the pipeline's order, which `edgecnn --help` lists them in
-ORDER = ("demo", "train", "tune", "export", "inspect", "bench", "predict", "emulate", "report")
+ORDER = ("demo", "train", "tune", "import", "export", "inspect", "bench", "predict", "emulate", "report")
 
 
 class _Group(click.Group):
@@ -35,7 +36,7 @@ class _Group(click.Group):
     def get_command(self, ctx, name):
         for module, names in COMMAND_MODULES.items():
             if name in names and _exists(module):
-                return getattr(importlib.import_module(module), name.replace("-", "_"))
+                return getattr(importlib.import_module(module), COMMAND_FUNCTIONS.get(name, name.replace("-", "_")))
         return None
 
     def resolve_command(self, ctx, args):

@@ -54,6 +54,9 @@ def run_qat(ctx, out_path: Path) -> dict:
     Raises:
         ExportError: the architecture cannot be quantization-aware trained, or the child failed.
     """
+    if ctx.spec.arch == "imported":
+        raise ExportError("QAT rebuilds the model in tf_keras from its edgecnn architecture, and an imported model "
+                          "has none: export it with --quant ptq (QAT for imported models is not built yet)")
     nested = _nested_models(ctx.model)
     if nested:
         raise ExportError(f"QAT cannot handle nested models (layer(s) {', '.join(nested)}): "
