@@ -225,7 +225,6 @@ def test_mirrored_strategy_trains_on_two_logical_cpu_devices(tmp_path):
 def test_progress_one_line_per_epoch_and_json_summary(tmp_path):
     """Progress (issue 11): one line per epoch with loss, accuracy, validation figures and ETA, on a terminal or
     with -v; none in a pipe without -v; --json prints the summary as JSON."""
-    import json
     import re
 
     from click.testing import CliRunner

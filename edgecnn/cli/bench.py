@@ -97,7 +97,6 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
     from edgecnn.bench import bench as run_bench
     from edgecnn.bench.report import print_report
     from edgecnn.device.fleet import read_hosts
-    from edgecnn.errors import ConfigError
 
     cfg = BenchConfig(
         backends=_split(backends), artifacts=_split(artifacts), threads=threads, batch=batch, xnnpack=xnnpack,
