@@ -30,6 +30,7 @@ from edgecnn.train import TrainConfig, TrainResult, fit_run, seed_everything
 
 TUNER_DIR = "tuner"
 BEST_FILE = "best_hyperparameters.json"
+TRIALS_FILE = "trials.json"  # every trial: hyperparameters, objective, seconds; and the defaults' objective
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,11 @@ class TuneResult:
     """The best hyperparameters, the trials' scores and the retrained run (when retrain is on)."""
 
     best_params: dict
-    trials: list  # [{"trial_id", "score", "params"}], best first
+    trials: list  # [{"trial_id", "score", "params", "seconds"}], best first
     train: TrainResult | None
     run_dir: Path
+    defaults_score: float | None = None  # the objective of the architecture's default hyperparameters
+    used_defaults: bool = False  # True when the search found nothing better than the defaults
 
 
 def _hypermodel(cfg: TrainConfig, input_shape, num_classes):
@@ -89,9 +92,47 @@ def tune(cfg: TuneConfig) -> TuneResult:
         return _search(cfg, tcfg, out, ds, keras, keras_tuner)
 
 
-def _search(cfg, tcfg, out: Path, ds, keras, keras_tuner) -> "TuneResult":
+def _score(history, objective: str):
+    values = (history.history if hasattr(history, "history") else history or {}).get(objective) or []
+    return float(max(values)) if values else None
+
+
+def _tuner_class(keras_tuner, seconds: dict, say, max_trials: int, objective: str):
+    """BayesianOptimization that times each trial and reports it in one line as it ends."""
+    import time
+
+    class TimedBayesian(keras_tuner.BayesianOptimization):
+        def run_trial(self, trial, *args, **kwargs):
+            t0 = time.perf_counter()
+            histories = super().run_trial(trial, *args, **kwargs)
+            seconds[trial.trial_id] = round(time.perf_counter() - t0, 2)
+            runs = histories if isinstance(histories, list) else [histories]
+            score = max((v for v in (_score(h, objective) for h in runs) if v is not None), default=None)
+            params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in trial.hyperparameters.values.items())
+            say(f"trial {len(seconds)}/{max_trials}: {objective} {score if score is None else f'{score:.4f}'}  "
+                f"{seconds[trial.trial_id]:.1f} s  {params}")
+            return histories
+
+    return TimedBayesian
+
+
+def _defaults_score(cfg, tcfg, ds, keras) -> float | None:
+    """The objective of the architecture's default hyperparameters, trained like a trial."""
+    spec = ModelSpec(tcfg.arch, tuple(ds.input_shape), ds.num_classes, dict(tcfg.params))
     seed_everything(tcfg.seed)
-    tuner = keras_tuner.BayesianOptimization(
+    model = compile_model(build(spec), spec)
+    history = model.fit(ds.x_train, ds.y_train, validation_data=(ds.x_val, ds.y_val), epochs=cfg.trial_epochs,
+                        batch_size=tcfg.batch_size, verbose=0,
+                        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=3)])
+    return _score(history, cfg.objective)
+
+
+def _search(cfg, tcfg, out: Path, ds, keras, keras_tuner) -> "TuneResult":
+    say = print if tcfg.progress else (lambda *_: None)
+    seconds: dict = {}
+    seed_everything(tcfg.seed)
+    tuner = _tuner_class(keras_tuner, seconds, say, cfg.max_trials, cfg.objective)(
         hypermodel=_hypermodel(tcfg, ds.input_shape, ds.num_classes),
         objective=cfg.objective,
         max_trials=cfg.max_trials,
@@ -111,7 +152,17 @@ def _search(cfg, tcfg, out: Path, ds, keras, keras_tuner) -> "TuneResult":
         for t in tuner.oracle.get_best_trials(num_trials=cfg.max_trials)
     ]
     write_json(out / BEST_FILE, {"objective": cfg.objective, "best": best, "trials": trials})
-    result = TuneResult(best_params=dict(best), trials=trials, train=None, run_dir=out)
+    earlier = (read_json(out / TRIALS_FILE) if (out / TRIALS_FILE).is_file() else {}).get("trials") or []
+    known = {t["trial_id"]: t.get("seconds") for t in earlier}  # times of trials run before a resume
+    timed = [dict(t, seconds=seconds.get(t["trial_id"], known.get(t["trial_id"]))) for t in trials]
+    say("defaults: training the architecture's default hyperparameters like a trial, for comparison")
+    defaults = _defaults_score(cfg, tcfg, ds, keras)
+    best_score = trials[0]["score"] if trials else None
+    not_better = defaults is not None and (best_score is None or best_score <= defaults)
+    write_json(out / TRIALS_FILE, {"objective": cfg.objective, "best": best, "trials": timed,
+                                   "defaults_score": defaults, "search_beat_defaults": not not_better})
+    result = TuneResult(best_params=dict(best), trials=timed, train=None, run_dir=out, defaults_score=defaults,
+                        used_defaults=not_better)
     if cfg.retrain:
         from edgecnn.train import BACKUP_DIR
 

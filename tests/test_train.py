@@ -274,3 +274,18 @@ def test_a_moved_run_and_its_moved_data_bench_with_data_newpath(tmp_path, monkey
     again = CliRunner().invoke(main, ["export", "moved/runs/r", "--formats", "tflite_int8", "--data",
                                       "moved/data/d.npz"])
     assert again.exit_code == 0, again.output
+
+
+def test_tune_reports_trials_table_times_and_the_defaults(tmp_path):
+    """After tuning (issue 11): one line per trial on a terminal or with -v, a table of trials, RUN/trials.json with
+    each trial's hyperparameters, objective and seconds, and the defaults' objective for comparison."""
+    out = tmp_path / "t"
+    r = invoke("tune", "--out", out, "--limit", 300, "--max-trials", 2, "--trial-epochs", 1, "--epochs", 1, "-v")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("trial ") >= 2 and "trial 1/2: val_accuracy" in r.output
+    assert "defaults" in r.output and "val_accuracy" in r.output
+    doc = read_json(out / "trials.json")
+    assert len(doc["trials"]) == 2 and all(t["seconds"] > 0 and "params" in t for t in doc["trials"])
+    assert 0 <= doc["defaults_score"] <= 1 and isinstance(doc["search_beat_defaults"], bool)
+    if not doc["search_beat_defaults"]:
+        assert "nothing better than the defaults" in r.output

@@ -115,10 +115,37 @@ def print_train_summary(result) -> None:
 def _run_tune(o: dict, max_trials: int, trial_epochs: int) -> None:
     from edgecnn.tune import TuneConfig, tune
 
+    from edgecnn.reporting import print_table
+
     result = tune(TuneConfig(train=_train_config(o), max_trials=max_trials, trial_epochs=trial_epochs))
+    if o.get("as_json"):
+        click.echo(json.dumps({"best": result.best_params, "trials": result.trials,
+                               "defaults_score": result.defaults_score, "used_defaults": result.used_defaults,
+                               "test_accuracy": result.train.metrics["test_accuracy"] if result.train else None},
+                              indent=2, default=str))
+        return
+    rows = [(t["trial_id"], _f4(t["score"]), _f1(t.get("seconds")),
+             ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()))
+            for t in result.trials]
+    rows.append(("defaults", _f4(result.defaults_score), "", "the architecture's defaults"))
+    print_table(f"trials (best first; {result.run_dir}/trials.json)", ("trial", "val_accuracy", "seconds",
+                                                                       "hyperparameters"), rows)
+    if result.used_defaults:
+        click.echo(f"note: the search found nothing better than the defaults (val_accuracy "
+                   f"{_f4(result.defaults_score)} against the best trial's "
+                   f"{_f4(result.trials[0]['score'] if result.trials else None)}): `edgecnn train` with no --param "
+                   "may serve you as well")
     click.echo(f"best hyperparameters: {json.dumps(result.best_params)}")
     if result.train:
         print_train_summary(result.train)
+
+
+def _f4(v) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
+def _f1(v) -> str:
+    return "" if v is None else f"{v:.1f}"
 
 
 @click.command()
@@ -153,9 +180,11 @@ def train(do_tune, max_trials, trial_epochs, as_json, **o):
 @train_options
 @click.option("--max-trials", type=int, default=10, show_default=True, help="Trials of the search.")
 @click.option("--trial-epochs", type=int, default=8, show_default=True, help="Epochs per trial.")
+@click.option("--json", "as_json", is_flag=True, help="Print the trials and the result as JSON (no progress lines).")
 @user_errors
-def tune(max_trials, trial_epochs, **o):
+def tune(max_trials, trial_epochs, as_json, **o):
     """Bayesian hyperparameter search (KerasTuner), then the best configuration retrained in full."""
+    o["as_json"] = as_json
     _run_tune(o, max_trials, trial_epochs)
 
 
