@@ -289,3 +289,28 @@ def test_tune_reports_trials_table_times_and_the_defaults(tmp_path):
     assert 0 <= doc["defaults_score"] <= 1 and isinstance(doc["search_beat_defaults"], bool)
     if not doc["search_beat_defaults"]:
         assert "nothing better than the defaults" in r.output
+
+
+def test_a_custom_architecture_from_python_trains_exports_and_quantizes(tmp_path, monkeypatch):
+    """--arch package.module:function (issue 11): the built-in builder signature, recorded in config.json, rebuilt
+    in tf_keras by QAT's child process."""
+    (tmp_path / "mycnn.py").write_text(
+        "def build(km, input_shape, num_classes, *, width=8, **_):\n"
+        "    L = km.layers\n"
+        "    inputs = L.Input(shape=tuple(input_shape), name='image')\n"
+        "    x = L.Conv2D(int(width), 3, activation='relu', name='conv')(inputs)\n"
+        "    x = L.Flatten(name='flatten')(x)\n"
+        "    outputs = L.Dense(num_classes, activation='softmax', name='probs')(x)\n"
+        "    return km.Model(inputs, outputs, name='mycnn')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    r = invoke("train", "--out", tmp_path / "run", "--arch", "mycnn:build", "--param", "width=12", "--epochs", "3")
+    assert r.exit_code == 0, r.output
+    config = read_json(tmp_path / "run" / "config.json")
+    assert config["model"]["arch"] == "mycnn:build" and config["model"]["params"] == {"width": 12}
+    r = invoke("export", tmp_path / "run", "--formats", "tflite_int8", "--quant", "qat", "--qat-epochs", "1")
+    assert r.exit_code == 0, r.output
+    manifest = read_json(tmp_path / "run" / "export" / "manifest.json")
+    assert manifest["artifacts"]["tflite_int8"]["quant"] == "qat"
+    missing = invoke("train", "--out", tmp_path / "r2", "--arch", "nosuchmodule:build")
+    assert missing.exit_code == 2 and "cannot import build from nosuchmodule" in missing.output

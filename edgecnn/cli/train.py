@@ -46,7 +46,9 @@ def train_options(fn):
         click.option("--out", default="runs/digits", show_default=True, type=click.Path(file_okay=False),
                      help="Run directory."),
         click.option("--arch", default="simple_cnn", show_default=True,
-                     help="simple_cnn, convnet, vgg_cifar, resnet8 or mobilenet_v2."),
+                     help="simple_cnn, convnet, tf_cnn, cifar_cnn, vgg_cifar, resnet8, mobilenet_v2, or your own "
+                          "builder as package.module:function (signature build(keras, input_shape, num_classes, "
+                          "**params))."),
         click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
                      help="Hyperparameter override, repeatable (e.g. filters=32, alpha=0.35, learning_rate=0.001)."),
         click.option("--epochs", type=int, default=60, show_default=True, help="Maximum epochs (early stopping ends sooner)."),

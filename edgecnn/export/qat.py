@@ -76,6 +76,8 @@ def run_qat(ctx, out_path: Path) -> dict:
     }
     (job_dir / "job.json").write_text(json.dumps(job))
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    # a custom --arch module:function must import in the child as it did here
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), *sys.path, env.get("PYTHONPATH", "")] if p)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     proc = subprocess.run([sys.executable, "-m", "edgecnn.export.qat", str(job_dir / "job.json")],
                           env=env, capture_output=True, text=True)

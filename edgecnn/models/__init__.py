@@ -32,6 +32,7 @@ class Architecture:
     min_size: int  # smallest input height/width the layers accept
     search_space: Callable  # (keras_tuner.HyperParameters) -> dict of hyperparameters
     description: str = ""
+    open_params: bool = False  # a custom builder: any --param is passed to it as is
 
 
 def _simple_cnn_space(hp) -> dict:
@@ -101,14 +102,15 @@ class ModelSpec:
         """
         arch = get_architecture(self.arch)
         defaults = {**COMMON_DEFAULTS, **arch.defaults}
-        unknown = set(self.params) - set(defaults)
+        unknown = set() if arch.open_params else set(self.params) - set(defaults)
         if unknown:
             raise ModelError(
                 f"unknown hyperparameter(s) for {self.arch}: {', '.join(sorted(unknown))} "
                 f"(accepts {', '.join(sorted(defaults))})"
             )
         for key, value in self.params.items():
-            _check_param(key, value, defaults[key])
+            if key in defaults:
+                _check_param(key, value, defaults[key])
         return {**defaults, **self.params}
 
     def to_dict(self) -> dict:
@@ -144,8 +146,31 @@ def _check_param(key: str, value, default) -> None:
         raise ModelError(f"--param {key}={value!r}: must be a name (default {default!r})")
 
 
+def custom_architecture(name: str) -> Architecture:
+    """`package.module:function`: a builder of your own with the built-in signature
+    `build(keras_module, input_shape, num_classes, **params)`, imported by name (recorded so in config.json, and
+    imported again by export and QAT: only open runs whose code you trust).
+
+    Raises:
+        ModelError: the module or function cannot be imported, or is not callable.
+    """
+    import importlib
+
+    module, _, func = name.partition(":")
+    try:
+        builder = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        raise ModelError(f"--arch {name}: cannot import {func} from {module} ({type(e).__name__}: {e}); the module "
+                         "must be importable (on PYTHONPATH or in the current folder)") from None
+    if not callable(builder):
+        raise ModelError(f"--arch {name}: {func} is not a function")
+    return Architecture(name, builder, {}, 1, _lr_space, f"custom builder {name}", open_params=True)
+
+
 def get_architecture(name: str) -> Architecture:
-    """Look an architecture up by name; raise a one-line error naming the choices."""
+    """Look an architecture up by name (or import `module:function`); raise a one-line error naming the choices."""
+    if ":" in name:
+        return custom_architecture(name)
     try:
         return ARCHITECTURES[name]
     except KeyError:
