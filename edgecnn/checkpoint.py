@@ -111,15 +111,16 @@ def make_checkpoint(out: Path, interval_s: float, best_loss: float = math.inf):
     return RunCheckpoint()
 
 
-def epoch_lines(total_epochs: int, write=print):
+def epoch_lines(total_epochs: int, write=print, keras_module=None, prefix: str = "epoch"):
     """A Keras callback printing one line per epoch: loss and accuracy, their validation figures, the epoch's
     time and an ETA (an upper bound: early stopping usually ends sooner). It has no batch hook, so Keras keeps
     its asynchronous dispatch (a batch hook costs a fifth of the training time on small models)."""
     import time
 
-    import keras
+    if keras_module is None:
+        import keras as keras_module
 
-    class EpochLines(keras.callbacks.Callback):
+    class EpochLines(keras_module.callbacks.Callback):
         def on_train_begin(self, logs=None):
             self.t_start = time.perf_counter()
             self.first = None
@@ -138,6 +139,6 @@ def epoch_lines(total_epochs: int, write=print):
             figures = "  ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
                                 if k in logs)
             eta = f"ETA <= {left / 60:.1f} min" if left >= 60 else f"ETA <= {left:.0f} s"
-            write(f"epoch {epoch + 1}/{total_epochs}  {figures}  {took:.1f} s  {eta}")
+            write(f"{prefix} {epoch + 1}/{total_epochs}  {figures}  {took:.1f} s  {eta}", flush=True)
 
     return EpochLines()

@@ -293,3 +293,13 @@ def test_cli_qat_refuses_nested_model(digits_run, tmp_path):
     line = _one_line_error(CliRunner().invoke(main, ["export", str(run), "--formats", "tflite_int8", "--quant", "qat"]))
     assert "nested" in line and "head" in line
     assert not [p for p in (run / "export").iterdir() if p.name != ".keep"]
+
+
+def test_qat_prints_a_line_per_fine_tuning_epoch(digits_run, tmp_path, capfd):
+    """QAT progress (issue 11): the tf_keras child reports each epoch on stdout when progress is on."""
+    from edgecnn.export import ExportConfig, export
+
+    run = copy_run(digits_run, tmp_path / "run")
+    export(run, ExportConfig(formats=("tflite_int8",), quant="qat", qat_epochs=2, progress=True))
+    out = capfd.readouterr().out
+    assert "QAT epoch 1/2  loss" in out and "QAT epoch 2/2" in out and "val_accuracy" in out

@@ -89,7 +89,7 @@ def export(run_dir, formats, quant, calib_samples, io_type, opset, seed, qat_epo
     config = ExportConfig(formats=resolve_formats(formats), quant=quant, calib_samples=calib_samples, io=io_type,
                           opset=opset, seed=seed, qat_epochs=qat_epochs, qat_lr=qat_lr, strict=strict,
                           max_acc_drop=max_acc_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,
-                          max_size_ratio=max_size_ratio)
+                          max_size_ratio=max_size_ratio, progress=sys.stdout.isatty() and not as_json)
     config.validate()  # option errors before TensorFlow starts
     try:
         result = run_export(run_dir, config, data=data)

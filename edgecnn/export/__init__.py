@@ -118,6 +118,7 @@ class ExportConfig:
     max_abs_diff: Optional[float] = None  # gate: max abs probability difference to the Keras model
     max_size_ratio: Optional[float] = None  # gate: int8/fp32 file size ratio per format
     strict: bool = False  # a broken gate writes nothing (otherwise the artifacts are written and the gate reported)
+    progress: bool = False  # QAT: one line per fine-tuning epoch on stdout
 
     @property
     def gates(self) -> Gates:

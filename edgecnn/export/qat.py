@@ -72,15 +72,22 @@ def run_qat(ctx, out_path: Path) -> dict:
         "spec": ctx.spec.to_dict(), "epochs": int(cfg.qat_epochs), "learning_rate": lr,
         "batch_size": int(train_cfg.get("batch_size", 32)), "seed": int(cfg.seed), "io": cfg.io.value,
         "tflite_batch": cfg.tflite_batch, "out": str(out_path), "result": str(job_dir / "result.json"),
-        "dir": str(job_dir),
+        "dir": str(job_dir), "progress": bool(cfg.progress),
     }
     (job_dir / "job.json").write_text(json.dumps(job))
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
     # a custom --arch module:function must import in the child as it did here
     env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), *sys.path, env.get("PYTHONPATH", "")] if p)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    out = subprocess.PIPE
+    if cfg.progress:  # the child's epoch lines go straight to our stdout (a redirected one when --quiet)
+        try:
+            sys.stdout.flush()
+            out = sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):
+            out = subprocess.PIPE
     proc = subprocess.run([sys.executable, "-m", "edgecnn.export.qat", str(job_dir / "job.json")],
-                          env=env, capture_output=True, text=True)
+                          env=env, stdout=out, stderr=subprocess.PIPE, text=True)
     result_path = Path(job["result"])
     result = json.loads(result_path.read_text()) if result_path.exists() else {}
     if proc.returncode != 0 or "error" in result:
@@ -273,8 +280,13 @@ def _child(job: dict) -> dict:
                 self.best, self.weights = logs["val_loss"], self.model.get_weights()
 
     keep = KeepBest()
+    callbacks = [keep]
+    if job.get("progress"):
+        from edgecnn.checkpoint import epoch_lines
+
+        callbacks.append(epoch_lines(job["epochs"], keras_module=tf_keras, prefix="QAT epoch"))
     hist = q.fit(d["x_train"], d["y_train"], validation_data=(d["x_val"], d["y_val"]), epochs=job["epochs"],
-                 batch_size=job["batch_size"], callbacks=[keep], verbose=0, shuffle=True)
+                 batch_size=job["batch_size"], callbacks=callbacks, verbose=0, shuffle=True)
     if keep.weights is not None:
         q.set_weights(keep.weights)
     after = _accuracy(q, d["x_test"], d["y_test"])
