@@ -185,6 +185,9 @@ def _reference(target: Target, cfg: BenchConfig, backends: list, device: str, ro
     art = target.reference
     if art is None:
         return _Reference(None, target.reference_accuracy)
+    from edgecnn.native import quiet_tensorflow
+
+    quiet_tensorflow()  # the reference needs TensorFlow: import it without its start-up log lines
     keras_backend = RUNTIMES["keras"]
     wanted = any(b.name == "keras" for b in backends) and any(a is art for a in target.artifacts)
     try:
@@ -225,9 +228,6 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
     Raises:
         ConfigError: bad options, no run directory or exports, unknown backend, provider or artifact.
     """
-    from edgecnn.native import quiet_tensorflow
-
-    quiet_tensorflow()
     cfg = config or BenchConfig()
     if (run_dir is None) == (model is None):
         raise ConfigError("bench needs a run directory or --model FILE (not both)")
