@@ -7,8 +7,6 @@ import glob
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,13 +15,11 @@ import numpy as np
 import pytest
 
 from _device_helpers import BLOCKER, device_export, litert_probs
+from _sshd import SSHD, free_port as _free_port, keygen as _keygen, start_sshd, stop as _stop
 from edgecnn.script.edgecnn_infer import LATENCY_KEYS
 from edgecnn.device.remote import ROW_KEYS, Host, main, parse_host, run_remote
 from edgecnn.errors import ConfigError
 
-SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd",) if os.path.exists(p)), None)
-SFTP = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
-                         "/usr/libexec/sftp-server") if os.path.exists(p)), None)
 needs_sshd = pytest.mark.skipif(not SSHD or not shutil.which("ssh") or not shutil.which("scp"),
                                 reason="needs OpenSSH (apt-get install openssh-server openssh-client)")
 
@@ -33,48 +29,11 @@ def export(digits_run, tmp_path_factory):
     return device_export(digits_run, tmp_path_factory)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-    return path
-
-
 def _start_sshd(d: Path, user_key: Path, host_key: Path):
-    """An sshd on 127.0.0.1:PORT as the current user, key auth from d/authorized_keys only: (process, port, log)."""
-    port, user = _free_port(), getpass.getuser()
-    lines = [f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {d / 'sshd.pid'}",
-             f"AuthorizedKeysFile {d / 'authorized_keys'}", "StrictModes no", "UsePAM no",
-             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-             f"AllowUsers {user}", "PermitRootLogin prohibit-password", "LogLevel ERROR"]
-    if SFTP:
-        lines.append(f"Subsystem sftp {SFTP}")
-    shutil.copy(str(user_key) + ".pub", d / "authorized_keys")
-    (d / "sshd_config").write_text("\n".join(lines) + "\n")
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-    log = open(d / "sshd.log", "w")
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(100):
-        if proc.poll() is not None:
-            log.close()
-            pytest.skip(f"sshd did not start: {(d / 'sshd.log').read_text().strip()[-300:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return proc, port, log
-
-
-def _stop(proc, log) -> None:
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    try:
+        return start_sshd(d, user_key, host_key)
+    except RuntimeError as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
