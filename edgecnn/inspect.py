@@ -24,7 +24,7 @@ import numpy as np
 from edgecnn.errors import ModelError
 from edgecnn.graph import (FLOAT_DTYPES, ONNX_QDQ, constants, float_ops, not_delegated, onnx_float_ops,  # noqa: F401
                            parse_gpu_compatibility, tflite_params)
-from edgecnn.native import quiet_stderr
+from edgecnn.native import native_stderr
 from edgecnn.runtimes import RuntimeOptions, Unavailable, open_session
 from edgecnn.runtimes.tflite import float_ops as tflite_float_ops  # noqa: F401  (re-exported)
 
@@ -52,7 +52,7 @@ def _analyzer_text(path) -> str:
     try:
         from ai_edge_litert import _pywrap_analyzer_wrapper as analyzer
 
-        with quiet_stderr():
+        with native_stderr():
             return analyzer.ModelAnalyzer(str(path), True, True)
     except ImportError:
         import contextlib
@@ -61,7 +61,7 @@ def _analyzer_text(path) -> str:
         import tensorflow as tf
 
         buf = io.StringIO()
-        with contextlib.redirect_stdout(buf), quiet_stderr():
+        with contextlib.redirect_stdout(buf), native_stderr():
             tf.lite.experimental.Analyzer.analyze(model_path=str(path), gpu_compatibility=True)
         return buf.getvalue()
 

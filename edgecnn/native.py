@@ -17,7 +17,7 @@ from typing import Iterator
 
 from edgecnn.script.edgecnn_infer import peak_rss_mb  # noqa: F401  (one implementation, shared with the device)
 
-__all__ = ["native_stderr", "quiet_stderr", "peak_rss_mb", "package_version", "one_line", "MemoryWindow"]
+__all__ = ["native_stderr", "peak_rss_mb", "package_version", "one_line", "MemoryWindow"]
 
 
 @contextlib.contextmanager
@@ -51,9 +51,6 @@ def native_stderr(sink: list | None = None, echo: bool | None = None) -> Iterato
             sink.extend(line for line in text.splitlines() if line.strip())
             if echo and text:
                 sys.stderr.write(text)
-
-
-quiet_stderr = native_stderr  # the name export and inspect use: silence native log lines, Python errors still raise
 
 
 def _flush() -> None:

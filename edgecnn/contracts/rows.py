@@ -18,8 +18,7 @@ STATUSES = ("ok", "skipped", "failed")
 # `integrity`: the artifact against its manifest (sha256 before opening; I/O, classes and input after)
 INTEGRITY = ("verified", "unverified", "modified (allowed)", "modified (refused)", "misdescribed")
 REFUSED = INTEGRITY[3:]  # rows whose artifact was not run: never part of a green run
-# what each key holds; docs/bench.md has the long form
-DEFAULTS = {"status": "ok"}
+DEFAULTS = {"status": "ok"}  # every other key defaults to None (not measured); docs/bench.md says what each holds
 
 
 def _to_dict(self) -> dict:

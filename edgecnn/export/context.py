@@ -58,8 +58,8 @@ class ExportContext:
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Hide converter chatter (prints, Python warnings and native log lines) from the user's terminal."""
-    from edgecnn.native import quiet_stderr
+    from edgecnn.native import native_stderr
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet_stderr():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), native_stderr():
         warnings.simplefilter("ignore")
         yield

@@ -72,7 +72,6 @@ class Runtime:
     options: tuple = ()  # RuntimeOptions fields it reads besides threads
     variants: Callable = lambda opts: [""]  # what to run (onnxruntime: one per provider)
     prepare: Optional[Callable] = None  # imports the runtime, so the first row's load time is not an import
-    int8_only: bool = False  # runs fully int8 models only (microcontrollers, NPUs)
     install: str = ""  # how to get it: "pip install ..."
 
     def load(self, path, opts=None, variant: str = ""):

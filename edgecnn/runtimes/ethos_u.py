@@ -139,5 +139,5 @@ class VelaSession(Session):
 
 
 RUNTIME = Runtime("ethos-u", ("tflite",), VelaSession, "Arm Ethos-U microNPU (Vela compiler estimates)",
-                  options=("npu", "npu_system", "npu_memory", "keep_compiled"), prepare=_check_vela, int8_only=True,
+                  options=("npu", "npu_system", "npu_memory", "keep_compiled"), prepare=_check_vela,
                   install="pip install ethos-u-vela")
