@@ -27,7 +27,7 @@ import numpy as np
 
 from edgecnn.errors import ConfigError, ModelError
 
-ARCH = "imported"  # the run's model spec names no edgecnn architecture: the model file is the architecture
+from edgecnn.models import IMPORTED as ARCH  # the run's spec names no edgecnn architecture
 RANGES = {"0-1": (1.0, 0.0), "0-255": (255.0, 0.0), "-1-1": (2.0, -1.0)}  # input range -> (scale, offset) from [0, 1]
 
 
@@ -122,7 +122,7 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     if n_out != ds.num_classes:
         raise DataError(f"{cfg.data} has {ds.num_classes} classes but {src.name} outputs {n_out}")
     scale, offset = RANGES[cfg.input_range]
-    probe = model.predict(ds.x_test[:16] * scale + offset, verbose=0)
+    probe = model.predict(ds.test[:16] * scale + offset, verbose=0)
     probs_ok = bool(np.all(probe >= -1e-6) and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3))
     run_model, added = _wrap(model, (*size, int(c)), cfg.input_range, probs_ok)
     out = Path(cfg.out)

@@ -28,8 +28,8 @@ import numpy as np
 
 from edgecnn.checkpoint import (BACKUP_DIR, BEST, LOG_CSV, epochs_done, load_best, make_checkpoint, read_log,
                                 trim_log)
-from edgecnn.data import DataConfig, Dataset, load_dataset
-from edgecnn.errors import ConfigError
+from edgecnn.data import DataConfig, Dataset, load_dataset, map_chunks
+from edgecnn.errors import ConfigError, DataError
 from edgecnn.io import atomic_path, write_json, write_text
 from edgecnn.models import ModelSpec, build, compile_model
 from edgecnn.io import folder_lock
@@ -47,6 +47,8 @@ class AugmentConfig:
 
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+STREAMS = ("auto", "on", "off")
+IN_MEMORY_MB = 512  # "auto" holds the float32 train and validation splits in memory up to this size
 
 
 def distribution(name: str):
@@ -78,6 +80,12 @@ class TrainConfig:
     backup_every_s: float = 10.0  # write the resume state at most this often (and when interrupted); 0: every epoch
     verbose: int = 0  # Keras fit verbosity (0 silent, 1 progress bar, 2 one line per epoch)
     progress: bool = False  # one line per epoch on stdout: loss, accuracy, validation figures, ETA
+    freeze_epochs: int = 0  # transfer learning: epochs of the head alone on a frozen base first (0: no freezing)
+    fine_tune_at: Optional[object] = None  # then unfreeze from this layer (index or name; None: every layer)
+    fine_tune_lr: Optional[float] = None  # learning rate after unfreezing (None: a tenth of learning_rate)
+    stream: str = "auto"  # on: preprocess batches from the raw pixels as training reads them (memory independent
+    # of the number of images); off: float32 splits in memory; auto: on for image folders and for splits whose
+    # float32 form exceeds IN_MEMORY_MB
     strategy: str = "default"  # default (one device) | mirrored (every GPU, or every logical device, of this
     # machine: tf.distribute.MirroredStrategy) | multiworker (several machines: MultiWorkerMirroredStrategy + TF_CONFIG)
 
@@ -90,6 +98,14 @@ class TrainConfig:
             raise ConfigError(f"--seed must be in 0..{2 ** 32 - 1} (got {self.seed})")
         if self.backup_every_s < 0:
             raise ConfigError(f"--backup-every must be >= 0 seconds (got {self.backup_every_s:g})")
+        if self.freeze_epochs < 0 or self.freeze_epochs >= self.epochs:
+            raise ConfigError(f"--freeze-epochs must be in 0..{self.epochs - 1} (below --epochs; got {self.freeze_epochs})")
+        if self.fine_tune_lr is not None and not self.fine_tune_lr > 0:
+            raise ConfigError(f"--fine-tune-lr must be > 0 (got {self.fine_tune_lr})")
+        if isinstance(self.fine_tune_at, int) and self.fine_tune_at < 0:
+            raise ConfigError(f"--fine-tune-at must be a layer index >= 0 or a layer name (got {self.fine_tune_at})")
+        if self.stream not in STREAMS:
+            raise ConfigError(f"unknown --stream '{self.stream}' (choose {', '.join(STREAMS)})")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown --strategy '{self.strategy}' (choose {', '.join(STRATEGIES)})")
         ModelSpec(self.arch, params=dict(self.params)).resolved()  # unknown names, wrong types, out of range
@@ -148,21 +164,52 @@ def _augmenter(aug: AugmentConfig, seed: int):
     return keras.Sequential(layers, name="augment")
 
 
-def _train_input(ds: Dataset, cfg: TrainConfig):
-    """Numpy arrays when there is no augmentation (the same input path as a plain `fit`), else tf.data."""
-    if cfg.augment is None:
-        return {"x": ds.x_train, "y": ds.y_train, "batch_size": cfg.batch_size, "shuffle": True}
-    import tensorflow as tf
+def streams(ds: Dataset, stream: str) -> bool:
+    """Whether training reads batches from the raw pixels (`on`), holds float32 splits in memory (`off`), or
+    (`auto`) streams image folders always and other sources when their float32 splits exceed IN_MEMORY_MB."""
+    if stream != "auto":
+        return stream == "on"
+    from edgecnn.data.split import ImageFiles
 
-    aug = _augmenter(cfg.augment, cfg.seed)
-    data = (
-        tf.data.Dataset.from_tensor_slices((ds.x_train, ds.y_train))
-        .shuffle(len(ds.y_train), seed=cfg.seed, reshuffle_each_iteration=True)
-        .batch(cfg.batch_size)
-        .map(lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), y), num_parallel_calls=1)
-        .prefetch(2)
-    )
-    return {"x": data}
+    big = (ds.train.float32_bytes + ds.val.float32_bytes) > IN_MEMORY_MB * 2 ** 20
+    return big or isinstance(ds.train.raw, ImageFiles)
+
+
+def fit_inputs(ds: Dataset, batch_size: int, seed: int, stream: str, augment=None) -> dict:
+    """Keyword arguments for `model.fit`: the training input and validation data.
+
+    In memory without augmentation: NumPy arrays, the input path of a plain `fit`. Otherwise a `tf.data`
+    pipeline: per-batch preprocessing from the raw pixels (streaming) or slices of the float32 arrays,
+    then the augmentation on training batches.
+    """
+    if not streams(ds, stream):
+        if augment is None:
+            return {"x": ds.x_train, "y": ds.y_train, "batch_size": batch_size, "shuffle": True,
+                    "validation_data": (ds.x_val, ds.y_val)}
+        import tensorflow as tf
+
+        data = (tf.data.Dataset.from_tensor_slices((ds.x_train, ds.y_train))
+                .shuffle(len(ds.y_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size))
+        val = (ds.x_val, ds.y_val)
+    else:
+        for split in (ds.train, ds.val):
+            split.prepare()  # bad pixels fail now, not in the middle of an epoch
+        data = ds.train.dataset(batch_size, shuffle=True, seed=seed)
+        val = ds.val.dataset(256)
+    if augment is not None:
+        import tensorflow as tf
+
+        aug = _augmenter(augment, seed)
+        data = data.map(lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), y), num_parallel_calls=1)
+    return {"x": data.prefetch(2), "validation_data": val}
+
+
+def data_errors(e: BaseException) -> None:
+    """A DataError raised while tf.data prepared a batch reaches us wrapped in a TensorFlow error: unwrap it."""
+    text = str(e)
+    if "DataError" in text:
+        line = next((ln for ln in text.splitlines() if "DataError" in ln), text)
+        raise DataError(line.split("DataError:", 1)[-1].strip()) from None
 
 
 def _callbacks(out: Path, cfg: TrainConfig, history: dict) -> list:
@@ -210,10 +257,15 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
         callbacks.append(epoch_lines(cfg.epochs))
     checkpoint = callbacks[0]
     try:
-        model.fit(**_train_input(ds, cfg), validation_data=(ds.x_val, ds.y_val), epochs=cfg.epochs,
-                  callbacks=callbacks + list(extra_callbacks), verbose=cfg.verbose)
-    except BaseException:
+        fit_kw = dict(fit_inputs(ds, cfg.batch_size, cfg.seed, cfg.stream, cfg.augment),
+                      callbacks=callbacks + list(extra_callbacks), verbose=cfg.verbose)
+        if cfg.freeze_epochs:
+            _fit_transfer(model, spec, cfg, out, fit_kw, strategy)
+        else:
+            model.fit(**fit_kw, epochs=cfg.epochs)
+    except BaseException as e:
         checkpoint.flush()  # Ctrl-C or an error: `--resume` continues from the last completed epoch
+        data_errors(e)
         raise
     best = checkpoint.best_weights or load_best(out)  # this session's best, else the one before an interruption
     if best is not None:
@@ -237,11 +289,59 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
                        seconds=time.perf_counter() - t0, files=files, replicas=replicas)
 
 
+def is_head(layer) -> bool:
+    """The classifier head a transfer-learning recipe trains first: layers named head_* and the output `probs`."""
+    return layer.name.startswith("head_") or layer.name == "probs"
+
+
+def set_trainable(model, phase: str, fine_tune_at=None) -> None:
+    """`head`: only the head trains (the base frozen; its BatchNorm layers run in inference mode).
+    `fine`: layers from `fine_tune_at` (an index or a layer name; None: all) train too, BatchNorm kept frozen.
+    `all`: every layer trainable again, as the architecture built it (what model.keras records)."""
+    import keras
+
+    start = 0
+    if isinstance(fine_tune_at, str):
+        names = [layer.name for layer in model.layers]
+        if fine_tune_at not in names:
+            raise ConfigError(f"--fine-tune-at {fine_tune_at}: no layer of that name in {model.name}")
+        start = names.index(fine_tune_at)
+    elif fine_tune_at is not None:
+        start = int(fine_tune_at)
+    for i, layer in enumerate(model.layers):
+        if phase == "all":
+            layer.trainable = True
+        elif phase == "head":
+            layer.trainable = is_head(layer)
+        else:
+            layer.trainable = is_head(layer) or (i >= start and not isinstance(layer, keras.layers.BatchNormalization))
+
+
+def _fit_transfer(model, spec, cfg: "TrainConfig", out: Path, fit_kw: dict, strategy) -> None:
+    """The usual transfer-learning recipe: `freeze_epochs` epochs of the head alone on a frozen base, then the
+    layers from `fine_tune_at` unfrozen at `fine_tune_lr` (default: a tenth of the learning rate)."""
+    lr = float(spec.resolved()["learning_rate"])
+    def scope():
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+    if not (cfg.resume and epochs_done(out) >= cfg.freeze_epochs):  # a resumed run past phase 1 skips it
+        set_trainable(model, "head")
+        with scope():
+            compile_model(model, spec)
+        model.fit(**fit_kw, epochs=cfg.freeze_epochs)
+    set_trainable(model, "fine", cfg.fine_tune_at)
+    with scope():
+        compile_model(model, spec, learning_rate=cfg.fine_tune_lr or lr / 10)
+    if cfg.epochs > cfg.freeze_epochs:
+        model.fit(**fit_kw, epochs=cfg.epochs, initial_epoch=cfg.freeze_epochs)
+    set_trainable(model, "all")
+
+
 def evaluate(model, ds: Dataset) -> dict:
     """Test-split metrics: accuracy, loss, per-class precision/recall/F1, confusion matrix, text report."""
     from sklearn.metrics import classification_report, confusion_matrix
 
-    probs = model.predict(ds.x_test, batch_size=256, verbose=0)
+    probs = map_chunks(lambda x: model.predict(x, batch_size=256, verbose=0), ds.test)
     pred = probs.argmax(axis=1)
     eps = 1e-7
     loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(pred)), ds.y_test], eps, 1.0))))
@@ -291,7 +391,7 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> TrainResult:
 
         recorded = TrainConfig.from_dict(read_json(out / "config.json")["train"])
         cfg = replace(recorded, out=str(out), resume=True, verbose=cfg.verbose, progress=cfg.progress)
-    ds = load_dataset(cfg.data)  # data errors come before the run directory is touched
+    ds = load_dataset(cfg.data).prepare()  # data errors come before the run directory is touched
     with folder_lock(out, "edgecnn train"):  # a second writer of the same run is refused, not silently lost
         prepare_out_dir(out, overwrite=cfg.overwrite, resume=cfg.resume)
         return fit_run(out, cfg, ds, extra_callbacks)

@@ -26,7 +26,7 @@ from edgecnn.errors import ConfigError, MissingDependencyError
 from edgecnn.io import folder_lock, read_json, write_json
 from edgecnn.models import ModelSpec, build, compile_model, get_architecture
 from edgecnn.rundir import prepare_out_dir
-from edgecnn.train import TrainConfig, TrainResult, fit_run, seed_everything
+from edgecnn.train import TrainConfig, TrainResult, fit_inputs, fit_run, seed_everything
 
 TUNER_DIR = "tuner"
 BEST_FILE = "best_hyperparameters.json"
@@ -84,7 +84,7 @@ def tune(cfg: TuneConfig) -> TuneResult:
 
     tcfg = cfg.train
     out = Path(tcfg.out)
-    ds = load_dataset(tcfg.data)
+    ds = load_dataset(tcfg.data).prepare()
     if tcfg.resume and not (out / TUNER_DIR).exists():
         raise ConfigError(f"{out}: nothing to resume (no tuner state there)")
     with folder_lock(out, "edgecnn tune"):  # a second writer of the same run is refused, not silently lost
@@ -122,9 +122,8 @@ def _defaults_score(cfg, tcfg, ds, keras) -> float | None:
     spec = ModelSpec(tcfg.arch, tuple(ds.input_shape), ds.num_classes, dict(tcfg.params))
     seed_everything(tcfg.seed)
     model = compile_model(build(spec), spec)
-    history = model.fit(ds.x_train, ds.y_train, validation_data=(ds.x_val, ds.y_val), epochs=cfg.trial_epochs,
-                        batch_size=tcfg.batch_size, verbose=0,
-                        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=3)])
+    history = model.fit(**fit_inputs(ds, tcfg.batch_size, tcfg.seed, tcfg.stream), epochs=cfg.trial_epochs,
+                        verbose=0, callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=3)])
     return _score(history, cfg.objective)
 
 
@@ -142,8 +141,7 @@ def _search(cfg, tcfg, out: Path, ds, keras, keras_tuner) -> "TuneResult":
         overwrite=False,  # an existing oracle is reloaded: an interrupted search resumes
     )
     tuner.search(
-        ds.x_train, ds.y_train, validation_data=(ds.x_val, ds.y_val), epochs=cfg.trial_epochs,
-        batch_size=tcfg.batch_size, verbose=tcfg.verbose,
+        **fit_inputs(ds, tcfg.batch_size, tcfg.seed, tcfg.stream), epochs=cfg.trial_epochs, verbose=tcfg.verbose,
         callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=3)],
     )
     best = tuner.get_best_hyperparameters(1)[0].values

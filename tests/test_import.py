@@ -63,8 +63,35 @@ def test_import_export_bench_and_the_script(plain_keras_model, tmp_path):
     p = subprocess.run([sys.executable, str(script_path()), "--model", str(run / "export" / "model_int8.tflite"),
                         "--npz", str(npz), "--json"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and json.loads(p.stdout)["accuracy"] >= 0.9, p.stderr
-    qat = cli("export", run, "--quant", "qat")
-    assert qat.exit_code == 2 and "--quant ptq" in qat.output and len(qat.output.strip().splitlines()) == 1
+    # QAT rebuilds the imported model (Rescaling, Sequential inside, Softmax) in tf_keras layer by layer
+    qat = cli("export", run, "--quant", "qat", "--qat-epochs", "1", "--formats", "tflite_int8")
+    assert qat.exit_code == 0, qat.output
+    entry = json.loads((run / "export" / "manifest.json").read_text())["artifacts"]["tflite_int8"]
+    assert entry["quant"] == "qat"
+    facts = entry["details"]["qat"]
+    assert facts["float_accuracy"] == pytest.approx(keras_acc, abs=1e-6)  # the rebuilt model is the same model
+    assert facts["accuracy_before"] >= keras_acc - 0.03  # ranges started from calibration, not tfmot's [-6, 6]
+    assert entry["parity"]["top1_agreement"] >= 0.9
+
+
+def test_qat_names_a_layer_tf_keras_cannot_rebuild(tmp_path):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="edgecnn_test")
+    class Doubler(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), Doubler(name="doubler"), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    path = tmp_path / "custom.keras"
+    model.save(path)
+    run = tmp_path / "run"
+    assert cli("import", path, "--data", "digits", "--out", run).exit_code == 0
+    qat = cli("export", run, "--quant", "qat", "--qat-epochs", "1", "--formats", "tflite_int8")
+    assert qat.exit_code == 2, qat.output
+    line = qat.output.strip()
+    assert len(line.splitlines()) == 1 and "'doubler' (Doubler)" in line and "--quant ptq" in line
 
 
 def test_import_refuses_what_it_cannot_take(plain_keras_model, tmp_path):

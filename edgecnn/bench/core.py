@@ -15,6 +15,7 @@ from edgecnn.bench.sources import Artifact, Target, from_model, from_run
 from edgecnn.bench.timing import timed_stats
 from edgecnn.contracts.parity import parity
 from edgecnn.contracts.rows import REFUSED, Row
+from edgecnn.data.split import map_chunks
 from edgecnn.errors import ConfigError, IntegrityError, ShapeError
 from edgecnn.native import MemoryWindow, native_stderr, one_line
 from edgecnn.runtimes import RUNTIMES, Unavailable, get_runtimes
@@ -118,7 +119,7 @@ def _measure(artifact, backend, variant, target, cfg, ref, device, session, load
         row.first_ms = (time.perf_counter() - t0) * 1e3
         if cfg.timing:
             row.latency = timed_stats(fn, cfg)
-        probs = sess.predict(target.x)
+        probs = map_chunks(sess.predict, target.x)
         if probs.shape != (len(target.y), len(target.class_names)):
             raise ShapeError(f"outputs shape {list(probs.shape)}, expected [{len(target.y)}, "
                              f"{len(target.class_names)}] (one probability per class)")
@@ -204,7 +205,7 @@ def _reference(target: Target, cfg: BenchConfig, backends: list, device: str, ro
                 row.accuracy_drop, row.agreement, row.max_abs_diff = 0.0, 1.0, 0.0
             rows.append(row)
         else:
-            probs = sess.predict(target.x) if sess.input_shape == tuple(target.x.shape[1:]) else None
+            probs = map_chunks(sess.predict, target.x) if sess.input_shape == tuple(target.x.shape[1:]) else None
     finally:
         sess.close()
     if probs is None:

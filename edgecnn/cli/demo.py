@@ -39,7 +39,7 @@ def _write_samples(run_dir: str, n: int = 3) -> list:
     folder.mkdir(exist_ok=True)
     paths = []
     for i in range(min(n, len(ds.y_test))):
-        img = np.round(ds.x_test[i] * 255).astype(np.uint8)
+        img = np.round(ds.test[i] * 255).astype(np.uint8)
         img = img[..., 0] if img.shape[-1] == 1 else img
         path = folder / f"digit_{ds.class_names[int(ds.y_test[i])]}_{i}.png"
         with atomic_path(path) as tmp:

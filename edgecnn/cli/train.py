@@ -67,6 +67,18 @@ def train_options(fn):
         click.option("-v", "--verbose", count=True,
                      help="Progress: one line per epoch (the default on a terminal; -v also in a pipe), -vv Keras' "
                           "progress bar, -vvv Keras' own epoch lines."),
+        click.option("--stream", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+                     help="on: preprocess each batch from the raw pixels as training reads it (memory independent of "
+                          "the number of images); off: every split in memory as float32; auto: on for image folders "
+                          "and for data whose float32 splits exceed 512 MB."),
+        click.option("--freeze-epochs", type=int, default=0, show_default=True,
+                     help="Transfer learning (e.g. --param weights=imagenet): train only the head for this many epochs "
+                          "on a frozen base (BatchNorm in inference mode), then unfreeze."),
+        click.option("--fine-tune-at", default=None, metavar="LAYER",
+                     help="After --freeze-epochs, unfreeze layers from this index or layer name on (default: all); "
+                          "BatchNorm layers stay frozen."),
+        click.option("--fine-tune-lr", type=float, default=None,
+                     help="Learning rate after unfreezing (default: a tenth of learning_rate)."),
         click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
                      show_default=True, help="mirrored: every GPU of this machine (tf.distribute.MirroredStrategy); "
                      "multiworker: several machines, each with TF_CONFIG set (docs/distributed.md)."),
@@ -89,7 +101,9 @@ def _train_config(o: dict):
         out=o["out"], data=data, arch=o["arch"], params=_parse_params(o["params"]), epochs=o["epochs"],
         batch_size=o["batch_size"], patience=o["patience"], augment=augment, seed=o["seed"],
         overwrite=o["overwrite"], resume=o["resume"], backup_every_s=o["backup_every"],
-        verbose={0: 0, 1: 0, 2: 1}.get(o["verbose"], 2), strategy=o["strategy"],
+        verbose={0: 0, 1: 0, 2: 1}.get(o["verbose"], 2), strategy=o["strategy"], stream=o["stream"],
+        freeze_epochs=o["freeze_epochs"], fine_tune_lr=o["fine_tune_lr"],
+        fine_tune_at=int(o["fine_tune_at"]) if (o["fine_tune_at"] or "").isdigit() else o["fine_tune_at"],
         progress=(sys.stdout.isatty() or o["verbose"] >= 1) and not o.get("as_json"),
     )
 

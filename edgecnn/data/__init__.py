@@ -4,7 +4,8 @@ Python::
 
     from edgecnn.data import DataConfig, load_dataset
     ds = load_dataset(DataConfig(source="digits", image_size=(28, 28), seed=0))
-    ds.x_train.shape  # (1149, 28, 28, 1) float32 in [0, 1]
+    ds.x_train.shape  # (1149, 28, 28, 1) float32 in [0, 1], the whole split preprocessed
+    for x in ds.test.chunks(256): ...  # or a piece at a time; ds.train.dataset(32, shuffle=True) for tf.data
 
 The preprocessing (`ds.preprocessing`) is a plain dict stored in the run's config.json and in the
 export manifest; the one implementation of it lives in the on-device script (`edgecnn.script.edgecnn_infer`).
@@ -18,10 +19,11 @@ from typing import Optional
 import numpy as np
 
 from edgecnn.data.sources import SOURCES, RawData, load_raw
+from edgecnn.data.split import ImageFiles, NpzArray, Split, map_chunks, raw_shape, raw_sizes
 from edgecnn.script.edgecnn_infer import preprocess
 from edgecnn.errors import DataError
 
-__all__ = ["DataConfig", "Dataset", "load_dataset", "preprocess", "SOURCES"]
+__all__ = ["DataConfig", "Dataset", "Split", "load_dataset", "map_chunks", "preprocess", "SOURCES"]
 
 
 @dataclass(frozen=True)
@@ -67,21 +69,42 @@ class DataConfig:
 
 @dataclass
 class Dataset:
-    """Preprocessed splits (float32 NHWC in [0, 1]) with their class names and the preprocessing record."""
+    """The three splits (`Split`: raw pixels preprocessed per batch), their class names and the preprocessing.
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    `ds.train`, `ds.val`, `ds.test` stream; `ds.x_train` (and x_val, x_test) preprocess a whole split into one
+    float32 array, which is what small data and tests want and what large data must avoid.
+    """
+
+    train: Split
+    val: Split
+    test: Split
     class_names: list
     preprocessing: dict  # {"image_size", "channels", "pixel_max", "resize"}
     origin: dict = field(default_factory=dict)
+    _arrays: dict = field(default_factory=dict, repr=False)
+
+    def _array(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = np.asarray(getattr(self, name))
+        return self._arrays[name]
+
+    x_train = property(lambda self: self._array("train"))
+    x_val = property(lambda self: self._array("val"))
+    x_test = property(lambda self: self._array("test"))
+    y_train = property(lambda self: self.train.labels)
+    y_val = property(lambda self: self.val.labels)
+    y_test = property(lambda self: self.test.labels)
+
+    def prepare(self, *names: str) -> "Dataset":
+        """Read the named splits' .npz members now (all three by default), so bad pixels fail before a run
+        directory is touched; image files were checked by their headers when the folder was opened."""
+        for name in names or ("train", "val", "test"):
+            getattr(self, name).prepare()
+        return self
 
     @property
     def input_shape(self) -> tuple:
-        return tuple(self.x_train.shape[1:])
+        return tuple(self.train.shape[1:])
 
     @property
     def num_classes(self) -> int:
@@ -89,19 +112,16 @@ class Dataset:
 
     def summary(self) -> dict:
         return {
-            "train": int(len(self.y_train)), "val": int(len(self.y_val)), "test": int(len(self.y_test)),
+            "train": len(self.train), "val": len(self.val), "test": len(self.test),
             "input_shape": list(self.input_shape), "classes": self.num_classes,
         }
-
-
-def _shape_of(x) -> tuple:
-    first = x[0] if len(x) else np.zeros((0, 0))
-    return tuple(first.shape)
 
 
 def _check_pixels(name: str, x) -> None:
     from edgecnn.script.edgecnn_infer import UsageError, check_pixels
 
+    if isinstance(x, (NpzArray, ImageFiles)):  # checked when read (NpzArray.load) or by its header (scan_images)
+        return
     arrays = x if isinstance(x, list) else [x]
     try:
         for a in arrays:
@@ -110,38 +130,28 @@ def _check_pixels(name: str, x) -> None:
         raise DataError(str(e)) from None
 
 
-def _apply(x, prep: dict) -> np.ndarray:
-    if isinstance(x, list):  # images of varying sizes: one at a time
-        return np.concatenate([preprocess(im[None], prep) for im in x]) if x else np.zeros((0,))
-    return preprocess(x, prep)
-
-
-def _take(x, idx):
-    return [x[i] for i in idx] if isinstance(x, list) else x[idx]
-
-
-def _split(x, y, fraction: float, seed: int, what: str):
-    """Stratified split off `fraction`; falls back to a plain seeded shuffle when a class is too rare."""
+def _split(idx: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str):
+    """Stratified split of positions `idx` (labels `y`) off `fraction`; a plain seeded shuffle when a class is
+    too rare. Returns (kept positions, their labels, held-out positions, their labels), each in source order."""
     from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(y))
     n_out = int(round(len(y) * fraction))
     n_classes = len(np.unique(y))
     if n_out < 1 or len(y) - n_out < 1:
         raise DataError(f"too few images ({len(y)}) to hold out a {what} split; add images or lower the fraction")
     stratify = y if (n_out >= n_classes and len(y) - n_out >= n_classes and np.bincount(y).min() >= 2) else None
-    keep, out = train_test_split(idx, test_size=n_out, random_state=seed, stratify=stratify)
+    keep, out = train_test_split(np.arange(len(y)), test_size=n_out, random_state=seed, stratify=stratify)
     keep, out = np.sort(keep), np.sort(out)
-    return _take(x, keep), y[keep], _take(x, out), y[out]
+    return idx[keep], y[keep], idx[out], y[out]
 
 
 def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
-    """Load, validate, split and preprocess a data source.
+    """Open, validate and split a data source. Pixels are read and preprocessed only when a split is used.
 
     Args:
         config: the data configuration.
     Returns:
-        A `Dataset` with float32 splits in [0, 1].
+        A `Dataset` whose splits yield float32 images in [0, 1].
     Raises:
         DataError: unknown source, unreadable or inconsistent data, too few images.
     """
@@ -162,7 +172,7 @@ def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
         except UsageError as e:
             raise DataError(str(e)) from None
         _check_pixels(f"{config.source}: x_{name}", x)
-        shape = _shape_of(x)
+        shape = raw_shape(x)
         if len(shape) not in (2, 3) or (len(shape) == 3 and shape[-1] not in (1, 3, 4)):
             raise DataError(f"{config.source}: x_{name} images must be HxW or HxWxC (C=1,3,4), got {shape}")
 
@@ -170,24 +180,26 @@ def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
     if missing:
         names = ", ".join(raw.class_names[i] for i in missing[:5])
         raise DataError(f"{config.source}: class(es) {names} have no training images (labels must cover 0..{n_classes - 1})")
-    x_pool, y_pool = raw.x_train, raw.y_train
+    pool, y_pool = np.arange(len(raw.y_train)), np.asarray(raw.y_train, np.int64)
     if raw.x_test is None:
-        x_pool, y_pool, x_test, y_test = _split(x_pool, y_pool, config.test_fraction, config.seed, "test")
+        pool, y_pool, test_idx, y_test = _split(pool, y_pool, config.test_fraction, config.seed, "test")
+        test_raw = raw.x_train
     else:
-        x_test, y_test = raw.x_test, raw.y_test
+        test_raw, test_idx, y_test = raw.x_test, np.arange(len(raw.y_test)), raw.y_test
     if raw.x_val is None:
-        x_train, y_train, x_val, y_val = _split(x_pool, y_pool, config.val_fraction, config.seed + 1, "validation")
+        train_idx, y_train, val_idx, y_val = _split(pool, y_pool, config.val_fraction, config.seed + 1, "validation")
+        val_raw = raw.x_train
     else:
-        x_train, y_train, x_val, y_val = x_pool, y_pool, raw.x_val, raw.y_val
+        train_idx, y_train, val_raw, val_idx, y_val = pool, y_pool, raw.x_val, np.arange(len(raw.y_val)), raw.y_val
     if config.limit and len(y_train) > config.limit:
-        idx = np.sort(np.random.default_rng(config.seed).permutation(len(y_train))[: config.limit])
-        x_train, y_train = _take(x_train, idx), y_train[idx]
+        keep = np.sort(np.random.default_rng(config.seed).permutation(len(y_train))[: config.limit])
+        train_idx, y_train = train_idx[keep], y_train[keep]
     if len(y_train) < n_classes:
         raise DataError(f"too few training images ({len(y_train)}) for {n_classes} classes")
 
-    shape = _shape_of(x_train)
+    shape = raw_shape(raw.x_train)
     src_channels = 1 if len(shape) == 2 else min(shape[-1], 3)
-    sizes = {_shape_of([im])[:2] for im in (x_train if isinstance(x_train, list) else x_train[:1])}
+    sizes = raw_sizes(raw.x_train)
     if config.image_size is None and len(sizes) > 1:
         raise DataError(f"{config.source}: images have different sizes {sorted(sizes)[:3]}...; pass --image-size H W")
     prep = {
@@ -199,8 +211,8 @@ def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
     if prep["channels"] not in (1, 3):
         raise DataError(f"channels must be 1 or 3, got {prep['channels']}")
     return Dataset(
-        x_train=_apply(x_train, prep), y_train=np.asarray(y_train, np.int64),
-        x_val=_apply(x_val, prep), y_val=np.asarray(y_val, np.int64),
-        x_test=_apply(x_test, prep), y_test=np.asarray(y_test, np.int64),
+        train=Split(raw.x_train, train_idx, y_train, prep, "train"),
+        val=Split(val_raw, val_idx, y_val, prep, "val"),
+        test=Split(test_raw, test_idx, y_test, prep, "test"),
         class_names=list(raw.class_names), preprocessing=prep, origin=raw.origin,
     )

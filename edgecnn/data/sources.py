@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgecnn.data.split import ImageFiles, NpzArray, scan_images
 from edgecnn.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -18,7 +19,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 class RawData:
     """Raw pixels as the source gives them. Splits the source lacks are None and get carved out later."""
 
-    x_train: list | np.ndarray  # (N,H,W[,C]) array, or a list of (H,W[,C]) arrays of varying sizes
+    x_train: list | np.ndarray | NpzArray | ImageFiles  # (N,H,W[,C]) pixels, a list of (H,W[,C]) arrays of
+    # varying sizes, an .npz member read on first use, or image files decoded when asked
     y_train: np.ndarray
     pixel_max: float  # value of a white pixel: 16 for digits, 255 for uint8, 1 for float images
     class_names: list[str]
@@ -74,29 +76,33 @@ def _keras_dataset(name: str) -> RawData:
     )
 
 
-def _pixel_max(arrays: list[np.ndarray]) -> float:
+def _pixel_max(arrays: list) -> float:
+    """A white pixel's value: 255 for uint8; otherwise 1 when every value is in [0, 1], else 255."""
     if all(a.dtype == np.uint8 for a in arrays):
         return 255.0
-    hi = max(float(np.max(a)) if a.size else 0.0 for a in arrays)
+    loaded = [a.load() if isinstance(a, NpzArray) else a for a in arrays]
+    hi = max(float(np.max(a)) if a.size else 0.0 for a in loaded)
     return 1.0 if hi <= 1.0 else 255.0
 
 
 def _npz(path: str) -> RawData:
+    """An .npz whose pixel arrays are read on first use (headers now): a split never asked for is never read."""
     try:
         z = np.load(path, allow_pickle=False)
+        files = set(z.files)
     except Exception as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
-    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in files]
     if missing:
         raise DataError(f"{path}: missing keys {', '.join(missing)} (needs x_train, y_train, x_test, y_test)")
-    has_val = "x_val" in z.files and "y_val" in z.files
+    has_val = "x_val" in files and "y_val" in files
+    xs = {k: NpzArray(path, k) for k in ("x_train", "x_test") + (("x_val",) if has_val else ())}
     try:  # object arrays need pickle, which is never allowed
-        xs = [z["x_train"], z["x_test"]] + ([z["x_val"]] if has_val else [])
-        ys = {k: z[k] for k in ("y_train", "y_test", "y_val") if k in z.files}
-        names = z["class_names"] if "class_names" in z.files else None
+        ys = {k: z[k] for k in ("y_train", "y_test", "y_val") if k in files}
+        names = z["class_names"] if "class_names" in files else None
     except ValueError as e:
         raise DataError(f"{path}: cannot read its arrays ({e}); save numbers, not objects") from None
-    for x in xs:
+    for x in xs.values():
         if not np.issubdtype(x.dtype, np.number):
             raise DataError(f"{path}: images must be numeric, got dtype {x.dtype}")
     labels = np.concatenate([y.reshape(-1) for y in ys.values()])
@@ -108,43 +114,31 @@ def _npz(path: str) -> RawData:
     else:
         class_names = [str(i) for i in range(int(labels.max()) + 1)] if labels.size else []
     return RawData(
-        x_train=z["x_train"], y_train=z["y_train"].reshape(-1).astype(np.int64),
-        x_test=z["x_test"], y_test=z["y_test"].reshape(-1).astype(np.int64),
-        x_val=z["x_val"] if has_val else None,
-        y_val=z["y_val"].reshape(-1).astype(np.int64) if has_val else None,
-        pixel_max=_pixel_max(xs), class_names=class_names, origin={"source": "npz", "path": str(Path(path).resolve())},
+        x_train=xs["x_train"], y_train=ys["y_train"].reshape(-1).astype(np.int64),
+        x_test=xs["x_test"], y_test=ys["y_test"].reshape(-1).astype(np.int64),
+        x_val=xs.get("x_val"),
+        y_val=ys["y_val"].reshape(-1).astype(np.int64) if has_val else None,
+        pixel_max=_pixel_max(list(xs.values())), class_names=class_names,
+        origin={"source": "npz", "path": str(Path(path).resolve())},
     )
 
 
 def _folder(path: str) -> RawData:
-    from PIL import Image
-
-    from edgecnn.script.edgecnn_infer import UsageError, image_array
-
+    """A folder with one subfolder of images per class: file names and headers now, pixels when asked for."""
     root = Path(path)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"{path}: no class subfolders (expected one folder of images per class)")
-    images, labels = [], []
+    files, labels = [], []
     for label, cls in enumerate(classes):
-        files = sorted(p for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
+        found = sorted(p for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
             raise DataError(f"{path}: class folder '{cls}' has no images ({', '.join(IMAGE_SUFFIXES)})")
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    images.append(image_array(im, str(f)))  # the device's rule: 16-bit images are refused
-            except UsageError as e:
-                raise DataError(str(e)) from None
-            except Exception as e:
-                raise DataError(f"{f}: not a readable image ({e})") from None
-            labels.append(label)
-    channels = {1 if im.ndim == 2 else im.shape[-1] for im in images}
-    if len(channels) > 1:  # mixed grey and colour: promote all to RGB
-        images = [np.repeat(im[..., None], 3, axis=-1) if im.ndim == 2 else im for im in images]
+        files += found
+        labels += [label] * len(found)
     return RawData(
-        x_train=images, y_train=np.asarray(labels, dtype=np.int64), pixel_max=255.0, class_names=classes,
-        origin={"source": "folder", "path": str(root.resolve())},
+        x_train=scan_images(files), y_train=np.asarray(labels, dtype=np.int64), pixel_max=255.0,
+        class_names=classes, origin={"source": "folder", "path": str(root.resolve())},
     )
 
 

@@ -257,6 +257,7 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
     from edgecnn.export.calibration import calibration_images
     from edgecnn.export.context import ExportContext
     from edgecnn.export.manifest import FILENAME, build_manifest
+    from edgecnn.data import map_chunks
     from edgecnn.export.verify import verify
     from edgecnn.io import sha256
 
@@ -264,13 +265,13 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
     names = config.formats
     int8_wanted = any(FORMATS[n].precision == "int8" for n in names)
     ds = run.load_dataset()
-    calib, warnings = (calibration_images(ds.x_train, config.calib_samples, config.seed) if int8_wanted
+    calib, warnings = (calibration_images(ds.train, config.calib_samples, config.seed) if int8_wanted
                        else (np.zeros((0, *ds.input_shape), np.float32), []))
     if config.quant == Quantization.QAT and not int8_wanted:
         warnings.append("--quant qat has no effect: no int8 format requested")
     model = run.load_model()
     _check_model(model, spec, ds.num_classes)
-    reference = model.predict(ds.x_test, batch_size=256, verbose=0)
+    reference = map_chunks(lambda x: model.predict(x, batch_size=256, verbose=0), ds.test)
     ref_acc = float(np.mean(reference.argmax(1) == ds.y_test))
 
     export_dir = run.export_dir
@@ -283,7 +284,7 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
         for name in names:
             fmt = FORMATS[name]
             built = ctx.artifact(name)
-            par, ins, outs, used = verify(built.path, ds.x_test, ds.y_test, reference, input_shape=spec.input_shape,
+            par, ins, outs, used = verify(built.path, ds.test, ds.y_test, reference, input_shape=spec.input_shape,
                                           num_classes=ds.num_classes, tolerance=fmt.tolerance)
             entries[name] = ArtifactEntry(
                 file=fmt.file, format=fmt.format, precision=fmt.precision, quant=built.quant,

@@ -19,11 +19,11 @@ MIN_SAMPLES = 10  # below this, int8 ranges are guesswork: refuse
 WARN_SAMPLES = 100  # below this, quantization ranges may clip unseen images: warn
 
 
-def calibration_images(x_train: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+def calibration_images(x_train, n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """Draw `n` training images without replacement, in a seeded order.
 
     Args:
-        x_train: preprocessed training images (float32 NHWC in [0, 1]), as the run recorded them.
+        x_train: the training split (a `Split`: only the drawn images are read) or its float32 NHWC array.
         n: how many to draw; fewer are used when the split is smaller.
         seed: seeds the draw, so an export is reproducible.
     Returns:

@@ -99,20 +99,21 @@ def _from_tflite(ctx, tflite_int8: Path) -> Path:
 def build_int8(ctx) -> Built:
     """model_int8.onnx: both int8 routes built, the more accurate on the validation split kept."""
     from edgecnn.contracts.parity import parity
+    from edgecnn.data import map_chunks
     from edgecnn.export.verify import open_runner
 
     # the sources are built outside the try: their failure (a QAT error, say) is the user's to see
     sources = {"quantize_static": ctx.artifact("onnx_fp32").path, "from_tflite": ctx.artifact("tflite_int8").path}
     routes = {"quantize_static": _quantize_static, "from_tflite": _from_tflite}
     ds = ctx.ds
-    val_ref = ctx.cached("val_reference", lambda: ctx.model.predict(ds.x_val, batch_size=256, verbose=0))
+    val_ref = ctx.cached("val_reference", lambda: map_chunks(lambda x: ctx.model.predict(x, batch_size=256, verbose=0), ds.val))
     candidates, errors = {}, {}
     for name, make in routes.items():
         try:
             path = make(ctx, sources[name])
             runner = open_runner(path)
             try:
-                p = parity(runner.predict(ds.x_val), val_ref, ds.y_val)
+                p = parity(map_chunks(runner.predict, ds.val), val_ref, ds.y_val)
             finally:
                 runner.close()
         except Exception as e:  # one route failing leaves the other; both failing is an error below

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecnn.contracts.parity import parity
+from edgecnn.data.split import map_chunks
 from edgecnn.errors import MissingDependencyError, ModelError, ParityError, ShapeError
 from edgecnn.runtimes import DEFAULT, RuntimeOptions, Unavailable, format_of, open_session
 
@@ -70,7 +71,7 @@ def verify(path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, *, input_s
     runner = open_runner(path)
     try:
         check_io(runner, path, input_shape, num_classes)
-        probs = runner.predict(x)
+        probs = map_chunks(runner.predict, x)  # a Split is run a chunk at a time
         used = f"{runner.runtime} ({runner.accelerator})" if runner.accelerator else runner.runtime
     finally:
         runner.close()

@@ -13,11 +13,13 @@ Python::
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from edgecnn.errors import ModelError
 from edgecnn.models import architectures as A
 
+IMPORTED = "imported"  # the spec of `edgecnn import`'s runs: the model file is the architecture
 COMMON_DEFAULTS = {"optimizer": "adam", "learning_rate": 1e-3}
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
@@ -100,6 +102,8 @@ class ModelSpec:
         Raises:
             ModelError: an unknown hyperparameter, or a value of the wrong type or out of range.
         """
+        if self.arch == IMPORTED:  # a model trained elsewhere: only the optimizer settings (QAT fine-tunes it)
+            return {**COMMON_DEFAULTS, **self.params}
         arch = get_architecture(self.arch)
         defaults = {**COMMON_DEFAULTS, **arch.defaults}
         unknown = set() if arch.open_params else set(self.params) - set(defaults)
@@ -186,8 +190,40 @@ def check_input(spec: ModelSpec) -> None:
             f"images of {h}x{w} are too small for {spec.arch} (needs at least {arch.min_size}x{arch.min_size}); "
             f"pass --image-size {arch.min_size} {arch.min_size} or larger"
         )
-    if spec.arch == "mobilenet_v2" and spec.resolved().get("weights") == "imagenet" and c != 3:
-        raise ModelError("imagenet weights need 3-channel input: pass --channels 3")
+    if spec.arch == "mobilenet_v2" and spec.resolved().get("weights") == "imagenet":
+        if c != 3:
+            raise ModelError("imagenet weights need 3-channel input: pass --channels 3")
+        imagenet_weights(spec)
+
+
+IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+IMAGENET_SIZES = (96, 128, 160, 192, 224)
+
+
+def imagenet_weights(spec: ModelSpec) -> Path:
+    """The Keras cache file that `keras.applications.MobileNetV2(weights="imagenet", include_top=False)` reads
+    for this spec (edgecnn never downloads it: training stays offline).
+
+    Raises:
+        ModelError: an alpha with no published weights, or the file is not in the cache (the message names it
+        and the command that fetches it on a connected machine).
+    """
+    import os
+
+    alpha = float(spec.resolved()["alpha"])
+    if alpha not in IMAGENET_ALPHAS:
+        raise ModelError(f"imagenet weights exist for alpha {', '.join(map(str, IMAGENET_ALPHAS))} only (got {alpha})")
+    h, w, _ = spec.input_shape
+    rows = h if h == w and h in IMAGENET_SIZES else 224  # Keras loads the 224 weights for other sizes
+    name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5"
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+    path = home / "models" / name
+    if not path.is_file():
+        raise ModelError(
+            f"imagenet weights are not in the Keras cache ({path}); on a connected machine run `python -c \"import "
+            f"keras; keras.applications.MobileNetV2(alpha={alpha}, input_shape=({rows}, {rows}, 3), include_top=False, "
+            f"weights='imagenet')\"` and copy ~/.keras/models/{name} here, or drop --param weights=imagenet")
+    return path
 
 
 def build(spec: ModelSpec, keras_module: Any = None):
@@ -200,9 +236,13 @@ def build(spec: ModelSpec, keras_module: Any = None):
         import keras as keras_module
     check_input(spec)
     hp = spec.resolved()
+    if spec.arch == "mobilenet_v2" and hp.get("weights") == "imagenet":
+        hp["weights"] = str(imagenet_weights(spec))  # the cached file itself: Keras never tries to download
     arch = get_architecture(spec.arch)
     try:
         return arch.builder(keras_module, spec.input_shape, spec.num_classes, **hp)
+    except OSError as e:  # a weights file that is in the cache but unreadable
+        raise ModelError(f"cannot build {spec.arch}: {e}") from None
     except ValueError as e:  # e.g. Keras rejecting a shape the min_size check did not foresee
         raise ModelError(f"cannot build {spec.arch} for input {spec.input_shape}: {e}") from None
 

@@ -141,7 +141,8 @@ def mobilenet_v2(km, input_shape, num_classes, *, alpha=0.35, dropout=0.2, weigh
     L = km.layers
     inputs = L.Input(shape=tuple(input_shape), name="image")
     base = km.applications.MobileNetV2(
-        input_tensor=inputs, alpha=float(alpha), include_top=False, weights=weights, pooling="avg",
+        input_tensor=inputs, input_shape=tuple(input_shape), alpha=float(alpha), include_top=False, weights=weights,
+        pooling="avg",  # input_shape too: from the tensor alone, Keras 3 picks the 224x224 imagenet weights
     )
     if bn_momentum is not None:
         for layer in base.layers:

@@ -559,6 +559,17 @@ GREY_MODES = ("1", "L", "P", "LA", "La", "PA")
 COLOUR_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 
 
+def check_mode(mode: str, path: str) -> None:
+    """Pillow modes that hold 8-bit grey or colour pass; the others (16-bit, 32-bit integer, float) are refused.
+
+    Raises:
+        UsageError: a mode with more than 8 bits per channel.
+    """
+    if mode not in GREY_MODES + COLOUR_MODES:
+        raise UsageError(f"{path}: {mode} images ({_mode_words(mode)}) cannot be converted to 8-bit "
+                         "grey or RGB without choosing a scale; save it as an 8-bit PNG or JPEG")
+
+
 def image_array(im, path: str) -> np.ndarray:
     """A Pillow image -> uint8 (h, w) grey or (h, w, 3) RGB: the one rule for image files, in training, predict
     and here. Modes with more than 8 bits per channel are refused, never squashed.
@@ -566,9 +577,7 @@ def image_array(im, path: str) -> np.ndarray:
     Raises:
         UsageError: a 16-bit, 32-bit integer or float image.
     """
-    if im.mode not in GREY_MODES + COLOUR_MODES:
-        raise UsageError(f"{path}: {im.mode} images ({_mode_words(im.mode)}) cannot be converted to 8-bit "
-                         "grey or RGB without choosing a scale; save it as an 8-bit PNG or JPEG")
+    check_mode(im.mode, path)
     return np.asarray(im.convert("L" if im.mode in GREY_MODES else "RGB"), dtype=np.uint8)
 
 

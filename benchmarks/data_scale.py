@@ -1,0 +1,139 @@
+"""Benchmark 5: training at real data sizes: peak memory and the speed of streaming input.
+
+    python benchmarks/data_scale.py                 # all three checks (about 10 minutes on 2 cores)
+    python benchmarks/data_scale.py --only speed    # one of: npz, folders, speed
+
+It prints, side by side in one run:
+1. A 60,000-image 64x64x3 uint8 .npz (738 MB): peak RSS of one epoch of `edgecnn train` against the file's size
+   plus 2 GB (target: ratio <= 1.0). Holding it as float32 would take 2.9 GB before the first step.
+2. Image folders of 5,000 and 20,000 PNGs at 96x96x3: peak RSS of one epoch each (target: 20k/5k <= 1.10).
+3. A 50,000-image 32x32x3 .npz: seconds per epoch with float32 splits in memory (`--stream off`) and streamed
+   from the uint8 pixels (`--stream on`), epochs after the first (target: in-memory/streamed >= 0.9).
+
+Each `edgecnn train` is its own process; its peak RSS is the kernel's high-water mark from wait4(). The data is
+synthetic (class-coloured patterns plus noise), written once under --work and reused.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+GB = 2 ** 30
+MB = 2 ** 20
+
+
+def _images(rng, n: int, size: int, classes: int = 10):
+    """uint8 (n, size, size, 3) images whose colour and stripe frequency depend on the class, with noise."""
+    y = rng.integers(0, classes, n).astype(np.int64)
+    grid = np.linspace(0, 1, size, dtype=np.float32)
+    out = np.empty((n, size, size, 3), np.uint8)
+    for start in range(0, n, 2000):
+        yy = y[start:start + 2000]
+        k = (yy + 1)[:, None, None].astype(np.float32)
+        base = 0.5 + 0.5 * np.sin(k * np.pi * grid[None, :, None] + grid[None, None, :] * 3)
+        col = np.stack([base, base[:, ::-1], 1 - base], -1) * (0.5 + 0.05 * yy[:, None, None, None])
+        noise = rng.normal(0, 0.04, col.shape).astype(np.float32)
+        out[start:start + 2000] = np.clip((col + noise) * 255, 0, 255).astype(np.uint8)
+    return out, y
+
+
+def make_npz(path: Path, n: int, size: int) -> Path:
+    if path.is_file():
+        return path
+    rng = np.random.default_rng(0)
+    n_test = n // 6
+    x, y = _images(rng, n, size)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, x_train=x[n_test:], y_train=y[n_test:], x_test=x[:n_test], y_test=y[:n_test])
+    os.replace(tmp, path)
+    return path
+
+
+def make_folder(path: Path, n: int, size: int) -> Path:
+    from PIL import Image
+
+    done = path / ".complete"
+    if done.is_file():
+        return path
+    rng = np.random.default_rng(1)
+    x, y = _images(rng, n, size)
+    for i, (im, label) in enumerate(zip(x, y)):
+        d = path / f"class_{label}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(d / f"{i:06d}.png", compress_level=1)
+    done.write_text("ok")
+    return path
+
+
+def train(data: Path, out: Path, epochs: int, *extra: str) -> dict:
+    """One `edgecnn train` in its own process: peak RSS (MB), wall seconds, seconds of each epoch."""
+    cmd = [sys.executable, "-m", "edgecnn", "train", "--data", str(data), "--out", str(out), "--overwrite",
+           "--epochs", str(epochs), "--patience", str(epochs), "-v", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    text = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{text[-2000:]}")
+    epochs_s = [float(m) for m in re.findall(r"^epoch \d+/\d+ .*?\s([\d.]+) s\s+ETA", text, re.M)]
+    return {"rss_mb": usage.ru_maxrss / 1024, "wall_s": wall, "epochs_s": epochs_s}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default=str(Path.home() / ".cache" / "edgecnn" / "data_scale"),
+                    help="where the synthetic data and runs go (reused between runs)")
+    ap.add_argument("--only", choices=["npz", "folders", "speed"], default=None)
+    ap.add_argument("--speed-epochs", type=int, default=3)
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+
+    if a.only in (None, "npz"):
+        big = make_npz(work / "x60k_64.npz", 72_000, 64)  # 60,000 train (+12,000 test)
+        size_mb = big.stat().st_size / MB
+        r = train(big, work / "run_60k", 1)
+        limit = size_mb + 2048
+        results.append(("60k 64x64x3 .npz, 1 epoch", f"peak RSS {r['rss_mb']:.0f} MB; file {size_mb:.0f} MB + 2 GB = "
+                        f"{limit:.0f} MB", r["rss_mb"] / limit, "<= 1.0"))
+        print(f"npz: {r}", flush=True)
+
+    if a.only in (None, "folders"):
+        rss = {}
+        for n in (5_000, 20_000):
+            folder = make_folder(work / f"png{n // 1000}k_96", n, 96)
+            rss[n] = train(folder, work / f"run_png{n // 1000}k", 1)
+            print(f"folder {n}: {rss[n]}", flush=True)
+        results.append(("PNG folders 96x96x3, 1 epoch", f"peak RSS 20k {rss[20_000]['rss_mb']:.0f} MB vs 5k "
+                        f"{rss[5_000]['rss_mb']:.0f} MB", rss[20_000]["rss_mb"] / rss[5_000]["rss_mb"], "<= 1.10"))
+
+    if a.only in (None, "speed"):
+        mid = make_npz(work / "x50k_32.npz", 60_000, 32)  # 50,000 train (+10,000 test)
+        runs = {}
+        for mode in ("off", "on"):
+            runs[mode] = train(mid, work / f"run_50k_{mode}", a.speed_epochs, "--stream", mode)
+            print(f"stream {mode}: {runs[mode]}", flush=True)
+        sec = {m: statistics.median(r["epochs_s"][1:] or r["epochs_s"]) for m, r in runs.items()}
+        results.append(("50k 32x32x3 .npz, s/epoch", f"in memory {sec['off']:.1f} s, streamed {sec['on']:.1f} s "
+                        f"(peak RSS {runs['off']['rss_mb']:.0f} vs {runs['on']['rss_mb']:.0f} MB)",
+                        sec["off"] / sec["on"], ">= 0.9"))
+
+    print()
+    print(f"{'check':32} {'ratio':>7}  {'target':8} measured")
+    for name, detail, ratio, target in results:
+        print(f"{name:32} {ratio:7.3f}  {target:8} {detail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

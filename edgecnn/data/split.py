@@ -1,0 +1,241 @@
+"""Splits that keep the source's raw pixels and preprocess one batch at a time.
+
+A `Split` is a view of a raw source (an in-memory array, an `.npz` member read on first use, or a list of
+image files decoded when asked) through an index, with its labels and the recorded preprocessing. It acts as a
+lazy float32 array: `len(split)`, `split.shape`, `split[i:j]` and `split[positions]` preprocess only those
+images; `np.asarray(split)` preprocesses all of them. `split.dataset(...)` is a `tf.data` pipeline that calls
+the on-device script's `preprocess` per batch, so training reads exactly what a device reads.
+
+Memory: an `.npz` holds its uint8 pixels (its size on disk, uncompressed) and nothing per epoch; an image
+folder holds file names and header sizes, whatever the number of images.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from edgecnn.errors import DataError
+from edgecnn.script.edgecnn_infer import preprocess
+
+EVAL_CHUNK = 1024  # images preprocessed at a time when a split is evaluated in pieces
+
+
+class NpzArray:
+    """One array of an `.npz`, known by its header (shape, dtype) and read whole on first use."""
+
+    def __init__(self, path: str, key: str):
+        self.path, self.key = path, key
+        try:
+            with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+            raise DataError(f"{path}: cannot read its array '{key}' ({e})") from None
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        if self.dtype.hasobject:
+            raise DataError(f"{path}: cannot read its arrays ('{key}' holds Python objects, which need pickle); "
+                            "save numbers, not objects")
+        self._array: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def load(self) -> np.ndarray:
+        """The whole array (read once, then kept: the uint8 pixels are the one copy held in memory)."""
+        if self._array is None:
+            from edgecnn.script.edgecnn_infer import UsageError, check_pixels
+
+            a = np.load(self.path, allow_pickle=False)[self.key]
+            try:
+                check_pixels(a, f"{self.path}: {self.key}")  # the device's rule
+            except UsageError as e:
+                raise DataError(str(e)) from None
+            self._array = a
+        return self._array
+
+    def __getitem__(self, idx):
+        return self.load()[idx]
+
+
+class ImageFiles:
+    """Image files known by their headers; pixels are decoded when asked for (`files[positions]`)."""
+
+    def __init__(self, paths: list, sizes: list, colour: list):
+        self.paths, self.sizes = paths, sizes  # sizes: (h, w) per file, from the header
+        self.promote = len(set(colour)) > 1  # mixed grey and colour: every image is read as RGB
+        self.channels = 3 if any(colour) else 1
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple:
+        h, w = self.sizes[0] if self.sizes else (0, 0)
+        return (len(self.paths), h, w) if self.channels == 1 else (len(self.paths), h, w, 3)
+
+    def read(self, i: int) -> np.ndarray:
+        from PIL import Image
+
+        from edgecnn.script.edgecnn_infer import UsageError, image_array
+
+        f = self.paths[i]
+        try:
+            with Image.open(f) as im:
+                a = image_array(im, str(f))  # the device's rule: 16-bit images are refused
+        except UsageError as e:
+            raise DataError(str(e)) from None
+        except Exception as e:
+            raise DataError(f"{f}: not a readable image ({e})") from None
+        if self.promote and a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=-1)
+        return a
+
+    def __getitem__(self, idx):
+        if isinstance(idx, (int, np.integer)):
+            return self.read(int(idx))
+        return [self.read(int(i)) for i in np.asarray(idx).reshape(-1)]
+
+
+def scan_images(files: list) -> ImageFiles:
+    """Headers only: sizes and modes of every file, refusing the modes the device refuses."""
+    from PIL import Image
+
+    from edgecnn.script.edgecnn_infer import GREY_MODES, UsageError, check_mode
+
+    sizes, colour = [], []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                check_mode(im.mode, str(f))
+                w, h = im.size
+                colour.append(im.mode not in GREY_MODES)
+        except UsageError as e:
+            raise DataError(str(e)) from None
+        except Exception as e:
+            raise DataError(f"{f}: not a readable image ({e})") from None
+        sizes.append((h, w))
+    return ImageFiles(list(files), sizes, colour)
+
+
+def raw_shape(raw) -> tuple:
+    """The shape of one raw image (h, w[, c])."""
+    if isinstance(raw, (np.ndarray, NpzArray, ImageFiles)):
+        return tuple(raw.shape[1:])
+    return tuple(np.asarray(raw[0]).shape) if len(raw) else ()
+
+
+def raw_sizes(raw) -> set:
+    """The distinct (h, w) of a source's images."""
+    if isinstance(raw, ImageFiles):
+        return set(raw.sizes)
+    if isinstance(raw, list):
+        return {tuple(im.shape[:2]) for im in raw}
+    return {tuple(raw.shape[1:3])}
+
+
+def _apply(images, prep: dict) -> np.ndarray:
+    h, w = (int(v) for v in prep["image_size"])
+    if isinstance(images, list):  # images of varying sizes, or decoded files: one at a time
+        if not images:
+            return np.zeros((0, h, w, int(prep["channels"])), np.float32)
+        return np.concatenate([preprocess(im[None], prep) for im in images])
+    return preprocess(images, prep)
+
+
+class Split:
+    """One split of a data source: raw pixels seen through `index`, their labels, and the preprocessing."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 4
+
+    def __init__(self, raw, index: np.ndarray, labels: np.ndarray, prep: dict, name: str = "split"):
+        self.raw, self.index, self.prep, self.name = raw, np.asarray(index, np.int64), prep, name
+        self.labels = np.asarray(labels, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple:
+        h, w = (int(v) for v in self.prep["image_size"])
+        return (len(self), h, w, int(self.prep["channels"]))
+
+    @property
+    def float32_bytes(self) -> int:
+        return int(np.prod(self.shape)) * 4
+
+    def prepare(self) -> None:
+        """Read what must be in memory (an .npz member) now, so bad pixels fail here and not mid-epoch."""
+        if isinstance(self.raw, NpzArray):
+            self.raw.load()
+
+    def __getitem__(self, key) -> np.ndarray:
+        """Preprocessed float32 images: an int gives one (h, w, c), a slice or positions give (n, h, w, c)."""
+        if isinstance(key, (int, np.integer)):
+            return self[np.array([int(key)])][0]
+        positions = self.index[key]
+        if isinstance(self.raw, ImageFiles):
+            return _apply(self.raw[positions], self.prep)
+        if isinstance(self.raw, list):
+            return _apply([self.raw[int(i)] for i in positions], self.prep)
+        if len(positions) > 1 and np.any(np.diff(positions) < 0):  # read in file order, hand back in asked order
+            order = np.argsort(positions, kind="stable")
+            out = np.empty((len(positions), *self.shape[1:]), np.float32)
+            out[order] = _apply(self.raw[positions[order]], self.prep)
+            return out
+        return _apply(self.raw[positions], self.prep)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self[:]
+        return a.astype(dtype) if dtype is not None else a
+
+    def chunks(self, size: int = EVAL_CHUNK) -> Iterator[np.ndarray]:
+        """The preprocessed images, `size` at a time, in order."""
+        for start in range(0, len(self), size):
+            yield self[start:start + size]
+
+    def map(self, fn, size: int = EVAL_CHUNK) -> np.ndarray:
+        """`fn` over the split `size` images at a time, concatenated (probabilities of a whole test split)."""
+        return map_chunks(fn, self, size)
+
+    def dataset(self, batch_size: int, shuffle: bool = False, seed: int = 0, parallel: int = 2):
+        """A `tf.data.Dataset` of (images, labels) batches, preprocessed per batch by the device's `preprocess`.
+
+        Args:
+            batch_size: images per batch.
+            shuffle: reshuffle the order every epoch (seeded).
+            parallel: batches prepared concurrently (NumPy and Pillow release the GIL for most of the work).
+        """
+        import tensorflow as tf
+
+        n, h, w, c = self.shape
+        labels = self.labels
+
+        def load(pos):
+            return self[pos], labels[pos]
+
+        def batch_of(pos):
+            x, y = tf.numpy_function(load, [pos], (tf.float32, tf.int64), stateful=False)
+            x.set_shape((None, h, w, c))
+            y.set_shape((None,))
+            return x, y
+
+        ds = tf.data.Dataset.range(n)
+        if shuffle:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(batch_of, num_parallel_calls=max(1, parallel), deterministic=True)
+        return ds.prefetch(2)
+
+
+def map_chunks(fn, x, size: int = EVAL_CHUNK) -> np.ndarray:
+    """`fn(x)` for an array; `fn` over `size`-image pieces, concatenated, for a `Split` (never all of it at once)."""
+    if not isinstance(x, Split):
+        return fn(x)
+    outs = [np.asarray(fn(part)) for part in x.chunks(size)]
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
