@@ -28,7 +28,7 @@ import numpy as np
 
 from edgecnn.checkpoint import (BACKUP_DIR, BEST, LOG_CSV, epochs_done, load_best, make_checkpoint, read_log,
                                 trim_log)
-from edgecnn.data import DataConfig, Dataset, load_dataset, map_chunks
+from edgecnn.data import DataConfig, Dataset, load_dataset
 from edgecnn.errors import ConfigError, DataError
 from edgecnn.io import atomic_path, write_json, write_text
 from edgecnn.models import ModelSpec, build, compile_model
@@ -195,7 +195,7 @@ def fit_inputs(ds: Dataset, batch_size: int, seed: int, stream: str, augment=Non
         for split in (ds.train, ds.val):
             split.prepare()  # bad pixels fail now, not in the middle of an epoch
         data = ds.train.dataset(batch_size, shuffle=True, seed=seed)
-        val = ds.val.dataset(256)
+        val = ds.val.dataset(batch_size)  # as a plain fit validates arrays: in batches of the training batch
     if augment is not None:
         import tensorflow as tf
 
@@ -341,7 +341,7 @@ def evaluate(model, ds: Dataset) -> dict:
     """Test-split metrics: accuracy, loss, per-class precision/recall/F1, confusion matrix, text report."""
     from sklearn.metrics import classification_report, confusion_matrix
 
-    probs = map_chunks(lambda x: model.predict(x, batch_size=256, verbose=0), ds.test)
+    probs = ds.test.predict_with(model)
     pred = probs.argmax(axis=1)
     eps = 1e-7
     loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(pred)), ds.y_test], eps, 1.0))))

@@ -18,8 +18,12 @@ RUN/tuner/, the best hyperparameters in RUN/best_hyperparameters.json.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Optional
 
 from edgecnn.data import load_dataset
 from edgecnn.errors import ConfigError, MissingDependencyError
@@ -27,6 +31,7 @@ from edgecnn.io import folder_lock, read_json, write_json
 from edgecnn.models import ModelSpec, build, compile_model, get_architecture
 from edgecnn.rundir import prepare_out_dir
 from edgecnn.train import TrainConfig, TrainResult, fit_inputs, fit_run, seed_everything
+from edgecnn.tune_device import DeviceBudget
 
 TUNER_DIR = "tuner"
 BEST_FILE = "best_hyperparameters.json"
@@ -42,6 +47,38 @@ class TuneConfig:
     trial_epochs: int = 8  # short training per trial
     objective: str = "val_accuracy"  # what the search maximises
     retrain: bool = True  # retrain the best configuration in full afterwards
+    workers: int = 0  # 0: trials one after another in this process; N: KerasTuner's chief and N worker processes
+    worker_threads: int = 0  # threads per worker (0: this machine's cores shared among the workers)
+    chief: Optional[str] = None  # HOST:PORT the chief's oracle listens on, for workers on other machines
+    worker_of: Optional[str] = None  # HOST:PORT of a chief: run one worker for it (on this machine) and exit
+    worker_index: int = 0  # this worker's number with --worker-of (each machine's workers distinct)
+    budget: Optional[DeviceBudget] = None  # measure each trial's int8 model on a device, and penalise the trials
+    # over its limits (edgecnn.tune_device)
+
+    def __post_init__(self):
+        if self.max_trials < 1 or self.trial_epochs < 1:
+            raise ConfigError("--max-trials and --trial-epochs must be at least 1")
+        if self.workers < 0 or self.worker_threads < 0 or self.worker_index < 0:
+            raise ConfigError("--workers, --worker-threads and --worker-index must be >= 0")
+        for name in ("chief", "worker_of"):
+            value = getattr(self, name)
+            if value is not None:
+                host, _, port = value.rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ConfigError(f"--{name.replace('_', '-')} must be HOST:PORT (got {value})")
+        if self.chief and self.worker_of:
+            raise ConfigError("--chief and --worker-of contradict each other: a machine serves the oracle or joins one")
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("train", "budget")}
+        return dict(d, train=self.train.to_dict(), budget=asdict(self.budget) if self.budget else None)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TuneConfig":
+        d = dict(d)
+        budget = d.pop("budget", None)
+        return cls(train=TrainConfig.from_dict(d.pop("train")), budget=DeviceBudget(**budget) if budget else None,
+                   **d)
 
 
 @dataclass
@@ -54,6 +91,7 @@ class TuneResult:
     run_dir: Path
     defaults_score: float | None = None  # the objective of the architecture's default hyperparameters
     used_defaults: bool = False  # True when the search found nothing better than the defaults
+    device: dict = field(default_factory=dict)  # budget, Pareto front, plot (with a device budget)
 
 
 def _hypermodel(cfg: TrainConfig, input_shape, num_classes):
@@ -84,6 +122,9 @@ def tune(cfg: TuneConfig) -> TuneResult:
 
     tcfg = cfg.train
     out = Path(tcfg.out)
+    if cfg.worker_of:  # a worker for a chief elsewhere: trials only, no retrain, no run directory of its own
+        join(cfg, out)
+        return TuneResult(best_params={}, trials=[], train=None, run_dir=out)
     ds = load_dataset(tcfg.data).prepare()
     if tcfg.resume and not (out / TUNER_DIR).exists():
         raise ConfigError(f"{out}: nothing to resume (no tuner state there)")
@@ -97,70 +138,202 @@ def _score(history, objective: str):
     return float(max(values)) if values else None
 
 
-def _tuner_class(keras_tuner, seconds: dict, say, max_trials: int, objective: str):
-    """BayesianOptimization that times each trial and reports it in one line as it ends."""
+SECONDS, WORKER = "trial_seconds", "worker"  # figures each trial reports to the oracle besides the objective
+
+
+def worker_index() -> int:
+    """This process's worker number in a distributed search (KERASTUNER_TUNER_ID=worker<N>), else -1."""
+    tid = os.environ.get("KERASTUNER_TUNER_ID", "")
+    return int(tid[6:]) if tid.startswith("worker") and tid[6:].isdigit() else -1
+
+
+def _tuner_class(keras_tuner, say, cfg):
+    """BayesianOptimization that times each trial, measures its int8 model on the device when a budget or
+    --measure-on asks, reports it in one line, and records its figures in the oracle (a metrics dict crosses
+    the chief's gRPC channel whole and survives a resume)."""
     import time
 
+    budget, objective, max_trials = cfg.budget, cfg.objective, cfg.max_trials
+
     class TimedBayesian(keras_tuner.BayesianOptimization):
+        calib = None  # calibration images for the per-trial int8 conversion (set before search)
+
+        def on_trial_begin(self, trial):
+            super().on_trial_begin(trial)
+            from edgecnn.tune_workers import mark_trial
+
+            mark_trial(self.project_dir, trial.trial_id)
+
+        def _try_build(self, hp):
+            self._last_model = super()._try_build(hp)
+            return self._last_model
+
         def run_trial(self, trial, *args, **kwargs):
+            from keras_tuner.src.engine import tuner_utils
+
             t0 = time.perf_counter()
             histories = super().run_trial(trial, *args, **kwargs)
-            seconds[trial.trial_id] = round(time.perf_counter() - t0, 2)
-            runs = histories if isinstance(histories, list) else [histories]
-            score = max((v for v in (_score(h, objective) for h in runs) if v is not None), default=None)
+            took = round(time.perf_counter() - t0, 2)
+            metrics = tuner_utils.convert_to_metrics_dict(histories, keras_tuner.Objective(objective, "max"))
+            metrics.update({SECONDS: took, WORKER: float(worker_index())})
+            score = metrics.get(objective)
+            extra = ""
+            if budget is not None:
+                from edgecnn.tune_device import PENALTY, SCORE, measure
+
+                figures = measure(self._last_model, self.calib, budget)
+                broken = budget.violations(figures)
+                metrics.update({k: float(v) for k, v in figures.items() if isinstance(v, (int, float))})
+                metrics["over_budget"] = float(bool(broken))
+                metrics[SCORE] = (score or 0.0) - (PENALTY if broken else 0.0)
+                extra = (f"  int8 {figures['int8_size_bytes'] / 1024:.1f} KiB"
+                         + (f", {figures['int8_latency_ms']:.3f} ms" if figures.get("int8_latency_ms") is not None
+                            else "")
+                         + (f", arena {figures['arena_bytes'] / 1024:.1f} KiB" if figures.get("arena_bytes") else "")
+                         + (f" on {budget.measure_on}") + (f"  OVER BUDGET: {'; '.join(broken)}" if broken else ""))
             params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in trial.hyperparameters.values.items())
-            say(f"trial {len(seconds)}/{max_trials}: {objective} {score if score is None else f'{score:.4f}'}  "
-                f"{seconds[trial.trial_id]:.1f} s  {params}")
-            return histories
+            who = f"worker{worker_index()} " if worker_index() >= 0 else ""
+            say(f"{who}trial {_number(trial.trial_id)}/{max_trials}: {objective} "
+                f"{score if score is None else f'{score:.4f}'}  {took:.1f} s{extra}  {params}", flush=True)
+            return metrics
 
     return TimedBayesian
 
 
-def _defaults_score(cfg, tcfg, ds, keras) -> float | None:
-    """The objective of the architecture's default hyperparameters, trained like a trial."""
+def _number(trial_id: str) -> str:
+    return str(int(trial_id) + 1) if str(trial_id).isdigit() else str(trial_id)
+
+
+def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k: None, calib=None):
+    """The search's tuner on RUN/tuner/ (reloaded when it exists: an interrupted search resumes). In a
+    distributed search the environment makes it the chief's oracle server or a worker's client. With a device
+    budget the objective is `score` (validation accuracy, minus one over the budget)."""
+    import keras_tuner
+
+    from edgecnn.tune_device import SCORE
+
+    tcfg = cfg.train
+    constrained = cfg.budget is not None and cfg.budget.active
+    tuner = _tuner_class(keras_tuner, say, cfg)(
+        hypermodel=_hypermodel(tcfg, input_shape, num_classes),
+        objective=keras_tuner.Objective(SCORE, "max") if constrained else cfg.objective,
+        max_trials=cfg.max_trials,
+        seed=tcfg.seed,
+        directory=str(out),
+        project_name=TUNER_DIR,
+        overwrite=False,
+    )
+    tuner.calib = calib
+    return tuner
+
+
+def trial_calibration(cfg, ds):
+    """Calibration images for the per-trial int8 conversion (None without --measure-on or a budget)."""
+    if cfg.budget is None:
+        return None
+    from edgecnn.export.calibration import calibration_images
+
+    return calibration_images(ds.train, 100, cfg.train.seed)[0]
+
+
+def search_kwargs(cfg, ds, verbose: int) -> dict:
+    """What `tuner.search` gets: the (streamed when large) splits, the trial epochs, early stopping."""
+    import keras
+
+    tcfg = cfg.train
+    return dict(fit_inputs(ds, tcfg.batch_size, tcfg.seed, tcfg.stream), epochs=cfg.trial_epochs, verbose=verbose,
+                callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=3)])
+
+
+def trial_records(tuner, max_trials: int) -> list:
+    """Every trial the oracle holds, best first: id, objective, hyperparameters, seconds, worker, status, and the
+    device figures when measured."""
+    from edgecnn.tune_device import FIGURES
+
+    out = []
+    for t in tuner.oracle.get_best_trials(num_trials=max_trials):
+        def last(name):
+            return t.metrics.get_last_value(name) if t.metrics.exists(name) else None
+
+        worker = last(WORKER)
+        rec = {"trial_id": t.trial_id, "score": t.score, "params": t.hyperparameters.values,
+               "seconds": last(SECONDS), "worker": None if worker is None or worker < 0 else f"worker{int(worker)}",
+               "status": str(t.status)}
+        for k in ("val_accuracy", *FIGURES, "over_budget"):
+            v = last(k)
+            if v is not None:
+                rec[k] = int(v) if k in ("int8_size_bytes", "arena_bytes", "sram_bytes", "cpu_ops") else \
+                    bool(v) if k == "over_budget" else v
+        out.append(rec)
+    return out
+
+
+def _defaults_score(cfg, tcfg, ds, keras) -> tuple:
+    """The objective of the architecture's default hyperparameters, trained like a trial, and its device figures
+    when the search measures them."""
     spec = ModelSpec(tcfg.arch, tuple(ds.input_shape), ds.num_classes, dict(tcfg.params))
     seed_everything(tcfg.seed)
     model = compile_model(build(spec), spec)
     history = model.fit(**fit_inputs(ds, tcfg.batch_size, tcfg.seed, tcfg.stream), epochs=cfg.trial_epochs,
                         verbose=0, callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=3)])
-    return _score(history, cfg.objective)
+    figures = None
+    if cfg.budget is not None:
+        from edgecnn.tune_device import measure
+
+        figures = measure(model, trial_calibration(cfg, ds), cfg.budget)
+    return _score(history, cfg.objective), figures
 
 
 def _search(cfg, tcfg, out: Path, ds, keras, keras_tuner) -> "TuneResult":
-    say = print if tcfg.progress else (lambda *_: None)
-    seconds: dict = {}
+    say = print if tcfg.progress else (lambda *_, **__: None)
+    import time
+
     seed_everything(tcfg.seed)
-    tuner = _tuner_class(keras_tuner, seconds, say, cfg.max_trials, cfg.objective)(
-        hypermodel=_hypermodel(tcfg, ds.input_shape, ds.num_classes),
-        objective=cfg.objective,
-        max_trials=cfg.max_trials,
-        seed=tcfg.seed,
-        directory=str(out),
-        project_name=TUNER_DIR,
-        overwrite=False,  # an existing oracle is reloaded: an interrupted search resumes
-    )
-    tuner.search(
-        **fit_inputs(ds, tcfg.batch_size, tcfg.seed, tcfg.stream), epochs=cfg.trial_epochs, verbose=tcfg.verbose,
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=3)],
-    )
-    best = tuner.get_best_hyperparameters(1)[0].values
-    trials = [
-        {"trial_id": t.trial_id, "score": t.score, "params": t.hyperparameters.values}
-        for t in tuner.oracle.get_best_trials(num_trials=cfg.max_trials)
-    ]
-    write_json(out / BEST_FILE, {"objective": cfg.objective, "best": best, "trials": trials})
-    earlier = (read_json(out / TRIALS_FILE) if (out / TRIALS_FILE).is_file() else {}).get("trials") or []
-    known = {t["trial_id"]: t.get("seconds") for t in earlier}  # times of trials run before a resume
-    timed = [dict(t, seconds=seconds.get(t["trial_id"], known.get(t["trial_id"]))) for t in trials]
+    workers = {}
+    t0 = time.perf_counter()
+    if cfg.workers or cfg.chief:  # KerasTuner's chief/worker engine: an oracle server and worker processes
+        from edgecnn.tune_workers import supervise
+
+        workers = supervise(cfg, out, say)
+        tuner = make_tuner(cfg, out, ds.input_shape, ds.num_classes)
+        tuner.oracle.reload()  # the chief's oracle, as it saved it
+    else:
+        tuner = make_tuner(cfg, out, ds.input_shape, ds.num_classes, say, trial_calibration(cfg, ds))
+        tuner.search(**search_kwargs(cfg, ds, tcfg.verbose))
+    search_seconds = round(time.perf_counter() - t0, 2)
+    best_trials = tuner.oracle.get_best_trials(1)
+    if not best_trials:
+        raise ConfigError(f"{out}: the search ended with no completed trial")
+    best = best_trials[0].hyperparameters.values
+    timed = trial_records(tuner, cfg.max_trials)
+    write_json(out / BEST_FILE, {"objective": cfg.objective, "best": best,
+                                 "trials": [{k: t[k] for k in ("trial_id", "score", "params")} for t in timed]})
     say("defaults: training the architecture's default hyperparameters like a trial, for comparison")
-    defaults = _defaults_score(cfg, tcfg, ds, keras)
-    best_score = trials[0]["score"] if trials else None
+    defaults, defaults_figures = _defaults_score(cfg, tcfg, ds, keras)
+    best_trial = timed[0] if timed else {}
+    best_score = best_trial.get("val_accuracy", best_trial.get("score"))
     not_better = defaults is not None and (best_score is None or best_score <= defaults)
+    device = {}
+    if cfg.budget is not None:
+        from edgecnn.tune_device import pareto_front, plot_pareto
+
+        front = pareto_front(timed)
+        for t in timed:
+            t["pareto"] = t["trial_id"] in front
+        plot = plot_pareto(timed, front, out / "pareto.png", cfg.budget)
+        inside = [t for t in timed if not t.get("over_budget")]
+        device = {"budget": asdict(cfg.budget), "pareto_front": front, "plot": plot.name if plot else None,
+                  "inside_budget": len(inside), "defaults_figures": defaults_figures,
+                  "best_inside_budget": inside[0]["trial_id"] if inside else None}
+        if cfg.budget.active and not inside:
+            say(f"note: no trial met the budget ({'; '.join(cfg.budget.violations(best_trial))} for the best); "
+                "the retrained model is the best over it")
     write_json(out / TRIALS_FILE, {"objective": cfg.objective, "best": best, "trials": timed,
-                                   "defaults_score": defaults, "search_beat_defaults": not not_better})
+                                   "defaults_score": defaults, "search_beat_defaults": not not_better,
+                                   "workers": workers, "search_seconds": search_seconds, "device": device})
     result = TuneResult(best_params=dict(best), trials=timed, train=None, run_dir=out, defaults_score=defaults,
-                        used_defaults=not_better)
+                        used_defaults=not_better, device=device)
     if cfg.retrain:
         from edgecnn.train import BACKUP_DIR
 
@@ -173,3 +346,45 @@ def _search(cfg, tcfg, out: Path, ds, keras, keras_tuner) -> "TuneResult":
 def load_best(run_dir: str | Path) -> dict:
     """The best hyperparameters a search saved in `run_dir`."""
     return read_json(Path(run_dir) / BEST_FILE)["best"]
+
+
+def run_role(role: str, cfg, out: Path) -> None:
+    """A chief (serves the oracle until the search is done) or a worker (runs trials until told to stop), in this
+    process, as the KERASTUNER_* environment says."""
+    from edgecnn.native import quiet_tensorflow
+    from edgecnn.tune_workers import set_threads
+
+    set_threads()
+    quiet_tensorflow()
+    ds = load_dataset(cfg.train.data)  # headers only for the chief: it builds models to learn the space
+    seed_everything(cfg.train.seed)
+    if role == "chief":
+        tuner = make_tuner(cfg, out, ds.input_shape, ds.num_classes)
+        tuner.oracle.verbose = cfg.train.verbose  # KerasTuner's own trial tables only with -vv
+        tuner.search()  # blocks until every trial has ended
+        return
+    ds.prepare("train", "val")
+    say = print if cfg.train.progress else (lambda *a, **k: None)
+    tuner = make_tuner(cfg, out, ds.input_shape, ds.num_classes, say, trial_calibration(cfg, ds))
+    tuner.search(**search_kwargs(cfg, ds, 0))
+
+
+def join(cfg, out: Path) -> None:
+    """`edgecnn tune --worker-of HOST:PORT`: one worker on this machine for a chief elsewhere, until it is done."""
+    from edgecnn.tune_workers import role_env
+
+    host, _, port = cfg.worker_of.rpartition(":")
+    os.environ.update(role_env(f"worker{cfg.worker_index}", host, int(port), cfg.worker_threads))
+    out.mkdir(parents=True, exist_ok=True)
+    run_role("worker", cfg, out)
+
+
+def main(argv=None) -> int:
+    """`python -m edgecnn.tune chief|worker RUN/tune_job.json` (started by `tune_workers.supervise`)."""
+    role, job = list(argv if argv is not None else sys.argv[1:])[:2]
+    run_role(role, TuneConfig.from_dict(json.loads(Path(job).read_text())), Path(job).parent)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

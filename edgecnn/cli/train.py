@@ -128,32 +128,63 @@ def print_train_summary(result) -> None:
     print_table("edgecnn train", ("", "value"), rows)
 
 
-def _run_tune(o: dict, max_trials: int, trial_epochs: int) -> None:
+def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
     from edgecnn.tune import TuneConfig, tune
 
     from edgecnn.reporting import print_table
 
-    result = tune(TuneConfig(train=_train_config(o), max_trials=max_trials, trial_epochs=trial_epochs))
+    result = tune(TuneConfig(train=_train_config(o), max_trials=max_trials, trial_epochs=trial_epochs, **dist))
+    if dist.get("worker_of"):
+        click.echo(f"worker{dist.get('worker_index', 0)}: the chief at {dist['worker_of']} has no more trials")
+        return
     if o.get("as_json"):
         click.echo(json.dumps({"best": result.best_params, "trials": result.trials,
                                "defaults_score": result.defaults_score, "used_defaults": result.used_defaults,
+                               "device": result.device,
                                "test_accuracy": result.train.metrics["test_accuracy"] if result.train else None},
                               indent=2, default=str))
         return
-    rows = [(t["trial_id"], _f4(t["score"]), _f1(t.get("seconds")),
+    rows = [(str(int(t["trial_id"]) + 1) if str(t["trial_id"]).isdigit() else t["trial_id"], _f4(t.get("val_accuracy", t["score"])), _f1(t.get("seconds")), t.get("worker") or "-",
              ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()))
             for t in result.trials]
-    rows.append(("defaults", _f4(result.defaults_score), "", "the architecture's defaults"))
+    rows.append(("defaults", _f4(result.defaults_score), "", "", "the architecture's defaults"))
     print_table(f"trials (best first; {result.run_dir}/trials.json)", ("trial", "val_accuracy", "seconds",
-                                                                       "hyperparameters"), rows)
+                                                                       "worker", "hyperparameters"), rows)
     if result.used_defaults:
         click.echo(f"note: the search found nothing better than the defaults (val_accuracy "
                    f"{_f4(result.defaults_score)} against the best trial's "
                    f"{_f4(result.trials[0]['score'] if result.trials else None)}): `edgecnn train` with no --param "
                    "may serve you as well")
+    if result.device:
+        _print_pareto(result)
     click.echo(f"best hyperparameters: {json.dumps(result.best_params)}")
     if result.train:
         print_train_summary(result.train)
+
+
+def _print_pareto(result) -> None:
+    """The device figures of every trial, the Pareto front marked, and where the plot is."""
+    from edgecnn.reporting import print_table
+
+    dev = result.device
+    budget = dev["budget"]
+    rows = []
+    for t in sorted(result.trials, key=lambda t: (not t.get("pareto"), -(t.get("val_accuracy") or 0))):
+        lat, size, arena = t.get("int8_latency_ms"), t.get("int8_size_bytes"), t.get("arena_bytes")
+        rows.append((str(int(t["trial_id"]) + 1) if str(t["trial_id"]).isdigit() else t["trial_id"],
+                     _f4(t.get("val_accuracy")), "" if lat is None else f"{lat:.3f}",
+                     "" if size is None else f"{size / 1024:.1f}", "" if arena is None else f"{arena / 1024:.1f}",
+                     "yes" if t.get("pareto") else "", "over" if t.get("over_budget") else "inside"))
+    limits = ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in budget.items() if k.startswith("max") and v)
+    print_table(f"device figures (int8 on {budget['measure_on']}; budget: {limits or 'none'})",
+                ("trial", "val_accuracy", "latency ms", "size KiB", "arena KiB", "Pareto", "budget"), rows)
+    if dev.get("plot"):
+        click.echo(f"Pareto plot: {result.run_dir / dev['plot']}")
+    if budget.get("max_latency_ms") or budget.get("max_size_kb") or budget.get("max_arena_kb"):
+        click.echo(f"{dev['inside_budget']} of {len(result.trials)} trials inside the budget" +
+                   (f"; retrained the best of them (trial {int(dev['best_inside_budget']) + 1})"
+                    if dev.get("best_inside_budget") is not None and str(dev['best_inside_budget']).isdigit() else
+                    "; none inside: retrained the best over it"))
 
 
 def _f4(v) -> str:
@@ -196,12 +227,40 @@ def train(do_tune, max_trials, trial_epochs, as_json, **o):
 @train_options
 @click.option("--max-trials", type=int, default=10, show_default=True, help="Trials of the search.")
 @click.option("--trial-epochs", type=int, default=8, show_default=True, help="Epochs per trial.")
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="Run trials in N worker processes on KerasTuner's chief/worker engine (0: one after another, "
+                   "in this process). A killed worker is started again and its trial re-run.")
+@click.option("--worker-threads", type=int, default=0,
+              help="Threads per worker (default: this machine's cores shared among the workers).")
+@click.option("--chief", default=None, metavar="HOST:PORT",
+              help="Serve the oracle on this address so workers on other machines can join (--worker-of); "
+                   "no authentication: a trusted network only.")
+@click.option("--worker-of", default=None, metavar="HOST:PORT",
+              help="Join the chief at HOST:PORT as one worker (same --data and options), until it has no more trials.")
+@click.option("--worker-index", type=int, default=0, show_default=True,
+              help="This worker's number with --worker-of (distinct across machines; trials.json names it).")
+@click.option("--measure-on", type=click.Choice(["tflite", "tflm", "ethos-u"]), default=None,
+              help="Convert every trial's model to int8 TFLite and measure it there: tflite (latency on this host, 1 "
+                   "thread), tflm (arena and latency), ethos-u (Vela's estimate). Default: tflite when a --max-* "
+                   "budget is given.")
+@click.option("--max-latency-ms", type=float, default=None,
+              help="Budget: int8 latency on --measure-on (trials over it are penalised; the best inside is retrained).")
+@click.option("--max-size-kb", type=float, default=None, help="Budget: int8 .tflite size in KiB.")
+@click.option("--max-arena-kb", type=float, default=None, help="Budget: TFLite Micro arena in KiB (--measure-on tflm).")
 @click.option("--json", "as_json", is_flag=True, help="Print the trials and the result as JSON (no progress lines).")
 @user_errors
-def tune(max_trials, trial_epochs, as_json, **o):
+def tune(max_trials, trial_epochs, as_json, workers, worker_threads, chief, worker_of, worker_index, measure_on,
+         max_latency_ms, max_size_kb, max_arena_kb, **o):
     """Bayesian hyperparameter search (KerasTuner), then the best configuration retrained in full."""
     o["as_json"] = as_json
-    _run_tune(o, max_trials, trial_epochs)
+    budget = None
+    if measure_on or any(v is not None for v in (max_latency_ms, max_size_kb, max_arena_kb)):
+        from edgecnn.tune_device import DeviceBudget
+
+        budget = DeviceBudget(max_latency_ms=max_latency_ms, max_size_kb=max_size_kb, max_arena_kb=max_arena_kb,
+                              measure_on=measure_on or "tflite")
+    _run_tune(o, max_trials, trial_epochs, workers=workers, worker_threads=worker_threads, chief=chief,
+              worker_of=worker_of, worker_index=worker_index, budget=budget)
 
 
 @click.command("import", short_help="Make a run directory from a Keras model trained elsewhere, to export and bench.")

@@ -257,7 +257,6 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
     from edgecnn.export.calibration import calibration_images
     from edgecnn.export.context import ExportContext
     from edgecnn.export.manifest import FILENAME, build_manifest
-    from edgecnn.data import map_chunks
     from edgecnn.export.verify import verify
     from edgecnn.io import sha256
 
@@ -271,7 +270,7 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
         warnings.append("--quant qat has no effect: no int8 format requested")
     model = run.load_model()
     _check_model(model, spec, ds.num_classes)
-    reference = map_chunks(lambda x: model.predict(x, batch_size=256, verbose=0), ds.test)
+    reference = ds.test.predict_with(model)
     ref_acc = float(np.mean(reference.argmax(1) == ds.y_test))
 
     export_dir = run.export_dir

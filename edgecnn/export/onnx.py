@@ -106,7 +106,7 @@ def build_int8(ctx) -> Built:
     sources = {"quantize_static": ctx.artifact("onnx_fp32").path, "from_tflite": ctx.artifact("tflite_int8").path}
     routes = {"quantize_static": _quantize_static, "from_tflite": _from_tflite}
     ds = ctx.ds
-    val_ref = ctx.cached("val_reference", lambda: map_chunks(lambda x: ctx.model.predict(x, batch_size=256, verbose=0), ds.val))
+    val_ref = ctx.cached("val_reference", lambda: ds.val.predict_with(ctx.model))
     candidates, errors = {}, {}
     for name, make in routes.items():
         try:

@@ -288,10 +288,7 @@ def _start_ranges(q, model, calib: np.ndarray, tf_keras, batch: int = 64) -> lis
 
 
 def _accuracy(model, split) -> float:
-    from edgecnn.data import map_chunks
-
-    probs = map_chunks(lambda x: model.predict(x, batch_size=256, verbose=0), split)
-    return float(np.mean(probs.argmax(1) == split.labels))
+    return float(np.mean(split.predict_with(model).argmax(1) == split.labels))
 
 
 def _child(job: dict) -> dict:
