@@ -229,12 +229,14 @@ def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k
 
 
 def trial_calibration(cfg, ds):
-    """Calibration images for the per-trial int8 conversion (None without --measure-on or a budget)."""
+    """What the per-trial int8 conversion and measurement need: calibration images, the preprocessing and the
+    class names (None without --measure-on or a budget)."""
     if cfg.budget is None:
         return None
     from edgecnn.export.calibration import calibration_images
 
-    return calibration_images(ds.train, 100, cfg.train.seed)[0]
+    return {"calib": calibration_images(ds.train, 100, cfg.train.seed)[0], "preprocessing": ds.preprocessing,
+            "class_names": ds.class_names}
 
 
 def search_kwargs(cfg, ds, verbose: int) -> dict:

@@ -34,18 +34,29 @@ class DeviceBudget:
     max_latency_ms: Optional[float] = None
     max_size_kb: Optional[float] = None
     max_arena_kb: Optional[float] = None
-    measure_on: str = "tflite"
+    measure_on: str = "tflite"  # tflite | tflm | ethos-u | USER@HOST[:PORT] (a board, over SSH)
+    ssh_options: tuple = ()  # a board: extra OpenSSH options "Key=Value" (Python API; the CLI uses ~/.ssh/config)
+    identity: Optional[str] = None  # a board: private key file
 
     def __post_init__(self):
-        if self.measure_on not in MEASURE_ON:
-            raise ConfigError(f"--measure-on must be one of {', '.join(MEASURE_ON)} (got {self.measure_on}); "
-                              "boards are benched after export with `edgecnn bench RUN --remote`")
+        object.__setattr__(self, "ssh_options", tuple(self.ssh_options))
+        if self.on_board:
+            from edgecnn.device.remote import parse_host
+
+            parse_host(self.measure_on)  # ConfigError when malformed
+        elif self.measure_on not in MEASURE_ON:
+            raise ConfigError(f"--measure-on must be one of {', '.join(MEASURE_ON)} or a board USER@HOST[:PORT] "
+                              f"(got {self.measure_on})")
         for name in ("max_latency_ms", "max_size_kb", "max_arena_kb"):
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be > 0 (got {v})")
         if self.max_arena_kb is not None and self.measure_on != "tflm":
             raise ConfigError("--max-arena-kb is measured by TFLite Micro: add --measure-on tflm")
+
+    @property
+    def on_board(self) -> bool:
+        return "@" in self.measure_on
 
     @property
     def active(self) -> bool:
@@ -64,8 +75,9 @@ class DeviceBudget:
         return out
 
 
-def measure(model, calib: np.ndarray, budget: DeviceBudget) -> dict:
-    """Convert `model` to int8 TFLite (PTQ on `calib`) and measure it on `budget.measure_on`.
+def measure(model, probe: dict, budget: DeviceBudget) -> dict:
+    """Convert `model` to int8 TFLite (PTQ on `probe["calib"]`) and measure it on `budget.measure_on`; `probe`
+    also holds the data's "preprocessing" and "class_names", which a board's manifest needs.
 
     Returns:
         {"int8_size_bytes", "int8_latency_ms", and per target "arena_bytes" | "est_ms", "sram_bytes", "cpu_ops",
@@ -74,11 +86,15 @@ def measure(model, calib: np.ndarray, budget: DeviceBudget) -> dict:
     from edgecnn.export.converter import keras_to_tflite
     from edgecnn.runtimes import RuntimeOptions, Unavailable, open_session
 
+    calib = probe["calib"]
     flat = keras_to_tflite(model, int8=True, calib=calib)
     out = {"int8_size_bytes": len(flat), "int8_latency_ms": None, "measured_on": budget.measure_on}
     with tempfile.TemporaryDirectory(prefix="edgecnn-trial-") as tmp:
         path = Path(tmp) / "model_int8.tflite"
         path.write_bytes(flat)
+        if budget.on_board:
+            _measure_board(path, probe, budget, out)
+            return out
         try:
             sess = open_session(budget.measure_on, path, RuntimeOptions(threads=1))
         except Unavailable as e:
@@ -94,6 +110,32 @@ def measure(model, calib: np.ndarray, budget: DeviceBudget) -> dict:
         finally:
             sess.close()
     return out
+
+
+def _measure_board(path: Path, probe: dict, budget: DeviceBudget, out: dict) -> None:
+    """The on-device script on the board over SSH, as `edgecnn bench --remote` runs it, with a manifest that
+    vouches for this trial's model (its sha256)."""
+    import json
+
+    from edgecnn.device.remote import run_remote, write_npz
+    from edgecnn.io import sha256
+
+    manifest = {"schema": "edgecnn.manifest/1", "class_names": list(probe["class_names"]),
+                "preprocessing": dict(probe["preprocessing"]),
+                "artifacts": {"tflite_int8": {"file": path.name, "format": "tflite", "precision": "int8",
+                                              "sha256": sha256(path)}}}
+    mpath = path.parent / "manifest.json"
+    mpath.write_text(json.dumps(manifest))
+    npz = write_npz(path.parent / "probe.npz", probe["calib"][:4])
+    rows = run_remote(budget.measure_on, [path], mpath, npz, threads=1, runs=30, warmup=1, min_s=0.3,
+                      warmup_min_s=0.1, max_s=5.0, timeout=120, ssh_options=budget.ssh_options,
+                      identity=budget.identity)
+    row = rows[0] if rows else {}
+    if row.get("status") == "ok" and row.get("latency"):
+        out["int8_latency_ms"] = row["latency"]["median_ms"]
+        out["device"] = row.get("device")
+    else:
+        out["note"] = f"{budget.measure_on}: {row.get('reason') or 'no result'}"
 
 
 def _measure_on(sess, x, budget: DeviceBudget, out: dict) -> None:

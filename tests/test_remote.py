@@ -247,3 +247,26 @@ def test_a_fleet_is_benched_concurrently_and_a_dead_host_does_not_stop_the_other
     assert "cannot reach" in rows[3]["reason"]
     # each board sleeps 3 s before running (twice: preflight and the model): one after another would be >= 18 s
     assert wall < 14, wall
+
+
+@needs_sshd
+def test_tuning_measures_a_trial_on_a_board(sshd, monkeypatch):
+    """`tune --measure-on USER@HOST`: the trial's int8 model goes to the board with a manifest vouching for it,
+    and the latency comes back from the on-device script."""
+    import keras
+
+    from edgecnn.data import DataConfig, load_dataset
+    from edgecnn.models import ModelSpec, build
+    from edgecnn.tune_device import DeviceBudget, measure
+
+    monkeypatch.setenv("EDGECNN_REMOTE_PYTHON", sys.executable)
+    ds = load_dataset(DataConfig())
+    keras.utils.set_random_seed(0)
+    model = build(ModelSpec("simple_cnn", (8, 8, 1), 10, {"filters": 8}))
+    budget = DeviceBudget(max_latency_ms=100, measure_on=sshd["host"], ssh_options=tuple(sshd["opts"]),
+                          identity=sshd["key"])
+    figures = measure(model, {"calib": ds.x_train[:50], "preprocessing": ds.preprocessing,
+                              "class_names": ds.class_names}, budget)
+    assert figures.get("note") is None, figures
+    assert figures["int8_latency_ms"] > 0 and figures["int8_size_bytes"] > 1000 and "127.0.0.1" in figures["device"]
+    assert budget.violations(figures) == []

@@ -239,10 +239,10 @@ def train(do_tune, max_trials, trial_epochs, as_json, **o):
               help="Join the chief at HOST:PORT as one worker (same --data and options), until it has no more trials.")
 @click.option("--worker-index", type=int, default=0, show_default=True,
               help="This worker's number with --worker-of (distinct across machines; trials.json names it).")
-@click.option("--measure-on", type=click.Choice(["tflite", "tflm", "ethos-u"]), default=None,
+@click.option("--measure-on", default=None, metavar="TARGET",
               help="Convert every trial's model to int8 TFLite and measure it there: tflite (latency on this host, 1 "
-                   "thread), tflm (arena and latency), ethos-u (Vela's estimate). Default: tflite when a --max-* "
-                   "budget is given.")
+                   "thread), tflm (arena and latency), ethos-u (Vela's estimate) or a board USER@HOST[:PORT] (the "
+                   "on-device script over SSH, as bench --remote). Default: tflite when a --max-* budget is given.")
 @click.option("--max-latency-ms", type=float, default=None,
               help="Budget: int8 latency on --measure-on (trials over it are penalised; the best inside is retrained).")
 @click.option("--max-size-kb", type=float, default=None, help="Budget: int8 .tflite size in KiB.")
