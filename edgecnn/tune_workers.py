@@ -10,9 +10,10 @@ processes of `python -m edgecnn.tune`, each worker with its own thread budget, a
   not lost;
 - a chief that dies is started again; it reloads its oracle from RUN/tuner/ and the workers, whose calls wait
   for the server (`wait_for_ready`), carry on;
-- KerasTuner's chief can wait forever for a worker that never comes back (its exit check needs every worker
-  to have said goodbye): once every worker has ended, the chief gets `CHIEF_GRACE_S` and is then stopped; its
-  state is saved after every trial.
+- KerasTuner's chief polls for its own exit every 20 s, and can wait forever for a worker that never comes back
+  (its exit check needs every worker to have said goodbye): once every local worker has ended normally (the
+  oracle told it the search is over) the chief is stopped at once; with workers on other machines it gets
+  `CHIEF_GRACE_S` after the local ones end. Its state is saved after every trial.
 
 The gRPC channel has no authentication: keep --chief on a trusted network (docs/distributed.md).
 """
@@ -134,6 +135,10 @@ def supervise(cfg, out: Path, say=print) -> dict:
                 chief_done_at = chief_done_at or time.monotonic()
                 if not workers_alive or time.monotonic() - chief_done_at > CHIEF_GRACE_S:
                     break
+            elif cfg.workers and not workers_alive and not cfg.chief:
+                # local workers end with 0 only when the oracle has said STOPPED: the search is over, and the
+                # chief, which checks for its own exit every 20 s, is stopped now (it saved after every trial)
+                break
             elif cfg.workers and not workers_alive:
                 workers_done_at = workers_done_at or time.monotonic()
                 if time.monotonic() - workers_done_at > CHIEF_GRACE_S:  # a chief waiting for a worker long gone
