@@ -53,4 +53,4 @@ def test_pareto_front_and_budget_rules():
     with pytest.raises(ConfigError, match="--measure-on tflm"):
         DeviceBudget(max_arena_kb=8)
     with pytest.raises(ConfigError, match="--measure-on"):
-        DeviceBudget(measure_on="user@board")
+        DeviceBudget(measure_on="gpu")
