@@ -196,3 +196,41 @@ def onnx_io_quantization(path) -> dict:
         if vi.type.tensor_type.elem_type in int_types and (n := backward(vi.name)) is not None and (p := params(n)):
             found[vi.name] = p
     return found
+
+
+MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def tflite_macs(ops, tensors) -> dict:
+    """Multiply-accumulates of a .tflite graph's conv and dense ops, and the share whose activations are integer.
+
+    Returns:
+        {"total": MACs, "int8": MACs on int8/int16 activations, "share": int8/total (None without such ops),
+         "float_layers": [output tensor names of the conv/dense ops that compute in float]}
+    """
+    import numpy as np
+
+    total = integer = 0
+    float_layers = []
+    for op in ops:
+        if op["op_name"] not in MAC_OPS:
+            continue
+        out = tensors[op["outputs"][0]]
+        act = tensors[op["inputs"][2 if op["op_name"] == "TRANSPOSE_CONV" else 0]]
+        w = list(tensors[op["inputs"][1 if op["op_name"] == "TRANSPOSE_CONV" else 1]]["shape"])
+        n_out = int(np.prod(out["shape"]))
+        if op["op_name"] == "CONV_2D":
+            macs = n_out * int(np.prod(w[1:]))
+        elif op["op_name"] == "DEPTHWISE_CONV_2D":
+            macs = n_out * int(w[1] * w[2])
+        elif op["op_name"] == "TRANSPOSE_CONV":
+            macs = int(np.prod(act["shape"])) * int(w[0] * w[1] * w[2])
+        else:
+            macs = n_out * int(w[-1])
+        total += macs
+        if np.dtype(act["dtype"]).kind in "iu":
+            integer += macs
+        else:
+            float_layers.append(out["name"])
+    return {"total": total, "int8": integer, "share": integer / total if total else None,
+            "float_layers": float_layers}

@@ -47,6 +47,16 @@ def print_export_summary(result, gates=None) -> None:
             click.echo(f"QAT ({a['name']}): fake-quant test accuracy {qat['accuracy_before']:.4f} before, "
                        f"{qat['accuracy_after']:.4f} after {qat['epochs']} epoch(s) at lr {qat['learning_rate']:g} "
                        f"(float model {qat['float_accuracy']:.4f})")
+        auto = a["details"].get("auto")
+        if auto:
+            tried = "; ".join(f"{t['name']} {t['val_agreement']:.4f}" for t in auto["attempts"] if "val_agreement" in t)
+            short = [t.split(";")[0].rsplit("/", 1)[0] for t in auto["kept_float"]]  # the layer, not TF's fused name
+            kept = ", ".join(short[:6]) + (" ..." if len(short) > 6 else "")
+            share = auto["int8_mac_share"]
+            click.echo(wrap(f"auto ({a['name']}): {auto['chosen']}; "
+                            f"{len(auto['kept_float'])} layer(s) kept in float{': ' + kept if kept else ''}; "
+                            f"int8 MAC share {'-' if share is None else f'{share:.1%}'}; validation agreement "
+                            f"per attempt: {tried}"))
         cands = a["details"].get("candidates")
         if cands:
             figures = ", ".join(f"{k} {v['val_accuracy']:.4f}" for k, v in cands.items())
@@ -63,8 +73,10 @@ def print_export_summary(result, gates=None) -> None:
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--formats", default="all", show_default=True, help=FORMAT_HELP)
-@click.option("--quant", type=click.Choice(["ptq", "qat"]), default="ptq", show_default=True,
-              help="int8 by post-training quantization, or by quantization-aware fine-tuning (tfmot).")
+@click.option("--quant", type=click.Choice(["ptq", "qat", "auto"]), default="ptq", show_default=True,
+              help="int8 by post-training quantization, by quantization-aware fine-tuning (tfmot), or auto: PTQ, "
+                   "then the fewest layers that miss --min-agreement / --max-acc-drop on the validation split "
+                   "kept in float (defaults 0.99 and 0.5 points).")
 @click.option("--calib-samples", type=int, default=300, show_default=True,
               help="Calibration images drawn (seeded) from the training split.")
 @click.option("--io", "io_type", type=click.Choice(["int8", "float"]), default="int8", show_default=True,

@@ -40,6 +40,7 @@ class Quantization(str, Enum):
 
     PTQ = "ptq"  # post-training: calibration images only
     QAT = "qat"  # quantization-aware fine-tuning (tfmot), then conversion
+    AUTO = "auto"  # PTQ, then the layers that miss the accuracy targets kept in float (export/quant_auto.py)
 
 
 class IoType(str, Enum):

@@ -45,13 +45,19 @@ def build_int8(ctx) -> Built:
 
         info = run_qat(ctx, path)
         quant = "qat"
+    elif ctx.config.quant == "auto":
+        from edgecnn.export.quant_auto import run_auto
+
+        info = {"method": "auto", "auto": run_auto(ctx, path, _saved_model(ctx))}
+        quant = "auto"
     else:
         data = convert_saved_model(_saved_model(ctx), int8=True, calib=ctx.calib, io=ctx.config.io.value)
         write_bytes(path, data)
         info = {"method": "tf.lite.TFLiteConverter post-training full-integer quantization"}
         quant = "ptq"
     info.update({"calibration_samples": int(len(ctx.calib)), "io": ctx.config.io.value})
-    check_fully_int8(path)
+    if quant != "auto" or not info["auto"]["kept_float"]:  # auto may keep layers in float on purpose
+        check_fully_int8(path)
     return Built(path, quant=quant, info=info)
 
 

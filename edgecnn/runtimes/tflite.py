@@ -182,6 +182,19 @@ def float_ops(path) -> list:
         sess.close()
 
 
+def mac_share(path) -> dict:
+    """Conv/dense multiply-accumulates of a .tflite model and the share on integer activations (graph.tflite_macs)."""
+    from edgecnn.graph import tflite_macs
+    from edgecnn.runtimes.base import RuntimeOptions
+
+    sess = TfliteSession(Path(path), RuntimeOptions(xnnpack=False))
+    try:
+        ops, _, tensors = sess.graph()
+        return tflite_macs(ops, tensors)
+    finally:
+        sess.close()
+
+
 def _prepare() -> None:
     try:
         load_runtime()

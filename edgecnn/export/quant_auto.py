@@ -1,0 +1,155 @@
+"""`--quant auto`: int8 within an accuracy budget, keeping only the layers where quantization hurts in float.
+
+1. Full-integer PTQ, judged on the validation split against the Keras model: top-1 agreement and accuracy drop
+   (the targets are export's --min-agreement and --max-acc-drop; never tuned on the test split).
+2. If it misses, TensorFlow's QuantizationDebugger measures every quantized layer's error against the float
+   layer on validation images (the per-layer RMSE of the quantized output over its quantization scale, the
+   measure of TF's own debugging guide), and the layers are ranked by it.
+3. The fewest top-ranked layers are kept in float (`QuantizationDebugOptions.denylisted_nodes`, converted by
+   the debugger's `get_nondebug_quantized_model`) until the validation targets hold: 1, 2, 3, 5, 8, ... layers.
+4. The model returned is the first attempt that meets the targets, else the one with the best validation
+   agreement: never worse than plain PTQ on validation. The test split confirms it once, in export's
+   verification, like every artifact.
+
+Every attempt (kept-float layers, validation agreement and drop, int8 MAC share, size) is recorded in the
+manifest entry's details under "auto".
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from edgecnn.errors import ExportError
+
+DEFAULT_MIN_AGREEMENT = 0.99  # targets when export's gates leave them unset
+DEFAULT_MAX_ACC_DROP = 0.5  # points
+DEBUG_IMAGES = 128  # validation images the debugger runs per layer
+STEPS = (1, 2, 3, 5, 8, 13, 21, 34)  # layers kept in float per attempt
+
+
+def _converter(saved_model_dir, calib: np.ndarray):
+    import tensorflow as tf
+
+    from edgecnn.export.calibration import tflite_dataset
+    from edgecnn.export.converter import SIGNATURE
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE])
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = tflite_dataset(calib)
+    return conv
+
+
+def _debugger(saved_model_dir, calib: np.ndarray, images: np.ndarray, denylist=(), int8_io: bool = True):
+    import tensorflow as tf
+
+    from edgecnn.export.context import quiet
+
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylist) or None,
+                                                            fully_quantize=int8_io)
+    with quiet():
+        return tf.lite.experimental.QuantizationDebugger(
+            converter=_converter(saved_model_dir, calib), debug_options=options,
+            debug_dataset=lambda: ([images[i:i + 1]] for i in range(len(images))))
+
+
+def layer_sensitivity(saved_model_dir, calib: np.ndarray, images: np.ndarray) -> list:
+    """Every quantized layer's error against the float layer on `images`, worst first:
+    [{"op", "tensor", "rmse_over_scale", "rmse", "max_abs_error", "scale"}]."""
+    from edgecnn.export.context import quiet
+
+    dbg = _debugger(saved_model_dir, calib, images, int8_io=False)
+    with quiet():
+        dbg.run()
+    buf = io.StringIO()
+    dbg.layer_statistics_dump(buf)
+    rows = []
+    for r in csv.DictReader(io.StringIO(buf.getvalue())):
+        scale, mse = float(r["scale"] or 0), float(r["mean_squared_error"] or 0)
+        rmse = math.sqrt(max(mse, 0.0))
+        rows.append({"op": r["op_name"], "tensor": r["tensor_name"], "rmse": rmse,
+                     "rmse_over_scale": rmse / scale if scale > 0 else 0.0,
+                     "max_abs_error": float(r["max_abs_error"] or 0), "scale": scale})
+    return sorted(rows, key=lambda r: -r["rmse_over_scale"])
+
+
+def convert_selective(saved_model_dir, calib: np.ndarray, images: np.ndarray, denylist, int8_io: bool) -> bytes:
+    """int8 with the layers whose output tensors are in `denylist` kept in float."""
+    from edgecnn.export.context import quiet
+
+    dbg = _debugger(saved_model_dir, calib, images[:1], denylist, int8_io)
+    with quiet():
+        return dbg.get_nondebug_quantized_model()
+
+
+def meets(par, min_agreement: float, max_acc_drop: float) -> bool:
+    return par.agreement >= min_agreement and par.accuracy_drop <= max_acc_drop + 1e-9  # drop is in points
+
+
+def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
+    """Write the `--quant auto` int8 TFLite to `out_path`; returns the manifest details (the recipe)."""
+    from edgecnn.contracts.parity import parity
+    from edgecnn.data import map_chunks
+    from edgecnn.export.converter import convert_saved_model
+    from edgecnn.export.verify import open_runner
+    from edgecnn.io import write_bytes
+    from edgecnn.runtimes.tflite import mac_share
+
+    cfg, ds = ctx.config, ctx.ds
+    min_agreement = cfg.min_agreement if cfg.min_agreement is not None else DEFAULT_MIN_AGREEMENT
+    max_acc_drop = cfg.max_acc_drop if cfg.max_acc_drop is not None else DEFAULT_MAX_ACC_DROP
+    int8_io = cfg.io.value == "int8"
+    val_ref = ctx.cached("val_reference", lambda: ds.val.predict_with(ctx.model))
+    work = out_path.parent / "auto"
+    work.mkdir(exist_ok=True)
+
+    def judge(name: str, data: bytes, kept: list) -> dict:
+        path = work / f"{name}.tflite"
+        write_bytes(path, data)
+        runner = open_runner(path)
+        try:
+            par = parity(map_chunks(runner.predict, ds.val), val_ref, ds.y_val)
+        finally:
+            runner.close()
+        macs = mac_share(path)
+        return {"name": name, "path": path, "kept_float": kept, "val_agreement": par.agreement,
+                "val_accuracy_drop_pts": par.accuracy_drop, "int8_mac_share": macs["share"],
+                "size_bytes": len(data), "meets": meets(par, min_agreement, max_acc_drop)}
+
+    attempts = [judge("ptq", convert_saved_model(saved_model_dir, int8=True, calib=ctx.calib, io=cfg.io.value), [])]
+    ranking = []
+    if not attempts[0]["meets"]:
+        images = ds.val[:DEBUG_IMAGES]
+        ranking = layer_sensitivity(saved_model_dir, ctx.calib, images)
+        candidates = [r["tensor"] for r in ranking if r["op"] not in ("QUANTIZE", "DEQUANTIZE", "SOFTMAX")]
+        for k in STEPS:
+            if k > len(candidates):
+                break
+            try:
+                data = convert_selective(saved_model_dir, ctx.calib, images, candidates[:k], int8_io)
+            except Exception as e:  # a denylist the converter cannot honour: record it, try the next size
+                attempts.append({"name": f"float{k}", "kept_float": candidates[:k], "error": str(e).splitlines()[0][:200],
+                                 "meets": False})
+                continue
+            attempts.append(judge(f"float{k}", data, candidates[:k]))
+            if attempts[-1]["meets"]:
+                break
+    usable = [a for a in attempts if "path" in a]
+    chosen = next((a for a in usable if a["meets"]), None) or max(
+        usable, key=lambda a: (a["val_agreement"], -a["val_accuracy_drop_pts"]))
+    out_path.write_bytes(Path(chosen["path"]).read_bytes())
+    if not chosen["meets"]:
+        ctx.warn(f"--quant auto: no recipe met the validation targets (agreement >= {min_agreement:.4f}, drop <= "
+                 f"{max_acc_drop:g} pts); kept the best on validation ({chosen['name']}: agreement "
+                 f"{chosen['val_agreement']:.4f}). QAT (--quant qat) may do better")
+    return {
+        "method": "auto: full-integer PTQ, then the layers TF's QuantizationDebugger ranks worst kept in float "
+                  "until the validation targets hold",
+        "targets": {"min_agreement": min_agreement, "max_acc_drop_pts": max_acc_drop, "split": "validation"},
+        "chosen": chosen["name"], "kept_float": chosen["kept_float"], "int8_mac_share": chosen["int8_mac_share"],
+        "attempts": [{k: v for k, v in a.items() if k != "path"} for a in attempts],
+        "sensitivity": [{k: r[k] for k in ("op", "tensor", "rmse_over_scale")} for r in ranking[:10]],
+    }

@@ -1,0 +1,61 @@
+"""`--quant auto` (issue 12): PTQ when it meets the validation targets (nothing changes), otherwise the layers
+TF's QuantizationDebugger ranks worst kept in float, never worse than PTQ on validation, the recipe recorded."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from click.testing import CliRunner
+
+
+def cli(*args):
+    from edgecnn.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_auto_keeps_plain_ptq_when_it_meets_the_targets(digits_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns("export", "bench*"))
+    res = cli("export", run, "--formats", "tflite_int8", "--quant", "auto", "--min-agreement", "0.9",
+              "--max-acc-drop", "5")
+    assert res.exit_code == 0, res.output
+    entry = json.loads((run / "export" / "manifest.json").read_text())["artifacts"]["tflite_int8"]
+    auto = entry["details"]["auto"]
+    assert entry["quant"] == "auto" and auto["chosen"] == "ptq" and auto["kept_float"] == []
+    assert len(auto["attempts"]) == 1 and auto["int8_mac_share"] == 1.0  # fully int8, as plain PTQ
+    assert auto["targets"] == {"min_agreement": 0.9, "max_acc_drop_pts": 5.0, "split": "validation"}
+
+
+def test_auto_searches_when_ptq_misses_and_never_returns_worse(digits_run, tmp_path):
+    from edgecnn.device import script_path
+    from edgecnn.runtimes.tflite import mac_share
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns("export", "bench*"))
+    res = cli("export", run, "--formats", "tflite_int8", "--quant", "auto", "--min-agreement", "1.0",
+              "--max-acc-drop", "-5")  # 5 points better than float: no model meets it, the search runs to its end
+    assert res.exit_code in (0, 1), res.output  # 1: the same numbers as gates may fail on the test split
+    assert "auto (tflite_int8):" in res.output
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    auto = manifest["artifacts"]["tflite_int8"]["details"]["auto"]
+    tried = [a for a in auto["attempts"] if "val_agreement" in a]
+    assert len(tried) >= 2 and tried[0]["name"] == "ptq" and auto["sensitivity"]
+    chosen = next(a for a in tried if a["name"] == auto["chosen"])
+    assert chosen["val_agreement"] >= tried[0]["val_agreement"]  # never worse than PTQ on validation
+    assert all(a["kept_float"] == [] or a["int8_mac_share"] < 1.0 for a in tried)
+    model = run / "export" / "model_int8.tflite"
+    assert mac_share(model)["share"] == chosen["int8_mac_share"]
+    # the on-device script runs the mixed model and reproduces the manifest's test figures
+    from edgecnn.data import DataConfig, load_dataset
+
+    ds = load_dataset(DataConfig())
+    npz = tmp_path / "test.npz"
+    np.savez(npz, x=ds.x_test[..., 0] * 16.0, y=ds.y_test)
+    p = subprocess.run([sys.executable, str(script_path()), "--model", str(model), "--npz", str(npz), "--json",
+                        "--runtime", "auto"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["accuracy"] == manifest["artifacts"]["tflite_int8"]["parity"]["accuracy"]
