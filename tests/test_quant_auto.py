@@ -59,3 +59,20 @@ def test_auto_searches_when_ptq_misses_and_never_returns_worse(digits_run, tmp_p
                         "--runtime", "auto"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["accuracy"] == manifest["artifacts"]["tflite_int8"]["parity"]["accuracy"]
+    if chosen["kept_float"]:  # a target that needs full int8 says the mixed model does not suit it
+        bench = cli("bench", run, "--backends", "ethos-u", "--no-timing", "--json")
+        rows = json.loads(bench.output)["rows"]
+        int8 = [r for r in rows if r["artifact"] == "tflite_int8"]
+        assert int8 and "unsuitable: a mixed model" in (int8[0]["note"] or ""), int8
+
+
+def test_a_mixed_model_is_flagged_on_full_int8_targets():
+    from types import SimpleNamespace
+
+    from edgecnn.bench.core import _mixed_note
+
+    mixed = SimpleNamespace(entry=SimpleNamespace(details={"auto": {"kept_float": ["a/b", "c/d"]}}))
+    full = SimpleNamespace(entry=SimpleNamespace(details={"auto": {"kept_float": []}}))
+    assert "unsuitable: a mixed model (2 layer(s)" in _mixed_note(mixed, SimpleNamespace(name="ethos-u"))
+    assert _mixed_note(mixed, SimpleNamespace(name="tflite")) is None
+    assert _mixed_note(full, SimpleNamespace(name="ethos-u")) is None

@@ -68,6 +68,18 @@ def _check_shape(sess, x: np.ndarray, artifact: Artifact) -> None:
                          f"(wrong data source or preprocessing for {artifact.path.name})")
 
 
+FULL_INT8_TARGETS = ("ethos-u",)  # accelerators that run only fully integer models
+
+
+def _mixed_note(artifact: Artifact, backend) -> Optional[str]:
+    """A mixed int8/float model (`--quant auto` kept layers in float) on a target that needs full int8."""
+    kept = ((artifact.entry.details or {}).get("auto") or {}).get("kept_float") if artifact.entry else None
+    if kept and backend.name in FULL_INT8_TARGETS:
+        return (f"unsuitable: a mixed model ({len(kept)} layer(s) kept in float by --quant auto) does not run "
+                f"fully on {backend.name}; export with --quant ptq or qat for it")
+    return None
+
+
 def measure(artifact: Artifact, backend, variant: str, target: Target, cfg: BenchConfig, ref: _Reference,
             device: str, session=None, load_ms: Optional[float] = None):
     """One row: load, first inference, latency, accuracy and parity, throughput, the row's own peak memory.
@@ -102,6 +114,7 @@ def _measure(artifact, backend, variant, target, cfg, ref, device, session, load
         row.load_ms = load_ms
         row.runtime, row.accelerator, row.threads = sess.runtime, sess.accelerator or row.accelerator, sess.threads
         row.add_note(sess.note)
+        row.add_note(_mixed_note(artifact, backend))
         _check_shape(sess, target.x, artifact)
         if target.manifest is not None and artifact.format != "keras":
             try:
