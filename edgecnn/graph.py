@@ -202,11 +202,11 @@ MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
 
 def tflite_macs(ops, tensors) -> dict:
-    """Multiply-accumulates of a .tflite graph's conv and dense ops, and the share whose activations are integer.
+    """Multiply-accumulates of a .tflite graph's conv and dense ops, and the share whose activations are 8-bit.
 
     Returns:
-        {"total": MACs, "int8": MACs on int8/int16 activations, "share": int8/total (None without such ops),
-         "float_layers": [output tensor names of the conv/dense ops that compute in float]}
+        {"total": MACs, "int8": MACs on int8/uint8 activations, "share": int8/total (None without such ops),
+         "float_layers": [output tensor names of the conv/dense ops that do not compute on 8-bit activations]}
     """
     import numpy as np
 
@@ -228,7 +228,7 @@ def tflite_macs(ops, tensors) -> dict:
         else:
             macs = n_out * int(w[-1])
         total += macs
-        if np.dtype(act["dtype"]).kind in "iu":
+        if np.dtype(act["dtype"]) in (np.dtype(np.int8), np.dtype(np.uint8)):  # int16 activations are not int8
             integer += macs
         else:
             float_layers.append(out["name"])

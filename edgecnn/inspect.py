@@ -166,3 +166,76 @@ def inspect_model(path) -> dict:
         raise ModelError(f"{path}: cannot inspect '{path.suffix}' files (expected {', '.join(INSPECTORS)})")
     report = INSPECTORS[path.suffix](path)
     return {"path": str(path), "size_bytes": path.stat().st_size, **report}
+
+
+def inspect_layers(run_dir, images: int = 128, calib_samples: int = 300, seed: int = 0, plot: bool = True) -> dict:
+    """Where int8 hurts a trained run: every layer of its full-integer PTQ model measured against the float layer
+    on validation images by TF's QuantizationDebugger (RMSE of the quantized output over its scale: about 0.29 is
+    plain rounding noise, well above it is a layer worth keeping wider), with the spread of each conv/dense
+    layer's per-output-channel weight ranges; ranked worst first, and plotted in graph order to RUN/layers.png.
+
+    Returns:
+        {"layers": [{"op", "layer", "tensor", "rmse_over_scale", "rmse", "max_abs_error", "scale"}] worst first,
+         "weights": [{"layer", "channels", "max_range", "median_range", "spread"}] widest spread first,
+         "images", "plot"}
+    """
+    import tempfile
+
+    from edgecnn.export.calibration import calibration_images
+    from edgecnn.export.context import quiet
+    from edgecnn.export.converter import keras_saved_model
+    from edgecnn.export.quant_auto import layer_sensitivity
+    from edgecnn.rundir import open_run
+
+    run = open_run(run_dir)
+    model, ds = run.load_model(), run.load_dataset()
+    calib, _ = calibration_images(ds.train, calib_samples, seed)
+    with tempfile.TemporaryDirectory(prefix="edgecnn-layers-") as tmp, quiet():
+        sm = keras_saved_model(model, run.model_spec.input_shape, 1, Path(tmp) / "sm")
+        rows = layer_sensitivity(sm, calib, ds.val[:images])
+    order = sorted(rows, key=lambda r: r["position"])  # the plot runs through the graph
+    for r in rows:  # "model_1/block_13_project_BN_1/batchnorm/add_1;..." -> "block_13_project_BN"
+        parts = r["tensor"].split(";")[0].split("/")
+        name = parts[1] if len(parts) > 2 else parts[0]
+        r["layer"] = name[:-2] if name.endswith("_1") else name
+    weights = []
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None) if hasattr(layer, "kernel") else None
+        if kernel is None:
+            kernel = getattr(layer, "depthwise_kernel", None)
+        if kernel is None:
+            continue
+        w = np.asarray(kernel)
+        per_channel = np.abs(w.reshape(-1, w.shape[-1] if w.ndim != 4 or "depthwise" not in layer.name else
+                                       w.shape[-2] * w.shape[-1])).max(axis=0)
+        med = float(np.median(per_channel))
+        weights.append({"layer": layer.name, "channels": int(per_channel.size), "max_range": float(per_channel.max()),
+                        "median_range": med, "spread": float(per_channel.max() / med) if med > 0 else None})
+    weights.sort(key=lambda r: -(r["spread"] or 0))
+    out = {"layers": sorted(rows, key=lambda r: -r["rmse_over_scale"]), "weights": weights, "images": int(min(
+        images, len(ds.val))), "plot": None}
+    if plot:
+        out["plot"] = str(_plot_layers(order, run.path / "layers.png"))
+    return out
+
+
+def _plot_layers(rows: list, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgecnn.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.18), 3.5))
+    ax.bar(range(len(rows)), [r["rmse_over_scale"] for r in rows], color="tab:blue")
+    ax.axhline(12 ** -0.5, color="tab:gray", linestyle="--", linewidth=1, label="rounding noise (1/sqrt(12))")
+    ax.set_xlabel("quantized layer, in graph order")
+    ax.set_ylabel("RMSE / quantization scale")
+    ax.set_title("int8 error per layer against the float model (validation images)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path

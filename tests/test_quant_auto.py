@@ -76,3 +76,18 @@ def test_a_mixed_model_is_flagged_on_full_int8_targets():
     assert "unsuitable: a mixed model (2 layer(s)" in _mixed_note(mixed, SimpleNamespace(name="ethos-u"))
     assert _mixed_note(mixed, SimpleNamespace(name="tflite")) is None
     assert _mixed_note(full, SimpleNamespace(name="ethos-u")) is None
+
+
+def test_inspect_layers_ranks_every_quantized_layer(digits_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns("export", "bench*"))
+    res = cli("inspect", run, "--layers", "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    layers = report["layers"]
+    assert {"CONV_2D", "FULLY_CONNECTED"} <= {r["op"] for r in layers}
+    scores = [r["rmse_over_scale"] for r in layers]
+    assert scores == sorted(scores, reverse=True) and all(s >= 0 for s in scores)
+    assert sorted(r["position"] for r in layers) == list(range(len(layers)))
+    assert {w["layer"] for w in report["weights"]} >= {"conv1", "conv2", "probs"}
+    assert (run / "layers.png").is_file() and report["images"] == 128

@@ -160,13 +160,40 @@ def print_inspect(report) -> None:
                     ((o["index"], o["op"], o["reason"]) for o in acc["gpu"]["incompatible"]), console=con)
 
 
+def _print_layers(report, top: int = 15) -> None:
+    from edgecnn.reporting import print_table
+
+    print_table(f"int8 error per layer, worst first (RMSE/scale; rounding noise alone is 0.29; {report['images']} "
+                "validation images)", ("#", "op", "layer", "RMSE/scale", "max |error|"),
+                ((i + 1, r["op"], r["layer"], f"{r['rmse_over_scale']:.3f}", f"{r['max_abs_error']:.3g}")
+                 for i, r in enumerate(report["layers"][:top])))
+    print_table("weight ranges per output channel, widest spread first", ("layer", "channels", "max", "median",
+                                                                           "max/median"),
+                ((w["layer"], w["channels"], f"{w['max_range']:.3g}", f"{w['median_range']:.3g}",
+                  "-" if w["spread"] is None else f"{w['spread']:.1f}") for w in report["weights"][:top]))
+    if report.get("plot"):
+        click.echo(f"plot: {report['plot']}")
+
+
 @click.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
+@click.option("--layers", is_flag=True,
+              help="MODEL is a run directory: rank its layers by int8 error against the float model on validation "
+                   "images (TF's QuantizationDebugger), with per-channel weight ranges; plot to RUN/layers.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @user_errors
-def inspect(model, as_json):
+def inspect(model, layers, as_json):
     """Describe MODEL (.tflite, .onnx or .keras): size, I/O and quantization, ops, parameters, whether it is
-    fully int8, and which ops XNNPACK or a GPU delegate would not take."""
+    fully int8, and which ops XNNPACK or a GPU delegate would not take. With --layers, where int8 hurts a run."""
+    if layers:
+        from edgecnn.inspect import inspect_layers
+
+        report = inspect_layers(model)
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+        else:
+            _print_layers(report)
+        return
     from edgecnn.inspect import inspect_model
 
     report = inspect_model(model)

@@ -58,7 +58,7 @@ def _debugger(saved_model_dir, calib: np.ndarray, images: np.ndarray, denylist=(
 
 def layer_sensitivity(saved_model_dir, calib: np.ndarray, images: np.ndarray) -> list:
     """Every quantized layer's error against the float layer on `images`, worst first:
-    [{"op", "tensor", "rmse_over_scale", "rmse", "max_abs_error", "scale"}]."""
+    [{"position" (in the graph), "op", "tensor", "rmse_over_scale", "rmse", "max_abs_error", "scale"}]."""
     from edgecnn.export.context import quiet
 
     dbg = _debugger(saved_model_dir, calib, images, int8_io=False)
@@ -67,10 +67,10 @@ def layer_sensitivity(saved_model_dir, calib: np.ndarray, images: np.ndarray) ->
     buf = io.StringIO()
     dbg.layer_statistics_dump(buf)
     rows = []
-    for r in csv.DictReader(io.StringIO(buf.getvalue())):
+    for i, r in enumerate(csv.DictReader(io.StringIO(buf.getvalue()))):  # the dump is in graph order
         scale, mse = float(r["scale"] or 0), float(r["mean_squared_error"] or 0)
         rmse = math.sqrt(max(mse, 0.0))
-        rows.append({"op": r["op_name"], "tensor": r["tensor_name"], "rmse": rmse,
+        rows.append({"position": i, "op": r["op_name"], "tensor": r["tensor_name"], "rmse": rmse,
                      "rmse_over_scale": rmse / scale if scale > 0 else 0.0,
                      "max_abs_error": float(r["max_abs_error"] or 0), "scale": scale})
     return sorted(rows, key=lambda r: -r["rmse_over_scale"])

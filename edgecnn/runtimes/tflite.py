@@ -183,7 +183,7 @@ def float_ops(path) -> list:
 
 
 def mac_share(path) -> dict:
-    """Conv/dense multiply-accumulates of a .tflite model and the share on integer activations (graph.tflite_macs)."""
+    """Conv/dense multiply-accumulates of a .tflite model and the share on int8 activations (graph.tflite_macs)."""
     from edgecnn.graph import tflite_macs
     from edgecnn.runtimes.base import RuntimeOptions
 
