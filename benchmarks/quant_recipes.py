@@ -1,0 +1,84 @@
+"""Benchmark 7: int8 recipes side by side: PTQ, QAT and `--quant auto` for simple_cnn, resnet8 and MobileNetV2-0.35.
+
+    python benchmarks/quant_recipes.py                         # digits; the three architectures at 32x32
+    python benchmarks/quant_recipes.py --archs simple_cnn --image-size 8
+
+Each architecture is trained once (edgecnn's defaults), then exported three times (tflite_int8 only) from
+copies of the run. For each recipe it prints the test split's top-1 agreement with the float model and the
+accuracy drop (as the manifest records them), the share of conv/dense multiply-accumulates on int8
+activations, the file size, the export's seconds, and the int8 latency (LiteRT, XNNPACK, 1 thread, median of
+the bench loop). `--quant auto` targets: --min-agreement 0.985 --max-acc-drop 0.3 (issue 12's).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RECIPES = ("ptq", "qat", "auto")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--archs", default="simple_cnn,resnet8,mobilenet_v2")
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--work", default=None, help="keep the runs here (default: a temporary folder)")
+    a = ap.parse_args()
+
+    from edgecnn.data import DataConfig
+    from edgecnn.export import ExportConfig, export
+    from edgecnn.runtimes import RuntimeOptions, open_session
+    from edgecnn.runtimes.tflite import mac_share
+    from edgecnn.script.edgecnn_infer import latency_stats, time_runs
+    from edgecnn.train import TrainConfig, train
+
+    work = Path(a.work or tempfile.mkdtemp(prefix="quant-recipes-"))
+    rows = []
+    for arch in a.archs.split(","):
+        base = work / arch
+        size = (a.image_size, a.image_size)
+        channels = 3 if arch == "mobilenet_v2" else None
+        t0 = time.perf_counter()
+        res = train(TrainConfig(out=str(base), arch=arch, overwrite=True,
+                                data=DataConfig(image_size=size, channels=channels)))
+        print(f"{arch}: float test accuracy {res.metrics['test_accuracy']:.4f} ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+        for recipe in RECIPES:
+            run = work / f"{arch}-{recipe}"
+            shutil.rmtree(run, ignore_errors=True)
+            shutil.copytree(base, run, ignore=shutil.ignore_patterns("export", "bench*"))
+            kw = {"min_agreement": 0.985, "max_acc_drop": 0.3} if recipe == "auto" else {}
+            t0 = time.perf_counter()
+            result = export(str(run), ExportConfig(formats=("tflite_int8",), quant=recipe, **kw))
+            seconds = time.perf_counter() - t0
+            entry = result.manifest["artifacts"]["tflite_int8"]
+            path = run / "export" / entry["file"]
+            sess = open_session("tflite", path, RuntimeOptions(threads=1))
+            try:
+                import numpy as np
+
+                x = np.zeros((1, *sess.input_shape), np.float32) + 0.5
+                lat = latency_stats(time_runs(sess.runner(x), runs=100, min_s=1.0))["median_ms"]
+            finally:
+                sess.close()
+            auto = entry["details"].get("auto") or {}
+            rows.append({"arch": arch, "recipe": recipe, "agreement": entry["parity"]["top1_agreement"],
+                         "drop": entry["parity"]["accuracy_drop"], "int8_macs": mac_share(path)["share"],
+                         "size_kb": entry["size_bytes"] / 1024, "latency_ms": lat, "export_s": seconds,
+                         "kept_float": len(auto.get("kept_float", []))})
+            print(json.dumps(rows[-1]), flush=True)
+    print()
+    print(f"{'arch':14} {'recipe':6} {'agreement':>9} {'drop pts':>8} {'int8 MACs':>9} {'float':>5} {'size KiB':>8} "
+          f"{'int8 ms':>8} {'export s':>8}")
+    for r in rows:
+        print(f"{r['arch']:14} {r['recipe']:6} {r['agreement']:9.4f} {r['drop']:+8.2f} {r['int8_macs']:9.1%} "
+              f"{r['kept_float']:5d} {r['size_kb']:8.1f} {r['latency_ms']:8.3f} {r['export_s']:8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
