@@ -27,6 +27,8 @@ def main() -> int:
     ap.add_argument("--archs", default="simple_cnn,resnet8,mobilenet_v2")
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--work", default=None, help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--reuse", action="store_true", help="use the trained runs already in --work")
     a = ap.parse_args()
 
     from edgecnn.data import DataConfig
@@ -43,11 +45,12 @@ def main() -> int:
         size = (a.image_size, a.image_size)
         channels = 3 if arch == "mobilenet_v2" else None
         t0 = time.perf_counter()
-        res = train(TrainConfig(out=str(base), arch=arch, overwrite=True,
-                                data=DataConfig(image_size=size, channels=channels)))
-        print(f"{arch}: float test accuracy {res.metrics['test_accuracy']:.4f} ({time.perf_counter() - t0:.0f} s)",
-              flush=True)
-        for recipe in RECIPES:
+        if not (a.reuse and (base / "model.keras").is_file()):
+            res = train(TrainConfig(out=str(base), arch=arch, overwrite=True,
+                                    data=DataConfig(image_size=size, channels=channels)))
+            print(f"{arch}: float test accuracy {res.metrics['test_accuracy']:.4f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        for recipe in a.recipes.split(","):
             run = work / f"{arch}-{recipe}"
             shutil.rmtree(run, ignore_errors=True)
             shutil.copytree(base, run, ignore=shutil.ignore_patterns("export", "bench*"))

@@ -27,7 +27,8 @@ def test_auto_keeps_plain_ptq_when_it_meets_the_targets(digits_run, tmp_path):
     auto = entry["details"]["auto"]
     assert entry["quant"] == "auto" and auto["chosen"] == "ptq" and auto["kept_float"] == []
     assert len(auto["attempts"]) == 1 and auto["int8_mac_share"] == 1.0  # fully int8, as plain PTQ
-    assert auto["targets"] == {"min_agreement": 0.9, "max_acc_drop_pts": 5.0, "split": "validation"}
+    assert auto["targets"] == {"min_agreement": 0.9, "max_acc_drop_pts": 5.0, "min_int8_macs": 0.8,
+                               "split": "validation"}
 
 
 def test_auto_searches_when_ptq_misses_and_never_returns_worse(digits_run, tmp_path):
@@ -47,6 +48,9 @@ def test_auto_searches_when_ptq_misses_and_never_returns_worse(digits_run, tmp_p
     chosen = next(a for a in tried if a["name"] == auto["chosen"])
     assert chosen["val_agreement"] >= tried[0]["val_agreement"]  # never worse than PTQ on validation
     assert all(a["kept_float"] == [] or a["int8_mac_share"] < 1.0 for a in tried)
+    assert chosen["int8_mac_share"] >= 0.8  # the floor: more float layers never buy a mostly-float "int8" model
+    assert all(a.get("below_int8_floor") for a in tried if a["int8_mac_share"] < 0.8)
+    assert sum(1 for a in tried if a.get("below_int8_floor")) <= 1  # the search stops at the first one below
     model = run / "export" / "model_int8.tflite"
     assert mac_share(model)["share"] == chosen["int8_mac_share"]
     # the on-device script runs the mixed model and reproduces the manifest's test figures

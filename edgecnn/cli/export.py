@@ -85,6 +85,8 @@ def print_export_summary(result, gates=None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the calibration draw and QAT.")
 @click.option("--qat-epochs", type=int, default=3, show_default=True, help="QAT fine-tuning epochs.")
 @click.option("--qat-lr", type=float, default=None, help="QAT learning rate [default: the run's / 10].")
+@click.option("--min-int8-macs", type=float, default=0.8, show_default=True,
+              help="--quant auto: keep at least this share of the conv/dense multiply-accumulates on int8.")
 @gate_options(size_ratio=True)
 @click.option("--strict", is_flag=True, help="When a gate breaks, write nothing (exit 2) instead of writing and "
                                              "exiting 1.")
@@ -92,14 +94,15 @@ def print_export_summary(result, gates=None) -> None:
               help="Where the run's data is now, if it moved since training (checked against the run's record).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @user_errors
-def export(run_dir, formats, quant, calib_samples, io_type, opset, seed, qat_epochs, qat_lr, max_acc_drop,
-           min_agreement, max_abs_diff, max_size_ratio, strict, data, as_json):
+def export(run_dir, formats, quant, calib_samples, io_type, opset, seed, qat_epochs, qat_lr, min_int8_macs,
+           max_acc_drop, min_agreement, max_abs_diff, max_size_ratio, strict, data, as_json):
     """Export RUN_DIR to int8/float TFLite and ONNX, verify each artifact against the Keras model, and write
     RUN_DIR/export/ (artifacts, manifest.json, edgecnn_infer.py). Artifacts of formats left out are removed."""
     from edgecnn.export import ExportConfig, ThresholdError, export as run_export, resolve_formats
 
     config = ExportConfig(formats=resolve_formats(formats), quant=quant, calib_samples=calib_samples, io=io_type,
                           opset=opset, seed=seed, qat_epochs=qat_epochs, qat_lr=qat_lr, strict=strict,
+                          min_int8_macs=min_int8_macs,
                           max_acc_drop=max_acc_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,
                           max_size_ratio=max_size_ratio, progress=sys.stdout.isatty() and not as_json)
     config.validate()  # option errors before TensorFlow starts

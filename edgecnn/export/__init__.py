@@ -114,6 +114,7 @@ class ExportConfig:
     seed: int = 0  # seeds the calibration draw and QAT
     qat_epochs: int = 3  # QAT fine-tuning epochs (best val_loss epoch kept)
     qat_lr: Optional[float] = None  # QAT learning rate; None: the run's learning rate / 10
+    min_int8_macs: float = 0.8  # --quant auto: the least share of conv/dense MACs kept on int8 activations
     max_acc_drop: Optional[float] = None  # gate: points of test accuracy an artifact may lose (None: off)
     min_agreement: Optional[float] = None  # gate: top-1 agreement with the Keras model, fraction 0-1
     max_abs_diff: Optional[float] = None  # gate: max abs probability difference to the Keras model
@@ -136,7 +137,9 @@ class ExportConfig:
         try:
             quant, io = Quantization(self.quant), IoType(self.io)
         except ValueError as e:
-            raise ConfigError(f"{e} (quant: ptq|qat, io: int8|float)") from None
+            raise ConfigError(f"{e} (quant: ptq|qat|auto, io: int8|float)") from None
+        if not 0 <= self.min_int8_macs <= 1:
+            raise ConfigError(f"--min-int8-macs is a fraction between 0 and 1 (got {self.min_int8_macs})")
         if self.opset not in _onnx.OPSETS:
             raise ConfigError(f"--opset {self.opset} is not supported (choose {_onnx.OPSETS.start}..{_onnx.OPSETS.stop - 1})")
         if self.qat_epochs < 1:
