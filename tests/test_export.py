@@ -295,6 +295,7 @@ def test_cli_qat_refuses_nested_model(digits_run, tmp_path):
     assert not [p for p in (run / "export").iterdir() if p.name != ".keep"]
 
 
+@pytest.mark.slow  # 30 s of QAT for a progress line
 def test_qat_prints_a_line_per_fine_tuning_epoch(digits_run, tmp_path, capfd):
     """QAT progress (issue 11): the tf_keras child reports each epoch on stdout when progress is on."""
     from edgecnn.export import ExportConfig, export

@@ -276,6 +276,7 @@ def test_a_moved_run_and_its_moved_data_bench_with_data_newpath(tmp_path, monkey
     assert again.exit_code == 0, again.output
 
 
+@pytest.mark.slow  # 25 s; the trials table, seconds and workers are in the default suite's test_tune_workers
 def test_tune_reports_trials_table_times_and_the_defaults(tmp_path):
     """After tuning (issue 11): one line per trial on a terminal or with -v, a table of trials, RUN/trials.json with
     each trial's hyperparameters, objective and seconds, and the defaults' objective for comparison."""

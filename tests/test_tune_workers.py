@@ -17,7 +17,7 @@ from edgecnn.errors import ConfigError
 def test_a_killed_worker_loses_no_trial(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "edgecnn", "tune", "--out", str(run), "--max-trials", "4", "--trial-epochs", "3",
-           "--workers", "2", "--worker-threads", "1", "--epochs", "2", "-v"]
+           "--workers", "2", "--worker-threads", "1", "--epochs", "1", "-v"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     mark = run / "tuner" / "workers" / "worker1.json"
     deadline = time.monotonic() + 120
