@@ -181,10 +181,12 @@ def inspect_layers(run_dir, images: int = 128, calib_samples: int = 300, seed: i
     """
     import tempfile
 
+    import keras
+
     from edgecnn.export.calibration import calibration_images
     from edgecnn.export.context import quiet
     from edgecnn.export.converter import keras_saved_model
-    from edgecnn.export.quant_auto import layer_sensitivity
+    from edgecnn.export.quant_auto import layer_name, layer_sensitivity
     from edgecnn.rundir import open_run
 
     run = open_run(run_dir)
@@ -194,25 +196,21 @@ def inspect_layers(run_dir, images: int = 128, calib_samples: int = 300, seed: i
         sm = keras_saved_model(model, run.model_spec.input_shape, 1, Path(tmp) / "sm")
         rows = layer_sensitivity(sm, calib, ds.val[:images])
     order = sorted(rows, key=lambda r: r["position"])  # the plot runs through the graph
-    for r in rows:  # "model_1/block_13_project_BN_1/batchnorm/add_1;..." -> "block_13_project_BN"
-        parts = r["tensor"].split(";")[0].split("/")
-        name = parts[1] if len(parts) > 2 else parts[0]
-        r["layer"] = name[:-2] if name.endswith("_1") else name
+    for r in rows:
+        r["layer"] = layer_name(r["tensor"])
     weights = []
     for layer in model.layers:
-        kernel = getattr(layer, "kernel", None) if hasattr(layer, "kernel") else None
-        if kernel is None:
-            kernel = getattr(layer, "depthwise_kernel", None)
+        kernel = getattr(layer, "kernel", None)
         if kernel is None:
             continue
-        w = np.asarray(kernel)
-        per_channel = np.abs(w.reshape(-1, w.shape[-1] if w.ndim != 4 or "depthwise" not in layer.name else
-                                       w.shape[-2] * w.shape[-1])).max(axis=0)
+        w = np.asarray(kernel)  # (kh, kw, in, out), (kh, kw, in, multiplier) for depthwise, (in, out) for dense
+        channels = w.shape[-2] * w.shape[-1] if isinstance(layer, keras.layers.DepthwiseConv2D) else w.shape[-1]
+        per_channel = np.abs(w.reshape(-1, channels)).max(axis=0)
         med = float(np.median(per_channel))
         weights.append({"layer": layer.name, "channels": int(per_channel.size), "max_range": float(per_channel.max()),
                         "median_range": med, "spread": float(per_channel.max() / med) if med > 0 else None})
     weights.sort(key=lambda r: -(r["spread"] or 0))
-    out = {"layers": sorted(rows, key=lambda r: -r["rmse_over_scale"]), "weights": weights, "images": int(min(
+    out = {"layers": rows, "weights": weights, "images": int(min(
         images, len(ds.val))), "plot": None}
     if plot:
         out["plot"] = str(_plot_layers(order, run.path / "layers.png"))

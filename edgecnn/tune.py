@@ -112,11 +112,9 @@ def tune(cfg: TuneConfig) -> TuneResult:
         ConfigError: non-empty run directory without --overwrite/--resume; bad trial count.
         MissingDependencyError: keras-tuner (or the tensorboard it imports) is not installed.
     """
-    if cfg.max_trials < 1 or cfg.trial_epochs < 1:
-        raise ConfigError("--max-trials and --trial-epochs must be at least 1")
     try:
-        import keras
-        import keras_tuner
+        import keras  # noqa: F401  (a missing keras-tuner, or the tensorboard it imports, is one line before
+        import keras_tuner  # noqa: F401  anything starts)
     except ImportError as e:
         raise MissingDependencyError("keras-tuner tensorboard", f"tuning ({e})") from None
 
@@ -130,7 +128,7 @@ def tune(cfg: TuneConfig) -> TuneResult:
         raise ConfigError(f"{out}: nothing to resume (no tuner state there)")
     with folder_lock(out, "edgecnn tune"):  # a second writer of the same run is refused, not silently lost
         prepare_out_dir(out, overwrite=tcfg.overwrite, resume=tcfg.resume)
-        return _search(cfg, tcfg, out, ds, keras, keras_tuner)
+        return _search(cfg, tcfg, out, ds)
 
 
 def _score(history, objective: str):
@@ -156,7 +154,7 @@ def _tuner_class(keras_tuner, say, cfg):
     budget, objective, max_trials = cfg.budget, cfg.objective, cfg.max_trials
 
     class TimedBayesian(keras_tuner.BayesianOptimization):
-        calib = None  # calibration images for the per-trial int8 conversion (set before search)
+        probe = None  # trial_calibration(): what the per-trial int8 conversion and measurement need
 
         def on_trial_begin(self, trial):
             super().on_trial_begin(trial)
@@ -181,7 +179,7 @@ def _tuner_class(keras_tuner, say, cfg):
             if budget is not None:
                 from edgecnn.tune_device import PENALTY, SCORE, measure
 
-                figures = measure(self._last_model, self.calib, budget)
+                figures = measure(self._last_model, self.probe, budget)
                 broken = budget.violations(figures)
                 metrics.update({k: float(v) for k, v in figures.items() if isinstance(v, (int, float))})
                 metrics["over_budget"] = float(bool(broken))
@@ -194,18 +192,19 @@ def _tuner_class(keras_tuner, say, cfg):
             params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in trial.hyperparameters.values.items())
             who = f"worker{worker_index()} " if worker_index() >= 0 else ""
-            say(f"{who}trial {_number(trial.trial_id)}/{max_trials}: {objective} "
+            say(f"{who}trial {trial_number(trial.trial_id)}/{max_trials}: {objective} "
                 f"{score if score is None else f'{score:.4f}'}  {took:.1f} s{extra}  {params}", flush=True)
             return metrics
 
     return TimedBayesian
 
 
-def _number(trial_id: str) -> str:
+def trial_number(trial_id) -> str:
+    """A trial's 1-based number as people count them (KerasTuner's ids are 0-based strings)."""
     return str(int(trial_id) + 1) if str(trial_id).isdigit() else str(trial_id)
 
 
-def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k: None, calib=None):
+def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k: None, probe=None):
     """The search's tuner on RUN/tuner/ (reloaded when it exists: an interrupted search resumes). In a
     distributed search the environment makes it the chief's oracle server or a worker's client. With a device
     budget the objective is `score` (validation accuracy, minus one over the budget)."""
@@ -224,7 +223,7 @@ def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k
         project_name=TUNER_DIR,
         overwrite=False,
     )
-    tuner.calib = calib
+    tuner.probe = probe
     return tuner
 
 
@@ -271,26 +270,26 @@ def trial_records(tuner, max_trials: int) -> list:
     return out
 
 
-def _defaults_score(cfg, tcfg, ds, keras) -> tuple:
+def _defaults_score(cfg, tcfg, ds, probe) -> tuple:
     """The objective of the architecture's default hyperparameters, trained like a trial, and its device figures
-    when the search measures them."""
+    when the search measures them (on the trials' `probe`)."""
     spec = ModelSpec(tcfg.arch, tuple(ds.input_shape), ds.num_classes, dict(tcfg.params))
     seed_everything(tcfg.seed)
     model = compile_model(build(spec), spec)
-    history = model.fit(**fit_inputs(ds, tcfg.batch_size, tcfg.seed, tcfg.stream), epochs=cfg.trial_epochs,
-                        verbose=0, callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=3)])
+    history = model.fit(**search_kwargs(cfg, ds, 0))
     figures = None
     if cfg.budget is not None:
         from edgecnn.tune_device import measure
 
-        figures = measure(model, trial_calibration(cfg, ds), cfg.budget)
+        figures = measure(model, probe, cfg.budget)
     return _score(history, cfg.objective), figures
 
 
-def _search(cfg, tcfg, out: Path, ds, keras, keras_tuner) -> "TuneResult":
-    say = print if tcfg.progress else (lambda *_, **__: None)
+def _search(cfg, tcfg, out: Path, ds) -> "TuneResult":
     import time
 
+    say = print if tcfg.progress else (lambda *_, **__: None)
+    probe = trial_calibration(cfg, ds)
     seed_everything(tcfg.seed)
     workers = {}
     t0 = time.perf_counter()
@@ -301,7 +300,7 @@ def _search(cfg, tcfg, out: Path, ds, keras, keras_tuner) -> "TuneResult":
         tuner = make_tuner(cfg, out, ds.input_shape, ds.num_classes)
         tuner.oracle.reload()  # the chief's oracle, as it saved it
     else:
-        tuner = make_tuner(cfg, out, ds.input_shape, ds.num_classes, say, trial_calibration(cfg, ds))
+        tuner = make_tuner(cfg, out, ds.input_shape, ds.num_classes, say, probe)
         tuner.search(**search_kwargs(cfg, ds, tcfg.verbose))
     search_seconds = round(time.perf_counter() - t0, 2)
     best_trials = tuner.oracle.get_best_trials(1)
@@ -312,7 +311,7 @@ def _search(cfg, tcfg, out: Path, ds, keras, keras_tuner) -> "TuneResult":
     write_json(out / BEST_FILE, {"objective": cfg.objective, "best": best,
                                  "trials": [{k: t[k] for k in ("trial_id", "score", "params")} for t in timed]})
     say("defaults: training the architecture's default hyperparameters like a trial, for comparison")
-    defaults, defaults_figures = _defaults_score(cfg, tcfg, ds, keras)
+    defaults, defaults_figures = _defaults_score(cfg, tcfg, ds, probe)
     best_trial = timed[0] if timed else {}
     best_score = best_trial.get("val_accuracy", best_trial.get("score"))
     not_better = defaults is not None and (best_score is None or best_score <= defaults)

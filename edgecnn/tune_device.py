@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
 from edgecnn.errors import ConfigError
 
 MEASURE_ON = ("tflite", "tflm", "ethos-u")

@@ -50,7 +50,9 @@ def print_export_summary(result, gates=None) -> None:
         auto = a["details"].get("auto")
         if auto:
             tried = "; ".join(f"{t['name']} {t['val_agreement']:.4f}" for t in auto["attempts"] if "val_agreement" in t)
-            short = [t.split(";")[0].rsplit("/", 1)[0] for t in auto["kept_float"]]  # the layer, not TF's fused name
+            from edgecnn.export.quant_auto import layer_name
+
+            short = [layer_name(t) for t in auto["kept_float"]]
             kept = ", ".join(short[:6]) + (" ..." if len(short) > 6 else "")
             share = auto["int8_mac_share"]
             click.echo(wrap(f"auto ({a['name']}): {auto['chosen']}; "

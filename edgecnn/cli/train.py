@@ -129,7 +129,7 @@ def print_train_summary(result) -> None:
 
 
 def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
-    from edgecnn.tune import TuneConfig, tune
+    from edgecnn.tune import TuneConfig, trial_number, tune
 
     from edgecnn.reporting import print_table
 
@@ -144,7 +144,8 @@ def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
                                "test_accuracy": result.train.metrics["test_accuracy"] if result.train else None},
                               indent=2, default=str))
         return
-    rows = [(str(int(t["trial_id"]) + 1) if str(t["trial_id"]).isdigit() else t["trial_id"], _f4(t.get("val_accuracy", t["score"])), _f1(t.get("seconds")), t.get("worker") or "-",
+    rows = [(trial_number(t["trial_id"]), _f4(t.get("val_accuracy", t["score"])), _f1(t.get("seconds")),
+             t.get("worker") or "-",
              ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()))
             for t in result.trials]
     rows.append(("defaults", _f4(result.defaults_score), "", "", "the architecture's defaults"))
@@ -165,13 +166,14 @@ def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
 def _print_pareto(result) -> None:
     """The device figures of every trial, the Pareto front marked, and where the plot is."""
     from edgecnn.reporting import print_table
+    from edgecnn.tune import trial_number
 
     dev = result.device
     budget = dev["budget"]
     rows = []
     for t in sorted(result.trials, key=lambda t: (not t.get("pareto"), -(t.get("val_accuracy") or 0))):
         lat, size, arena = t.get("int8_latency_ms"), t.get("int8_size_bytes"), t.get("arena_bytes")
-        rows.append((str(int(t["trial_id"]) + 1) if str(t["trial_id"]).isdigit() else t["trial_id"],
+        rows.append((trial_number(t["trial_id"]),
                      _f4(t.get("val_accuracy")), "" if lat is None else f"{lat:.3f}",
                      "" if size is None else f"{size / 1024:.1f}", "" if arena is None else f"{arena / 1024:.1f}",
                      "yes" if t.get("pareto") else "", "over" if t.get("over_budget") else "inside"))
@@ -182,9 +184,8 @@ def _print_pareto(result) -> None:
         click.echo(f"Pareto plot: {result.run_dir / dev['plot']}")
     if budget.get("max_latency_ms") or budget.get("max_size_kb") or budget.get("max_arena_kb"):
         click.echo(f"{dev['inside_budget']} of {len(result.trials)} trials inside the budget" +
-                   (f"; retrained the best of them (trial {int(dev['best_inside_budget']) + 1})"
-                    if dev.get("best_inside_budget") is not None and str(dev['best_inside_budget']).isdigit() else
-                    "; none inside: retrained the best over it"))
+                   (f"; retrained the best of them (trial {trial_number(dev['best_inside_budget'])})"
+                    if dev.get("best_inside_budget") is not None else "; none inside: retrained the best over it"))
 
 
 def _f4(v) -> str:

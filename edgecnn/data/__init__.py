@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from edgecnn.data.sources import SOURCES, RawData, load_raw
-from edgecnn.data.split import ImageFiles, NpzArray, Split, map_chunks, raw_shape, raw_sizes
+from edgecnn.data.split import ImageFiles, NpzArray, Split, check_pixels, map_chunks, raw_shape, raw_sizes
 from edgecnn.script.edgecnn_infer import preprocess
 from edgecnn.errors import DataError
 
@@ -118,16 +118,10 @@ class Dataset:
 
 
 def _check_pixels(name: str, x) -> None:
-    from edgecnn.script.edgecnn_infer import UsageError, check_pixels
-
     if isinstance(x, (NpzArray, ImageFiles)):  # checked when read (NpzArray.load) or by its header (scan_images)
         return
-    arrays = x if isinstance(x, list) else [x]
-    try:
-        for a in arrays:
-            check_pixels(np.asarray(a), name)  # the device's rule
-    except UsageError as e:
-        raise DataError(str(e)) from None
+    for a in x if isinstance(x, list) else [x]:
+        check_pixels(np.asarray(a), name)
 
 
 def _split(idx: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str):
@@ -211,8 +205,8 @@ def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
     if prep["channels"] not in (1, 3):
         raise DataError(f"channels must be 1 or 3, got {prep['channels']}")
     return Dataset(
-        train=Split(raw.x_train, train_idx, y_train, prep, "train"),
-        val=Split(val_raw, val_idx, y_val, prep, "val"),
-        test=Split(test_raw, test_idx, y_test, prep, "test"),
+        train=Split(raw.x_train, train_idx, y_train, prep),
+        val=Split(val_raw, val_idx, y_val, prep),
+        test=Split(test_raw, test_idx, y_test, prep),
         class_names=list(raw.class_names), preprocessing=prep, origin=raw.origin,
     )

@@ -12,7 +12,6 @@ folder holds file names and header sizes, whatever the number of images.
 from __future__ import annotations
 
 import zipfile
-from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
@@ -21,6 +20,16 @@ from edgecnn.errors import DataError
 from edgecnn.script.edgecnn_infer import preprocess
 
 EVAL_CHUNK = 1024  # images preprocessed at a time when a split is evaluated in pieces
+
+
+def check_pixels(x: np.ndarray, where: str) -> None:
+    """The device's pixel rule (the script's `check_pixels`), as a DataError."""
+    from edgecnn.script.edgecnn_infer import UsageError, check_pixels as device_rule
+
+    try:
+        device_rule(x, where)
+    except UsageError as e:
+        raise DataError(str(e)) from None
 
 
 class NpzArray:
@@ -48,13 +57,8 @@ class NpzArray:
     def load(self) -> np.ndarray:
         """The whole array (read once, then kept: the uint8 pixels are the one copy held in memory)."""
         if self._array is None:
-            from edgecnn.script.edgecnn_infer import UsageError, check_pixels
-
             a = np.load(self.path, allow_pickle=False)[self.key]
-            try:
-                check_pixels(a, f"{self.path}: {self.key}")  # the device's rule
-            except UsageError as e:
-                raise DataError(str(e)) from None
+            check_pixels(a, f"{self.path}: {self.key}")
             self._array = a
         return self._array
 
@@ -153,8 +157,8 @@ class Split:
     dtype = np.dtype(np.float32)
     ndim = 4
 
-    def __init__(self, raw, index: np.ndarray, labels: np.ndarray, prep: dict, name: str = "split"):
-        self.raw, self.index, self.prep, self.name = raw, np.asarray(index, np.int64), prep, name
+    def __init__(self, raw, index: np.ndarray, labels: np.ndarray, prep: dict):
+        self.raw, self.index, self.prep = raw, np.asarray(index, np.int64), prep
         self.labels = np.asarray(labels, np.int64)
 
     def __len__(self) -> int:

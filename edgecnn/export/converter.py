@@ -63,12 +63,21 @@ def keras_to_tflite(model, *, int8: bool = False, calib: np.ndarray | None = Non
     return _convert(tf.lite.TFLiteConverter.from_keras_model(model), int8, calib, io)
 
 
+def calibrated(conv, calib: np.ndarray):
+    """A TFLite converter set for post-training quantization calibrated on `calib` (the one place its settings
+    live: full-integer export and `--quant auto`'s QuantizationDebugger both start from it)."""
+    import tensorflow as tf
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = tflite_dataset(calib)
+    return conv
+
+
 def _convert(conv, int8: bool, calib, io: str) -> bytes:
     import tensorflow as tf
 
     if int8:
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = tflite_dataset(calib)
+        calibrated(conv, calib)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io == "int8":
             conv.inference_input_type = tf.int8

@@ -252,7 +252,7 @@ def _init_ranges(q, calib: np.ndarray, batch: int = 64) -> None:
         v.assign(s)
 
 
-def _start_ranges(q, model, calib: np.ndarray, tf_keras, batch: int = 64) -> list:
+def _widen_ranges(q, model, calib: np.ndarray, tf_keras, batch: int = 64) -> list:
     """Widen each activation and output range of `q` to what the float `model`'s layer of the same name spans on
     the calibration images, and the input range to the images'.
 
@@ -331,7 +331,7 @@ def _child(job: dict) -> dict:
     q, annotation = _quantize(model, tf_keras, tfmot)
     compile_model(q, spec, tf_keras, learning_rate=job["learning_rate"])
     _init_ranges(q, calib)
-    started = _start_ranges(q, model, calib, tf_keras)
+    widened = _widen_ranges(q, model, calib, tf_keras)
     before = _accuracy(q, ds.test)
 
     class KeepBest(tf_keras.callbacks.Callback):  # the epoch with the best val_loss, not the last
@@ -365,7 +365,7 @@ def _child(job: dict) -> dict:
         "float_accuracy": reference, "accuracy_before": before, "accuracy_after": after,
         "best_val_loss": float(keep.best), "history": {k: [float(v) for v in vs] for k, vs in hist.history.items()},
         "output_only_layers": annotation["output_only"], "skipped_layers": annotation["skipped"],
-        "folded_batchnorm": folded, "ranges_started_from_calibration": len(started),
+        "folded_batchnorm": folded, "ranges_widened_from_calibration": len(widened),
     }
 
 

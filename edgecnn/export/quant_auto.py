@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.errors import ExportError
 
 DEFAULT_MIN_AGREEMENT = 0.99  # targets when export's gates leave them unset
 DEFAULT_MAX_ACC_DROP = 0.5  # points
@@ -37,13 +36,10 @@ STEPS = (1, 2, 3, 5, 8, 13, 21, 34)  # layers kept in float per attempt
 def _converter(saved_model_dir, calib: np.ndarray):
     import tensorflow as tf
 
-    from edgecnn.export.calibration import tflite_dataset
-    from edgecnn.export.converter import SIGNATURE
+    from edgecnn.export.converter import SIGNATURE, calibrated
 
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE])
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = tflite_dataset(calib)
-    return conv
+    return calibrated(tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE]),
+                      calib)
 
 
 def _debugger(saved_model_dir, calib: np.ndarray, images: np.ndarray, denylist=(), int8_io: bool = True):
@@ -86,6 +82,14 @@ def convert_selective(saved_model_dir, calib: np.ndarray, images: np.ndarray, de
     dbg = _debugger(saved_model_dir, calib, images[:1], denylist, int8_io)
     with quiet():
         return dbg.get_nondebug_quantized_model()
+
+
+def layer_name(tensor: str) -> str:
+    """The Keras layer behind a TFLite tensor name: "model_1/block_13_project_BN_1/batchnorm/add_1;..." ->
+    "block_13_project_BN" (TF fuses ops into one name joined by ';' and suffixes traced layers with _1)."""
+    parts = tensor.split(";")[0].split("/")
+    name = parts[1] if len(parts) > 2 else parts[0]
+    return name[:-2] if name.endswith("_1") else name
 
 
 def meets(par, min_agreement: float, max_acc_drop: float) -> bool:
