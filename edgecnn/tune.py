@@ -296,9 +296,10 @@ def _search(cfg, tcfg, out: Path, ds) -> "TuneResult":
     if cfg.workers or cfg.chief:  # KerasTuner's chief/worker engine: an oracle server and worker processes
         from edgecnn.tune_workers import supervise
 
-        workers = supervise(cfg, out, say)
         tuner = make_tuner(cfg, out, ds.input_shape, ds.num_classes)
-        tuner.oracle.reload()  # the chief's oracle, as it saved it
+        tuner.oracle.verbose = tcfg.verbose  # KerasTuner's own trial tables only with -vv
+        tuner.save()  # as KerasTuner's chief does before serving
+        workers = supervise(cfg, out, tuner.oracle, say)  # this process is the chief: it serves the oracle
     else:
         tuner = make_tuner(cfg, out, ds.input_shape, ds.num_classes, say, probe)
         tuner.search(**search_kwargs(cfg, ds, tcfg.verbose))
@@ -349,21 +350,16 @@ def load_best(run_dir: str | Path) -> dict:
     return read_json(Path(run_dir) / BEST_FILE)["best"]
 
 
-def run_role(role: str, cfg, out: Path) -> None:
-    """A chief (serves the oracle until the search is done) or a worker (runs trials until told to stop), in this
-    process, as the KERASTUNER_* environment says."""
+def run_worker(cfg, out: Path) -> None:
+    """A worker of a distributed search, in this process: runs the trials the chief's oracle hands it (the
+    KERASTUNER_* environment says where) until it is told to stop."""
     from edgecnn.native import quiet_tensorflow
     from edgecnn.tune_workers import set_threads
 
     set_threads()
     quiet_tensorflow()
-    ds = load_dataset(cfg.train.data)  # headers only for the chief: it builds models to learn the space
+    ds = load_dataset(cfg.train.data)
     seed_everything(cfg.train.seed)
-    if role == "chief":
-        tuner = make_tuner(cfg, out, ds.input_shape, ds.num_classes)
-        tuner.oracle.verbose = cfg.train.verbose  # KerasTuner's own trial tables only with -vv
-        tuner.search()  # blocks until every trial has ended
-        return
     ds.prepare("train", "val")
     say = print if cfg.train.progress else (lambda *a, **k: None)
     tuner = make_tuner(cfg, out, ds.input_shape, ds.num_classes, say, trial_calibration(cfg, ds))
@@ -377,13 +373,15 @@ def join(cfg, out: Path) -> None:
     host, _, port = cfg.worker_of.rpartition(":")
     os.environ.update(role_env(f"worker{cfg.worker_index}", host, int(port), cfg.worker_threads))
     out.mkdir(parents=True, exist_ok=True)
-    run_role("worker", cfg, out)
+    run_worker(cfg, out)
 
 
 def main(argv=None) -> int:
-    """`python -m edgecnn.tune chief|worker RUN/tune_job.json` (started by `tune_workers.supervise`)."""
+    """`python -m edgecnn.tune worker RUN/tune_job.json` (started by `tune_workers.supervise`)."""
     role, job = list(argv if argv is not None else sys.argv[1:])[:2]
-    run_role(role, TuneConfig.from_dict(json.loads(Path(job).read_text())), Path(job).parent)
+    if role != "worker":
+        raise SystemExit("usage: python -m edgecnn.tune worker RUN/tune_job.json")
+    run_worker(TuneConfig.from_dict(json.loads(Path(job).read_text())), Path(job).parent)
     return 0
 
 

@@ -2,23 +2,27 @@
 
 KerasTuner's distributed mode is three environment variables: the chief (KERASTUNER_TUNER_ID=chief) serves
 the oracle over gRPC at KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT, and each worker (KERASTUNER_TUNER_ID=
-worker<N>) asks it for a trial, trains it and reports back. `supervise` starts the chief and N local workers as
-processes of `python -m edgecnn.tune`, each worker with its own thread budget, and watches them:
+worker<N>) asks it for a trial, trains it and reports back. `supervise` is the chief: it serves the search's
+oracle with KerasTuner's own `OracleServicer` from the `edgecnn tune` process itself (which has TensorFlow
+loaded already: a chief process of its own cost a third TensorFlow start-up on the same cores, 2.4 s on 2),
+starts N local workers as processes of `python -m edgecnn.tune worker`, each with its own thread budget, and
+watches them:
 
 - a worker that dies (kill -9, out of memory) is started again under the same id; the oracle hands an id its
   unfinished trial back (`Oracle.create_trial` returns `ongoing_trials[tuner_id]`), so the trial is run again,
   not lost;
-- a chief that dies is started again; it reloads its oracle from RUN/tuner/ and the workers, whose calls wait
-  for the server (`wait_for_ready`), carry on;
-- KerasTuner's chief polls for its own exit every 20 s, and can wait forever for a worker that never comes back
-  (its exit check needs every worker to have said goodbye): once every local worker has ended normally (the
-  oracle told it the search is over) the chief is stopped at once; with workers on other machines it gets
-  `CHIEF_GRACE_S` after the local ones end. Its state is saved after every trial.
+- the oracle saves its state in RUN/tuner/ after every trial: a chief that dies (the `edgecnn tune` process,
+  killed) takes its local workers with it (they get SIGKILL when their parent dies) and the same command with
+  --resume continues the search, each worker id getting back the trial it had;
+- KerasTuner's own chief loop polls for its exit every 20 s and waits forever for a worker that never comes
+  back: here the server stops as soon as the oracle has said the search is over and every local worker has
+  ended; workers on other machines (`--chief`) get `CHIEF_GRACE_S` more to say goodbye.
 
 The gRPC channel has no authentication: keep --chief on a trusted network (docs/distributed.md).
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -71,11 +75,51 @@ def _log(job: Path, name: str) -> Path:
     return d / f"{name}.log"
 
 
-def _spawn(role: str, job: Path, env: dict, name: str) -> subprocess.Popen:
-    """A chief or worker process; its stderr goes to RUN/tuner/workers/<name>.log (appended across restarts)."""
-    cmd = [sys.executable, "-m", "edgecnn.tune", role, str(job)]
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL when the supervisor dies, so a killed chief leaves no worker
+    behind waiting for its server."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _spawn(job: Path, env: dict, name: str) -> subprocess.Popen:
+    """A worker process; its stderr goes to RUN/tuner/workers/<name>.log (appended across restarts)."""
+    cmd = [sys.executable, "-m", "edgecnn.tune", "worker", str(job)]
     with open(_log(job, name), "a") as err:
-        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+
+
+def serve_oracle(oracle, host: str, port: int):
+    """KerasTuner's chief: its `OracleServicer` on a gRPC server at host:port, serving in background threads
+    (what `oracle_chief.start_server` does, without its blocking 20 s exit poll). Returns (server, servicer)."""
+    from concurrent import futures
+
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise ConfigError(f"tuning: cannot serve the oracle on {host}:{port} (in use, or not an address of this "
+                          "machine)")
+    server.start()
+    return server, servicer
+
+
+def _search_over(servicer, oracle) -> bool:
+    """The oracle has said STOPPED to a worker and holds no trial and no worker any more."""
+    from keras_tuner.src.distribute.oracle_chief import exit_chief
+
+    return servicer.stop_triggered and exit_chief(oracle)
 
 
 def _tail(job: Path, name: str) -> str:
@@ -87,13 +131,15 @@ def _tail(job: Path, name: str) -> str:
     return lines[-1][:300] if lines else "no error output"
 
 
-def supervise(cfg, out: Path, say=print) -> dict:
-    """Run the search as a chief and `cfg.workers` local workers until the oracle says it is done.
+def supervise(cfg, out: Path, oracle, say=print) -> dict:
+    """Serve `oracle` (the search's, loaded from RUN/tuner/) and run `cfg.workers` local workers until the
+    oracle says the search is over.
 
     Returns:
         {"workers": N, "threads_per_worker": t, "restarts": {id: n}, "address": "host:port"}.
     Raises:
-        ConfigError: a process died more than MAX_RESTARTS times (its last error line is in the message).
+        ConfigError: the address cannot be served; a worker died more than MAX_RESTARTS times (its last error
+            line is in the message).
     """
     job = out / JOB
     job.write_text(json.dumps(cfg.to_dict(), default=str))
@@ -104,23 +150,23 @@ def supervise(cfg, out: Path, say=print) -> dict:
         host, port = "127.0.0.1", free_port()
     cores = os.cpu_count() or 1
     threads = cfg.worker_threads or max(1, cores // max(1, cfg.workers))
-    procs = {"chief": _spawn("chief", job, role_env("chief", host, port), "chief")}
     client_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    for i in range(cfg.workers):
-        procs[f"worker{i}"] = _spawn("worker", job, role_env(f"worker{i}", client_host, port, threads), f"worker{i}")
+    env = {f"worker{i}": role_env(f"worker{i}", client_host, port, threads) for i in range(cfg.workers)}
+    procs = {name: _spawn(job, e, name) for name, e in env.items()}  # they start while the server comes up
     restarts = {name: 0 for name in procs}
-    say(f"tuning on KerasTuner's chief/worker engine: oracle at {host}:{port}, {cfg.workers} local worker(s) of "
-        f"{threads} thread(s)", flush=True)
-    chief_done_at = workers_done_at = None
+    server = None
     try:
+        server, servicer = serve_oracle(oracle, host, port)
+        say(f"tuning on KerasTuner's chief/worker engine: oracle at {host}:{port}, {cfg.workers} local worker(s) "
+            f"of {threads} thread(s)", flush=True)
+        stopped_at = None
         while True:
             time.sleep(0.3)
-            chief = procs["chief"]
             for name, p in list(procs.items()):
                 code = p.poll()
                 if code is None or code == 0:
                     continue
-                if name != "chief" and chief.poll() == 0:
+                if servicer.stop_triggered and name not in oracle.ongoing_trials:
                     continue  # the search is over; a worker that failed on its way out loses nothing
                 restarts[name] += 1
                 if restarts[name] > MAX_RESTARTS:
@@ -128,24 +174,23 @@ def supervise(cfg, out: Path, say=print) -> dict:
                                       f"(RUN/tuner/{MARKS}/{name}.log)")
                 say(f"{name} ended ({'signal ' + str(-code) if code < 0 else 'exit ' + str(code)}); starting it "
                     "again: its unfinished trial is run again", flush=True)
-                env = role_env(name, host if name == "chief" else client_host, port, 0 if name == "chief" else threads)
-                procs[name] = _spawn("chief" if name == "chief" else "worker", job, env, name)
-            workers_alive = [n for n, p in procs.items() if n != "chief" and p.poll() is None]
-            if procs["chief"].poll() == 0:
-                chief_done_at = chief_done_at or time.monotonic()
-                if not workers_alive or time.monotonic() - chief_done_at > CHIEF_GRACE_S:
+                procs[name] = _spawn(job, env[name], name)
+            if any(p.poll() is None for p in procs.values()):
+                continue
+            if _search_over(servicer, oracle) or (servicer.stop_triggered and not cfg.chief):
+                break  # local workers end with 0 only once the oracle has said STOPPED
+            if servicer.stop_triggered:  # workers elsewhere: give them a while to finish and say goodbye
+                stopped_at = stopped_at or time.monotonic()
+                if time.monotonic() - stopped_at > CHIEF_GRACE_S:
+                    say(f"the search is over here; worker(s) {sorted(oracle.tuner_ids)} elsewhere have not said "
+                        "goodbye: stopping the oracle (its state is saved)", flush=True)
                     break
-            elif cfg.workers and not workers_alive and not cfg.chief:
-                # local workers end with 0 only when the oracle has said STOPPED: the search is over, and the
-                # chief, which checks for its own exit every 20 s, is stopped now (it saved after every trial)
-                break
-            elif cfg.workers and not workers_alive:
-                workers_done_at = workers_done_at or time.monotonic()
-                if time.monotonic() - workers_done_at > CHIEF_GRACE_S:  # a chief waiting for a worker long gone
-                    say("every worker has ended and the chief is still waiting: stopping it (its state is saved)",
-                        flush=True)
-                    break
+            elif cfg.workers and not cfg.chief:
+                raise ConfigError("tuning: every worker ended before the oracle said the search was over "
+                                  f"(RUN/tuner/{MARKS}/*.log)")
     finally:
+        if server is not None:
+            server.stop(grace=1).wait()
         for p in procs.values():
             if p.poll() is None:
                 try:

@@ -59,3 +59,33 @@ def test_tune_config_round_trips_through_the_job_file():
 
     cfg = TuneConfig(train=TrainConfig(out="x", epochs=5), max_trials=3, workers=2, worker_threads=1)
     assert TuneConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@pytest.mark.slow
+def test_a_killed_chief_leaves_no_worker_and_resumes(tmp_path):
+    """The chief is the `edgecnn tune` process: kill -9 it mid-search, its workers die with it, and --resume
+    finishes the search with the trials that were running then."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edgecnn", "tune", "--out", str(run), "--max-trials", "4", "--trial-epochs", "3",
+           "--workers", "2", "--worker-threads", "1", "--epochs", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marks = [run / "tuner" / "workers" / f"worker{i}.json" for i in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not all(m.exists() for m in marks) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert all(m.exists() for m in marks), "the workers never started a trial"
+    running = {json.loads(m.read_text())["trial_id"] for m in marks}
+    pids = [json.loads(m.read_text())["pid"] for m in marks]
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2] for p in pids) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if os.path.exists(f"/proc/{p}")
+                and "Z" not in open(f"/proc/{p}/stat").read().split()[2]], "a worker outlived its chief"
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    trials = json.loads((run / "trials.json").read_text())["trials"]
+    assert len(trials) == 4 and all(t["status"] == "COMPLETED" for t in trials), trials
+    assert running <= {t["trial_id"] for t in trials}
