@@ -51,6 +51,10 @@ def test_auto_searches_when_ptq_misses_and_never_returns_worse(digits_run, tmp_p
     assert chosen["int8_mac_share"] >= 0.8  # the floor: more float layers never buy a mostly-float "int8" model
     assert all(a.get("below_int8_floor") for a in tried if a["int8_mac_share"] < 0.8)
     assert sum(1 for a in tried if a.get("below_int8_floor")) <= 1  # the search stops at the first one below
+    assert tried[-1]["name"] == "qat" and tried[-1]["int8_mac_share"] == 1.0  # still short: QAT tried last
+    floor = auto["input_rounding_floor"]  # the float model with only its input rounded to the int8 grid
+    assert floor["images"] == json.loads((run / "config.json").read_text())["dataset"]["val"]
+    assert 0.9 <= floor["agreement"] <= 1.0
     model = run / "export" / "model_int8.tflite"
     assert mac_share(model)["share"] == chosen["int8_mac_share"]
     # the on-device script runs the mixed model and reproduces the manifest's test figures
@@ -95,3 +99,36 @@ def test_inspect_layers_ranks_every_quantized_layer(digits_run, tmp_path):
     assert sorted(r["position"] for r in layers) == list(range(len(layers)))
     assert {w["layer"] for w in report["weights"]} >= {"conv1", "conv2", "probs"}
     assert (run / "layers.png").is_file() and report["images"] == 128
+
+
+def test_batchnorm_channels_that_never_varied_are_named_with_their_gain():
+    import keras
+
+    from edgecnn.export.quant_auto import amplifying_batchnorm
+
+    inp = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(4, 1, name="c")(inp)
+    x = keras.layers.BatchNormalization(name="bn_ok")(x)
+    x = keras.layers.Conv2D(4, 1, name="c2")(x)
+    x = keras.layers.BatchNormalization(name="bn_dead")(x)
+    model = keras.Model(inp, x)
+    bn = model.get_layer("bn_dead")
+    bn.moving_variance.assign(np.array([1.0, 1e-12, 1e-12, 0.5], np.float32))
+    rows = amplifying_batchnorm(model)
+    assert [r["layer"] for r in rows] == ["bn_dead"]
+    assert rows[0]["constant_channels"] == 2 and rows[0]["channels"] == 4
+    assert abs(rows[0]["max_gain"] - 1 / np.sqrt(1e-3)) < 0.2  # gamma 1 / sqrt(epsilon): 31.6x
+
+
+def test_the_input_rounding_floor_counts_flips_the_int8_input_alone_causes():
+    from edgecnn.export.quant_auto import rounding_floor
+
+    class Step:  # class 1 when the first pixel is above 0.5004: rounding to 1/255 steps moves 0.5002 to 0.502
+        def predict(self, x, batch_size=None, verbose=0):
+            p = (np.asarray(x)[:, 0] > 0.5004).astype(np.float32)
+            return np.stack([1 - p, p], 1)
+
+    x = np.array([[0.5002], [0.9], [0.1], [0.5003]], np.float32)
+    ref = Step().predict(x)
+    floor = rounding_floor(Step(), x, ref, np.array([0, 1, 0, 0]), (1 / 255, -128, -128, 127))
+    assert floor["flips"] == 2 and floor["images"] == 4 and floor["agreement"] == 0.5

@@ -58,7 +58,10 @@ def print_export_summary(result, gates=None) -> None:
             click.echo(wrap(f"auto ({a['name']}): {auto['chosen']}; "
                             f"{len(auto['kept_float'])} layer(s) kept in float{': ' + kept if kept else ''}; "
                             f"int8 MAC share {'-' if share is None else f'{share:.1%}'}; validation agreement "
-                            f"per attempt: {tried}"))
+                            f"per attempt: {tried}"
+                            + (f"; the float model with only its input rounded to int8: "
+                               f"{auto['input_rounding_floor']['agreement']:.4f}"
+                               if auto.get("input_rounding_floor") else "")))
         cands = a["details"].get("candidates")
         if cands:
             figures = ", ".join(f"{k} {v['val_accuracy']:.4f}" for k, v in cands.items())
@@ -78,7 +81,7 @@ def print_export_summary(result, gates=None) -> None:
 @click.option("--quant", type=click.Choice(["ptq", "qat", "auto"]), default="ptq", show_default=True,
               help="int8 by post-training quantization, by quantization-aware fine-tuning (tfmot), or auto: PTQ, "
                    "then the fewest layers that miss --min-agreement / --max-acc-drop on the validation split "
-                   "kept in float (defaults 0.99 and 0.5 points).")
+                   "kept in float (defaults 0.99 and 0.5 points), then QAT; the best on validation.")
 @click.option("--calib-samples", type=int, default=300, show_default=True,
               help="Calibration images drawn (seeded) from the training split.")
 @click.option("--io", "io_type", type=click.Choice(["int8", "float"]), default="int8", show_default=True,
@@ -89,6 +92,8 @@ def print_export_summary(result, gates=None) -> None:
 @click.option("--qat-lr", type=float, default=None, help="QAT learning rate [default: the run's / 10].")
 @click.option("--min-int8-macs", type=float, default=0.8, show_default=True,
               help="--quant auto: keep at least this share of the conv/dense multiply-accumulates on int8.")
+@click.option("--auto-qat/--no-auto-qat", default=True, show_default=True,
+              help="--quant auto: try QAT when keeping layers in float does not meet the targets.")
 @gate_options(size_ratio=True)
 @click.option("--strict", is_flag=True, help="When a gate breaks, write nothing (exit 2) instead of writing and "
                                              "exiting 1.")
@@ -97,14 +102,14 @@ def print_export_summary(result, gates=None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @user_errors
 def export(run_dir, formats, quant, calib_samples, io_type, opset, seed, qat_epochs, qat_lr, min_int8_macs,
-           max_acc_drop, min_agreement, max_abs_diff, max_size_ratio, strict, data, as_json):
+           auto_qat, max_acc_drop, min_agreement, max_abs_diff, max_size_ratio, strict, data, as_json):
     """Export RUN_DIR to int8/float TFLite and ONNX, verify each artifact against the Keras model, and write
     RUN_DIR/export/ (artifacts, manifest.json, edgecnn_infer.py). Artifacts of formats left out are removed."""
     from edgecnn.export import ExportConfig, ThresholdError, export as run_export, resolve_formats
 
     config = ExportConfig(formats=resolve_formats(formats), quant=quant, calib_samples=calib_samples, io=io_type,
                           opset=opset, seed=seed, qat_epochs=qat_epochs, qat_lr=qat_lr, strict=strict,
-                          min_int8_macs=min_int8_macs,
+                          min_int8_macs=min_int8_macs, auto_qat=auto_qat,
                           max_acc_drop=max_acc_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,
                           max_size_ratio=max_size_ratio, progress=sys.stdout.isatty() and not as_json)
     config.validate()  # option errors before TensorFlow starts

@@ -115,6 +115,7 @@ class ExportConfig:
     qat_epochs: int = 3  # QAT fine-tuning epochs (best val_loss epoch kept)
     qat_lr: Optional[float] = None  # QAT learning rate; None: the run's learning rate / 10
     min_int8_macs: float = 0.8  # --quant auto: the least share of conv/dense MACs kept on int8 activations
+    auto_qat: bool = True  # --quant auto: QAT when keeping layers in float does not meet the targets
     max_acc_drop: Optional[float] = None  # gate: points of test accuracy an artifact may lose (None: off)
     min_agreement: Optional[float] = None  # gate: top-1 agreement with the Keras model, fraction 0-1
     max_abs_diff: Optional[float] = None  # gate: max abs probability difference to the Keras model

@@ -92,6 +92,51 @@ def layer_name(tensor: str) -> str:
     return name[:-2] if name.endswith("_1") else name
 
 
+def rounding_floor(model, split, reference: np.ndarray, labels, grid) -> dict:
+    """The float model against itself with its input rounded to the int8 input's grid (`input_grid`): what the
+    first QUANTIZE alone costs, before any layer is quantized. No recipe that keeps that input int8 can be
+    expected to do better: {"agreement", "accuracy_drop_pts", "flips", "images"}."""
+    from edgecnn.contracts.parity import parity
+    from edgecnn.data import map_chunks
+
+    scale, zero, lo, hi = grid
+
+    def rounded(x):
+        q = np.clip(np.round(np.asarray(x, np.float32) / scale) + zero, lo, hi)
+        return ((q - zero) * scale).astype(np.float32)
+
+    out = map_chunks(lambda x: model.predict(rounded(x), batch_size=getattr(split, "eval_batch", 256), verbose=0),
+                     split)
+    par = parity(out, reference, labels)
+    return {"agreement": par.agreement, "accuracy_drop_pts": par.accuracy_drop, "images": len(reference),
+            "flips": int((np.argmax(out, 1) != np.argmax(reference, 1)).sum())}
+
+
+def amplifying_batchnorm(model, min_variance: float = 1e-6, top: int = 5) -> list:
+    """BatchNorm layers with channels that never varied in training (moving variance < `min_variance`): at
+    inference such a channel multiplies any change in its input, quantization noise included, by
+    gamma / sqrt(epsilon) (31x gamma with Keras' epsilon 1e-3). Worst first:
+    [{"layer", "constant_channels", "channels", "max_gain"}]."""
+    import keras
+
+    def walk(m):
+        for layer in m.layers:
+            yield from (walk(layer) if hasattr(layer, "layers") else [layer])
+
+    rows = []
+    for layer in walk(model):
+        if not isinstance(layer, keras.layers.BatchNormalization) or layer.moving_variance is None:
+            continue
+        var = np.asarray(layer.moving_variance)
+        gamma = np.asarray(layer.gamma) if layer.gamma is not None else np.ones_like(var)
+        dead = var < min_variance
+        if dead.any():
+            gain = np.abs(gamma) / np.sqrt(var + layer.epsilon)
+            rows.append({"layer": layer.name, "constant_channels": int(dead.sum()), "channels": int(var.size),
+                         "max_gain": round(float(gain.max()), 1)})
+    return sorted(rows, key=lambda r: (-r["constant_channels"] / r["channels"], -r["max_gain"]))[:top]
+
+
 def meets(par, min_agreement: float, max_acc_drop: float) -> bool:
     return par.agreement >= min_agreement and par.accuracy_drop <= max_acc_drop + 1e-9  # drop is in points
 
@@ -103,7 +148,7 @@ def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
     from edgecnn.export.converter import convert_saved_model
     from edgecnn.export.verify import open_runner
     from edgecnn.io import write_bytes
-    from edgecnn.runtimes.tflite import mac_share
+    from edgecnn.runtimes.tflite import input_grid, mac_share
 
     cfg, ds = ctx.config, ctx.ds
     min_agreement = cfg.min_agreement if cfg.min_agreement is not None else DEFAULT_MIN_AGREEMENT
@@ -128,8 +173,14 @@ def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
                 "size_bytes": len(data), "meets": meets(par, min_agreement, max_acc_drop)}
 
     attempts = [judge("ptq", convert_saved_model(saved_model_dir, int8=True, calib=ctx.calib, io=cfg.io.value), [])]
-    ranking = []
+    ranking, floor, fragile = [], None, []
     if not attempts[0]["meets"]:
+        grid = input_grid(attempts[0]["path"])
+        if grid is not None:
+            floor = rounding_floor(ctx.model, ds.val, val_ref, ds.y_val, grid)
+        fragile = amplifying_batchnorm(ctx.model)
+        if floor is not None and floor["agreement"] < min_agreement:
+            ctx.warn(_floor_message(floor, min_agreement, fragile))
         images = ds.val[:DEBUG_IMAGES]
         ranking = layer_sensitivity(saved_model_dir, ctx.calib, images)
         candidates = [r["tensor"] for r in ranking if r["op"] not in ("QUANTIZE", "DEQUANTIZE", "SOFTMAX")]
@@ -149,6 +200,18 @@ def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
                 break
             if attempts[-1]["meets"]:
                 break
+    if not any(a["meets"] for a in attempts) and cfg.auto_qat:  # still short: quantization-aware fine-tuning
+        from edgecnn.errors import ExportError
+        from edgecnn.export.qat import run_qat
+
+        qat_path = work / "qat.tflite"
+        try:
+            info = run_qat(ctx, qat_path)
+        except ExportError as e:  # an architecture QAT cannot take: recorded, the best so far is kept
+            attempts.append({"name": "qat", "kept_float": [], "error": str(e)[:200], "meets": False})
+        else:
+            attempts.append(judge("qat", qat_path.read_bytes(), []))
+            attempts[-1]["qat"] = {k: info.get(k) for k in ("epochs", "learning_rate")}
     usable = [a for a in attempts if "path" in a and not a.get("below_int8_floor")]  # PTQ is always usable
     chosen = next((a for a in usable if a["meets"]), None) or max(
         usable, key=lambda a: (a["val_agreement"], -a["val_accuracy_drop_pts"]))
@@ -162,10 +225,25 @@ def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
                     "all" if max_acc_drop < one else ""))
     return {
         "method": "auto: full-integer PTQ, then the layers TF's QuantizationDebugger ranks worst kept in float "
-                  "until the validation targets hold",
+                  "until the validation targets hold, then QAT if still short; the best on validation",
         "targets": {"min_agreement": min_agreement, "max_acc_drop_pts": max_acc_drop, "min_int8_macs": min_macs,
                     "split": "validation"},
         "chosen": chosen["name"], "kept_float": chosen["kept_float"], "int8_mac_share": chosen["int8_mac_share"],
         "attempts": [{k: v for k, v in a.items() if k != "path"} for a in attempts],
         "sensitivity": [{k: r[k] for k in ("op", "tensor", "rmse_over_scale")} for r in ranking[:10]],
+        "input_rounding_floor": floor, "amplifying_batchnorm": fragile,
     }
+
+
+def _floor_message(floor: dict, min_agreement: float, fragile: list) -> str:
+    why = ""
+    if fragile:
+        worst = fragile[0]
+        why = (f"; {len(fragile)}+ BatchNorm layers have channels that never varied in training and multiply any "
+               f"change by up to {max(r['max_gain'] for r in fragile):g}x (e.g. {worst['layer']}: "
+               f"{worst['constant_channels']}/{worst['channels']} channels)")
+    return (f"--quant auto: the float model itself disagrees with itself on {floor['flips']} of {floor['images']} "
+            f"validation images when only its input is rounded to the int8 input grid (agreement "
+            f"{floor['agreement']:.4f} < target {min_agreement:.4f}){why}. No int8 recipe is likely to meet the "
+            "target: a model trained to be less sensitive is (more data or augmentation, weight decay; "
+            "`edgecnn inspect RUN --layers`)")

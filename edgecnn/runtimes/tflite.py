@@ -195,6 +195,30 @@ def mac_share(path) -> dict:
         sess.close()
 
 
+def input_grid(path) -> tuple | None:
+    """The 8-bit grid a .tflite model's input lands on: (scale, zero_point, qmin, qmax) of its int8/uint8 input,
+    or of the QUANTIZE op that takes a float input; None when the first layer computes on the float input."""
+    from edgecnn.runtimes.base import RuntimeOptions
+
+    sess = TfliteSession(Path(path), RuntimeOptions(xnnpack=False))
+    try:
+        ops, _, tensors = sess.graph()
+        first = sess.it.get_input_details()[0]
+        t = tensors[first["index"]]
+        if np.dtype(t["dtype"]) == np.dtype(np.float32):
+            quant = [o for o in ops if o["op_name"] == "QUANTIZE" and first["index"] in list(o["inputs"])]
+            if not quant:
+                return None
+            t = tensors[quant[0]["outputs"][0]]
+        info = np.iinfo(t["dtype"]) if np.issubdtype(np.dtype(t["dtype"]), np.integer) else None
+        scale, zero = t["quantization"]
+        if info is None or info.bits != 8 or not scale:
+            return None
+        return float(scale), int(zero), int(info.min), int(info.max)
+    finally:
+        sess.close()
+
+
 def _prepare() -> None:
     try:
         load_runtime()
