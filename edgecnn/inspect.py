@@ -210,8 +210,7 @@ def inspect_layers(run_dir, images: int = 128, calib_samples: int = 300, seed: i
         weights.append({"layer": layer.name, "channels": int(per_channel.size), "max_range": float(per_channel.max()),
                         "median_range": med, "spread": float(per_channel.max() / med) if med > 0 else None})
     weights.sort(key=lambda r: -(r["spread"] or 0))
-    out = {"layers": rows, "weights": weights, "images": int(min(
-        images, len(ds.val))), "plot": None}
+    out = {"layers": rows, "weights": weights, "images": int(min(images, len(ds.val))), "plot": None}
     if plot:
         out["plot"] = str(_plot_layers(order, run.path / "layers.png"))
     return out

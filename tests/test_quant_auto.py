@@ -101,25 +101,6 @@ def test_inspect_layers_ranks_every_quantized_layer(digits_run, tmp_path):
     assert (run / "layers.png").is_file() and report["images"] == 128
 
 
-def test_batchnorm_channels_that_never_varied_are_named_with_their_gain():
-    import keras
-
-    from edgecnn.export.quant_auto import amplifying_batchnorm
-
-    inp = keras.Input((4, 4, 3))
-    x = keras.layers.Conv2D(4, 1, name="c")(inp)
-    x = keras.layers.BatchNormalization(name="bn_ok")(x)
-    x = keras.layers.Conv2D(4, 1, name="c2")(x)
-    x = keras.layers.BatchNormalization(name="bn_dead")(x)
-    model = keras.Model(inp, x)
-    bn = model.get_layer("bn_dead")
-    bn.moving_variance.assign(np.array([1.0, 1e-12, 1e-12, 0.5], np.float32))
-    rows = amplifying_batchnorm(model)
-    assert [r["layer"] for r in rows] == ["bn_dead"]
-    assert rows[0]["constant_channels"] == 2 and rows[0]["channels"] == 4
-    assert abs(rows[0]["max_gain"] - 1 / np.sqrt(1e-3)) < 0.2  # gamma 1 / sqrt(epsilon): 31.6x
-
-
 def test_the_input_rounding_floor_counts_flips_the_int8_input_alone_causes():
     from edgecnn.export.quant_auto import rounding_floor
 
