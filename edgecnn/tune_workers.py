@@ -75,13 +75,16 @@ def _log(job: Path, name: str) -> Path:
     return d / f"{name}.log"
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): SIGKILL when the supervisor dies, so a killed chief leaves no worker
-    behind waiting for its server."""
+def _pdeathsig():
+    """prctl(PR_SET_PDEATHSIG, SIGKILL) for a child before exec (Linux), resolved here in the parent so the child
+    only makes the call; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # a killed chief leaves no worker behind waiting for its server
 
 
 def _spawn(job: Path, env: dict, name: str) -> subprocess.Popen:
@@ -89,7 +92,7 @@ def _spawn(job: Path, env: dict, name: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "edgecnn.tune", "worker", str(job)]
     with open(_log(job, name), "a") as err:
         return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                preexec_fn=_pdeathsig())
 
 
 def serve_oracle(oracle, host: str, port: int):
