@@ -2,6 +2,7 @@
 
     python benchmarks/quant_recipes.py                         # digits; the three architectures at 32x32
     python benchmarks/quant_recipes.py --archs simple_cnn --image-size 8
+    python benchmarks/quant_recipes.py --archs mobilenet_v2 --augment   # a less input-sensitive float model
 
 Each architecture is trained once (edgecnn's defaults; digits is grey, so MobileNetV2 takes 1 channel, as issue 12's
 `edgecnn train --arch mobilenet_v2 --image-size 32 32`), then exported three times (tflite_int8 only) from
@@ -30,6 +31,7 @@ def main() -> int:
     ap.add_argument("--work", default=None, help="keep the runs here (default: a temporary folder)")
     ap.add_argument("--recipes", default=",".join(RECIPES))
     ap.add_argument("--reuse", action="store_true", help="use the trained runs already in --work")
+    ap.add_argument("--augment", action="store_true", help="train with edgecnn's random shift, rotation and zoom")
     a = ap.parse_args()
 
     from edgecnn.data import DataConfig
@@ -37,7 +39,7 @@ def main() -> int:
     from edgecnn.runtimes import RuntimeOptions, open_session
     from edgecnn.runtimes.tflite import mac_share
     from edgecnn.script.edgecnn_infer import latency_stats, time_runs
-    from edgecnn.train import TrainConfig, train
+    from edgecnn.train import AugmentConfig, TrainConfig, train
 
     work = Path(a.work or tempfile.mkdtemp(prefix="quant-recipes-"))
     rows = []
@@ -46,8 +48,8 @@ def main() -> int:
         size = (a.image_size, a.image_size)
         t0 = time.perf_counter()
         if not (a.reuse and (base / "model.keras").is_file()):
-            res = train(TrainConfig(out=str(base), arch=arch, overwrite=True,
-                                    data=DataConfig(image_size=size)))
+            res = train(TrainConfig(out=str(base), arch=arch, overwrite=True, data=DataConfig(image_size=size),
+                                    augment=AugmentConfig() if a.augment else None))
             print(f"{arch}: float test accuracy {res.metrics['test_accuracy']:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
         for recipe in a.recipes.split(","):
