@@ -205,9 +205,10 @@ def trial_number(trial_id) -> str:
 
 
 def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k: None, probe=None):
-    """The search's tuner on RUN/tuner/ (reloaded when it exists: an interrupted search resumes). In a
-    distributed search the environment makes it the chief's oracle server or a worker's client. With a device
-    budget the objective is `score` (validation accuracy, minus one over the budget)."""
+    """The search's tuner on RUN/tuner/ (reloaded when it exists: an interrupted search resumes). In a worker of a
+    distributed search the KERASTUNER_* environment makes its oracle a client of the chief's, which serves this
+    same tuner's oracle (tune_workers.supervise). With a device budget the objective is `score` (validation
+    accuracy, minus one over the budget)."""
     import keras_tuner
 
     from edgecnn.tune_device import SCORE

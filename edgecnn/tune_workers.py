@@ -60,7 +60,7 @@ def role_env(tuner_id: str, host: str, port: int, threads: int = 0) -> dict:
 def mark_trial(project_dir: str, trial_id: str) -> None:
     """Record which trial this process runs (RUN/tuner/workers/<id>.json); a no-op outside a distributed search."""
     tid = os.environ.get("KERASTUNER_TUNER_ID")
-    if not tid or tid == "chief":
+    if not tid:
         return
     d = Path(project_dir) / MARKS
     d.mkdir(parents=True, exist_ok=True)
