@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,44 @@ def _bad_files(d: Path, export) -> dict:
         "raw npz without manifest": (["--model", d / "copy.tflite", "--npz", export["raw_npz"]], "--pixel-max"),
         "delegate that does not load": (["--model", m, "--npz", npz, "--delegate", d / "libnope.so"], "did not load"),
     }
+
+
+@pytest.mark.parametrize("flag,kernels", [((), "xnnpack"), (("--no-xnnpack",), "builtin"),
+                                          (("--reference-kernels",), "reference")])
+def test_script_checks_its_accuracy_against_the_manifest_for_its_kernels(export, board, tmp_path, flag, kernels):
+    python, env = board
+    out = _json(run_script("--model", export["int8"], "--npz", export["pre_npz"], "--json", *flag, python=python,
+                           env=env))
+    assert out["accelerator"] == kernels
+    assert out["manifest_accuracy"] == out["accuracy"] and out["note"] is None
+    # a manifest that claims other figures for these kernels: the script says so (it still runs)
+    copy = tmp_path / "export"
+    shutil.copytree(export["dir"], copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    entry = m["artifacts"]["tflite_int8"]
+    record = entry["parity"] if kernels == "xnnpack" else entry["parity_kernels"][kernels]
+    record["accuracy"] -= 0.25
+    (copy / "manifest.json").write_text(json.dumps(m))
+    p = run_script("--model", copy / "model_int8.tflite", "--npz", export["pre_npz"], *flag, python=python, env=env)
+    assert p.returncode == 0, p.stderr
+    assert f"(the manifest's for {kernels}: " in p.stdout
+    assert "differs from the manifest's" in p.stdout and "for these kernels" in p.stdout
+
+
+def test_bench_says_when_a_row_is_not_what_export_recorded(export, tmp_path):
+    from edgecnn.bench import BenchConfig, bench
+
+    copy = tmp_path / "run"
+    shutil.copytree(export["run"], copy)
+    m = json.loads((copy / "export" / "manifest.json").read_text())
+    m["artifacts"]["tflite_int8"]["parity_kernels"]["builtin"]["top1_agreement"] = 0.5
+    (copy / "export" / "manifest.json").write_text(json.dumps(m))
+    rows = bench(copy, config=BenchConfig(backends=("tflite",), artifacts=("tflite_int8",), xnnpack=False,
+                                          timing=False, write=False)).rows
+    assert rows[0].status == "ok" and "differs from the manifest's figures for the builtin kernels" in rows[0].note
+    rows = bench(copy, config=BenchConfig(backends=("tflite",), artifacts=("tflite_int8",), timing=False,
+                                          write=False)).rows  # XNNPACK: its figures were not touched
+    assert "manifest" not in (rows[0].note or "")
 
 
 def test_user_errors_are_one_line_exit_2(export, tmp_path, board):

@@ -144,6 +144,44 @@ def test_independent_litert_client_reproduces_manifest_accuracy(exported, datase
     assert acc == pytest.approx(entry["parity"]["accuracy"], abs=1e-12)
 
 
+def test_manifest_records_the_int8_figures_of_each_cpu_kernel_set(exported, dataset):
+    """XNNPACK (verify's), builtin and reference kernels round int8 differently; the manifest holds each one's
+    figures on the test split, and the reference kernels called directly reproduce theirs."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    run, result = exported
+    m = json.loads((run / "export" / "manifest.json").read_text())
+    entry = m["artifacts"]["tflite_int8"]
+    assert entry["runtime"].endswith("(xnnpack)")
+    kernels = entry["parity_kernels"]
+    assert set(kernels) == {"builtin", "reference"}
+    assert kernels["builtin"]["runtime"].endswith("(builtin)") and kernels["reference"]["runtime"].endswith("(reference)")
+    assert all(k["n"] == len(dataset.y_test) for k in kernels.values())
+    assert all(not m["artifacts"][a].get("parity_kernels") for a in ("tflite_fp32", "onnx_fp32", "onnx_int8"))
+
+    it = Interpreter(model_path=str(run / "export" / entry["file"]),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    din, dout = it.get_input_details()[0], it.get_output_details()[0]
+    qi, qo = entry["inputs"][0]["quantization"], entry["outputs"][0]["quantization"]
+    probs = []
+    for img in dataset.x_test:
+        it.set_tensor(din["index"], np.clip(np.round(img / qi["scale"] + qi["zero_point"]), -128, 127)
+                      .astype(np.int8)[None])
+        it.invoke()
+        probs.append((it.get_tensor(dout["index"])[0].astype(np.float32) - qo["zero_point"]) * qo["scale"])
+    pred = np.argmax(probs, axis=1)
+    keras_pred = np.argmax(dataset.test.predict_with(open_keras(run)), axis=1)
+    assert float(np.mean(pred == dataset.y_test)) == pytest.approx(kernels["reference"]["accuracy"], abs=1e-12)
+    assert float(np.mean(pred == keras_pred)) == pytest.approx(kernels["reference"]["top1_agreement"], abs=1e-12)
+
+
+def open_keras(run):
+    from edgecnn.rundir import open_run
+
+    return open_run(run).load_model()
+
+
 def test_atomic_placement_under_injected_failure(digits_run, tmp_path, monkeypatch):
     """A copy that dies half-way leaves no file under its final name, no manifest and no temporaries."""
     import edgecnn.export as ex

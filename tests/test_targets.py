@@ -34,11 +34,18 @@ def _allocates(model, arena: int) -> bool:
     return subprocess.run([sys.executable, "-c", code, str(model), str(arena)], capture_output=True).returncode == 0
 
 
-def test_tflm_matches_the_builtin_kernels_and_finds_the_smallest_arena(rows, exported):
+def test_tflm_is_bit_exact_with_the_reference_kernels_and_finds_the_smallest_arena(rows, exported):
     tflm, builtin = rows[("tflite_int8", "tflm")], rows[("tflite_int8", "tflite")]
     assert tflm.status == "ok" and builtin.status == "ok" and builtin.accelerator == "builtin"
-    assert tflm.accuracy == builtin.accuracy
-    assert tflm.max_int8_steps is not None and 0 <= tflm.max_int8_steps <= 1  # measured: 1 step, 2 of 3590 outputs
+    reference = bench(exported, config=BenchConfig(backends=("tflite",), artifacts=("tflite_int8",),
+                                                   reference_kernels=True, timing=False, write=False)).rows[0]
+    assert reference.status == "ok" and reference.accelerator == "reference"
+    # max_int8_steps is measured against the reference kernels, which TFLite Micro computes bit for bit (against
+    # the builtin optimized kernels it was 1 step here, and 85 on an int8 MobileNetV2)
+    assert tflm.max_int8_steps == 0
+    assert (tflm.accuracy, tflm.agreement) == (reference.accuracy, reference.agreement)
+    # and both are the figures export recorded for the reference kernels: no "differs from the manifest" note
+    assert "manifest" not in (tflm.note or "") and "manifest" not in (reference.note or "")
     model = exported / "export" / "model_int8.tflite"
     assert tflm.flash_bytes == model.stat().st_size
     # arena_bytes is the smallest that allocates, within 2%: it does, 2% less does not
@@ -47,6 +54,30 @@ def test_tflm_matches_the_builtin_kernels_and_finds_the_smallest_arena(rows, exp
     assert tflm.arena_bytes < 10 * model.stat().st_size  # not TFLM's default guess
     assert rows[("tflite_fp32", "tflm")].status == "ok"  # TFLM runs float models too
     assert "not a microcontroller" in tflm.note
+
+
+def test_arena_search_counts_a_crashing_size_as_too_small(monkeypatch, tmp_path):
+    """TFLM segfaults on some arenas a little too small (an int8 MobileNetV2 does): each size is tried in its own
+    child, so a crash only means "does not fit" and the search goes on."""
+    import json
+    import types
+
+    from edgecnn.runtimes import tflm
+
+    tried = []
+
+    def child(path, mode, *args, timeout):
+        if mode == "record":
+            return types.SimpleNamespace(returncode=0, stdout=json.dumps({"fits": 100_000, "recorded": 60_000}),
+                                         stderr="")
+        n = int(args[0])
+        tried.append(n)
+        return types.SimpleNamespace(returncode=0 if n >= 51_234 else -11, stdout="",
+                                     stderr="Failed to allocate tail memory")
+
+    monkeypatch.setattr(tflm, "_child", child)
+    assert tflm.arena_search(tmp_path / "m.tflite") == {"smallest": 51_234, "recorded": 60_000}
+    assert any(n < 51_234 for n in tried)  # crashing sizes were tried, and the search went on
 
 
 def test_tflm_names_an_op_it_lacks(tmp_path):

@@ -21,7 +21,8 @@ class BenchConfig:
     artifacts: tuple = ()  # manifest artifact names (plus "keras"); empty: all of them
     threads: int = 1  # CPU threads for tflite, litert-* and onnxruntime (intra-op); 1 is the reproducible choice
     batch: int = 1  # batch size of the throughput measurement
-    xnnpack: bool = True  # tflite: apply LiteRT's default XNNPACK delegate (off: builtin reference kernels)
+    xnnpack: bool = True  # tflite: apply LiteRT's default XNNPACK delegate (off: the builtin optimized kernels)
+    reference_kernels: bool = False  # tflite: the builtin reference kernels (TFLite Micro's arithmetic; slow)
     delegate: Optional[str] = None  # tflite: external delegate "PATH[:key=value,...]" loaded with load_delegate
     providers: tuple = ("cpu",)  # onnxruntime execution providers, one row each (short or full names)
     graph_optimization: str = "all"  # onnxruntime graph optimization level: disable, basic, extended, all

@@ -34,6 +34,8 @@ def _split(values) -> tuple:
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size of the throughput measurement.")
 @click.option("--xnnpack/--no-xnnpack", default=True, show_default=True,
               help="tflite: LiteRT's default XNNPACK delegate, or builtin kernels only.")
+@click.option("--reference-kernels", is_flag=True,
+              help="tflite: the builtin reference kernels, which TFLite Micro matches bit for bit (slow).")
 @click.option("--delegate", default=None, metavar="PATH[:k=v,...]",
               help="tflite: external delegate library with options, e.g. libedgetpu.so.1 or "
                    "libarmnnDelegate.so:backends=CpuAcc.")
@@ -82,8 +84,8 @@ def _split(values) -> tuple:
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json to stdout instead of the table.")
 @click.option("--fail-on-error", is_flag=True, help="Exit 1 when a row failed (not only on broken gates).")
 @user_errors
-def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, delegate, providers, graph_opt, npu,
-          npu_system, npu_memory, keep_compiled, precision, runs,
+def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, reference_kernels, delegate, providers,
+          graph_opt, npu, npu_system, npu_memory, keep_compiled, precision, runs,
           min_time, max_time, warmup, warmup_time, timing, include_copies, limit, max_acc_drop, min_agreement,
           max_abs_diff, out, plots, remote, hosts_file, remote_jobs, remote_timeout, allow_modified,
           accept_new_host_keys, wide, as_json, fail_on_error):
@@ -100,6 +102,7 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, de
 
     cfg = BenchConfig(
         backends=_split(backends), artifacts=_split(artifacts), threads=threads, batch=batch, xnnpack=xnnpack,
+        reference_kernels=reference_kernels,
         delegate=delegate, providers=_split(providers) or ("cpu",), graph_optimization=graph_opt, npu=npu,
         npu_system=npu_system, npu_memory=npu_memory, keep_compiled=keep_compiled, precision=precision,
         warmup_runs=warmup, warmup_min_s=warmup_time, runs=runs, min_s=min_time, max_s=max_time, timing=timing,

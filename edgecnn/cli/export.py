@@ -42,6 +42,14 @@ def print_export_summary(result, gates=None) -> None:
     print_table(title, ("artifact", "file", "quant", "size", "int8/fp32", "accuracy", "drop (pts)", "agreement",
                         "max |diff|"), rows, console=_console())
     for a in result.artifacts:
+        p = a["parity"]
+        for kernels, b in (a.get("parity_kernels") or {}).items():
+            if "accuracy" in b and (b["accuracy"], b["top1_agreement"]) != (p["accuracy"], p["top1_agreement"]):
+                click.echo(wrap(f"{a['name']} on the {kernels} kernels"
+                                + (" (TFLite Micro's arithmetic)" if kernels == "reference" else " (XNNPACK off)")
+                                + f": accuracy {b['accuracy']:.4f}, drop {b['accuracy_drop']:+.2f} pts, agreement "
+                                f"{b['top1_agreement'] * 100:.2f}%; the kernels round int8 differently and this "
+                                "model is sensitive to it (the manifest records each)"))
         qat = a["details"].get("qat")
         if qat:
             click.echo(f"QAT ({a['name']}): fake-quant test accuracy {qat['accuracy_before']:.4f} before, "

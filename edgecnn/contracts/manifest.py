@@ -67,6 +67,7 @@ class ArtifactEntry:
     inputs: tuple = ()  # tensor_info() records
     outputs: tuple = ()
     parity: dict = field(default_factory=dict)  # contracts.parity.Parity.to_manifest()
+    parity_kernels: dict = field(default_factory=dict)  # int8 .tflite: the same on "builtin" and "reference" kernels
     runtime: Optional[str] = None  # the runtime (and kernels) that verified it
     details: dict = field(default_factory=dict)  # exporter details (method, calibration, size ratio, ...)
 
@@ -77,6 +78,7 @@ class ArtifactEntry:
         kw = {k: v for k, v in d.items() if k in names}
         kw.update(file=d.get("file", name), format=fmt, inputs=tuple(d.get("inputs") or ()),
                   outputs=tuple(d.get("outputs") or ()), parity=dict(d.get("parity") or {}),
+                  parity_kernels=dict(d.get("parity_kernels") or {}),
                   details=dict(d.get("details") or {}))
         return cls(**kw)
 

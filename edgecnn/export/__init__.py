@@ -262,7 +262,7 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
     from edgecnn.export.calibration import calibration_images
     from edgecnn.export.context import ExportContext
     from edgecnn.export.manifest import FILENAME, build_manifest
-    from edgecnn.export.verify import verify
+    from edgecnn.export.verify import kernel_parity, verify
     from edgecnn.io import sha256
 
     spec = run.model_spec
@@ -294,6 +294,8 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
                 file=fmt.file, format=fmt.format, precision=fmt.precision, quant=built.quant,
                 sha256=sha256(built.path), size_bytes=built.path.stat().st_size, inputs=tuple(ins),
                 outputs=tuple(outs), parity=par, runtime=used, details=dict(built.info),
+                parity_kernels=(kernel_parity(built.path, ds.test, ds.y_test, reference)
+                                if fmt.format == "tflite" and fmt.precision == "int8" else {}),
             )
         for name, ratio in _size_ratios(entries).items():
             entries[name].details["size_ratio_to_fp32"] = ratio

@@ -82,3 +82,42 @@ def verify(path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, *, input_s
         raise ParityError(f"{Path(path).name}: probabilities differ from the Keras model by {p.max_abs_diff:.3g} "
                           f"(tolerance {tolerance:g}; top-1 agreement {p.agreement:.4f})")
     return p.to_manifest(), runner.inputs, runner.outputs, used
+
+
+KERNEL_BUDGET_S = 120.0  # the reference kernels are slow: skipped when the test split would take longer
+
+
+def kernel_parity(path, x, y: np.ndarray, reference: np.ndarray, budget_s: float = KERNEL_BUDGET_S) -> dict:
+    """An int8 .tflite's parity on LiteRT's other CPU kernels: "builtin" (XNNPACK off, the optimized kernels) and
+    "reference" (the reference kernels, TFLite Micro's arithmetic bit for bit). `verify` runs XNNPACK. The three
+    round int8 arithmetic differently (measured on an int8 MobileNetV2: up to 85 output steps apart, test
+    agreement 0.975 / 0.981 / 0.975), so a device on other kernels needs its own figures to check against.
+
+    Returns:
+        {"builtin": parity record + "runtime", "reference": ...}; a kernel set that is unavailable or would take
+        longer than `budget_s` on `x` (timed on its first image) is {"skipped": why}; {} without LiteRT.
+    """
+    import time
+
+    out = {}
+    for kernels, opts in (("builtin", RuntimeOptions(xnnpack=False)), ("reference", RuntimeOptions(reference_kernels=True))):
+        try:
+            runner = open_session("tflite", Path(path), opts)
+        except Unavailable as e:
+            out[kernels] = {"skipped": str(e)}
+            continue
+        try:
+            runner.predict(np.asarray(x[:1]))  # the first call allocates: time the second
+            t0 = time.perf_counter()
+            runner.predict(np.asarray(x[:1]))
+            estimate = (time.perf_counter() - t0) * len(x)
+            if estimate > budget_s:
+                out[kernels] = {"skipped": f"about {estimate:.0f} s for {len(x)} images on these kernels "
+                                           f"(budget {budget_s:.0f} s)"}
+                continue
+            probs = map_chunks(runner.predict, x)
+            used = f"{runner.runtime} ({runner.accelerator})"
+        finally:
+            runner.close()
+        out[kernels] = dict(parity(probs, reference, y).to_manifest(), runtime=used)
+    return out

@@ -31,7 +31,8 @@ class RuntimeOptions:
 
     threads: int = 1  # CPU threads (tflite, litert-*, onnxruntime intra-op, openvino)
     include_copies: bool = False  # time input/output tensor copies with the inference (False: invoke only)
-    xnnpack: bool = True  # tflite: LiteRT's default XNNPACK delegate (False: builtin reference kernels)
+    xnnpack: bool = True  # tflite: LiteRT's default XNNPACK delegate (False: the builtin optimized kernels)
+    reference_kernels: bool = False  # tflite: the builtin reference kernels (TFLite Micro's arithmetic; slow)
     delegate: Optional[str] = None  # tflite: external delegate "PATH[:key=value,...]"
     providers: tuple = ("cpu",)  # onnxruntime execution providers, one row each
     graph_optimization: str = "all"  # onnxruntime graph optimization level

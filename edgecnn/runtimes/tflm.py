@@ -1,8 +1,9 @@
 """tflm: TensorFlow Lite for Microcontrollers (pip `tflite-micro`), the interpreter a Cortex-M runs, on this host.
 
 Its kernels are the TFLite reference kernels, so an int8 model's outputs here are what a microcontroller
-computes (bit for bit with the tflite runtime's builtin kernels: the row's `max_int8_steps` says how far they
-are, 0 when exact). The row adds `arena_bytes`, the smallest tensor arena that allocates and runs the model
+computes (bit for bit with the tflite runtime's builtin reference kernels, `reference_kernels=True`: the row's
+`max_int8_steps` says how far they are, 0 when exact; the builtin optimized kernels, XNNPACK off, are not
+bit-exact with them: 85 output steps apart on an int8 MobileNetV2). The row adds `arena_bytes`, the smallest tensor arena that allocates and runs the model
 (searched in a child process: TFLM's Python API only prints its allocations, defaults to 10x the model, and
 can crash on a tiny arena), and `flash_bytes`, the flatbuffer an MCU keeps in flash (code not included).
 Latency is this host's CPU running TFLM's portable kernels, not a microcontroller's: the note says so.
@@ -29,8 +30,11 @@ from edgecnn.errors import ModelError
 from edgecnn.native import native_stderr, package_version
 from edgecnn.runtimes.base import Runtime, RuntimeOptions, Session, Unavailable, from_output, to_input
 
-# Run in a child: smallest arena in [recorded total / 2, 10x the model] that allocates and invokes.
-_ARENA_SEARCH = r"""
+# Run in a child, one arena size per process: TFLM can crash (SIGSEGV) on an arena a little too small, as it does
+# on an int8 MobileNetV2 ("Failed to allocate tail memory"), so a crash must only mean "does not fit".
+# `probe N`: exit 0 when an N-byte arena allocates and invokes. `record`: the smallest power-of-two multiple of 10x
+# the model that fits, and TFLM's own total there (print_allocations prints it and returns nothing).
+_ARENA_CHILD = r"""
 import json, os, sys, tempfile
 import numpy as np
 from tflite_micro import runtime
@@ -44,6 +48,8 @@ def ok(n):
         return it
     except RuntimeError:
         return None
+if sys.argv[2] == "probe":
+    sys.exit(0 if ok(int(sys.argv[3])) else 1)
 hi = max(len(data) * 10, 4096)
 while not ok(hi):
     hi *= 2
@@ -59,15 +65,7 @@ with tempfile.TemporaryFile() as tmp:
     tmp.seek(0); text = tmp.read().decode("utf-8", "replace")
 import re
 m = re.search(r"Arena allocation total (\d+) bytes", text)
-recorded = int(m.group(1)) if m else None
-lo = max(1024, (recorded or 2048) // 2)
-while lo < hi:
-    mid = (lo + hi) // 2
-    if ok(mid):
-        hi = mid
-    else:
-        lo = mid + 1
-print(json.dumps({"smallest": hi, "recorded": recorded}))
+print(json.dumps({"fits": hi, "recorded": int(m.group(1)) if m else None}))
 """
 
 
@@ -79,14 +77,23 @@ def _tflm():
     return runtime
 
 
+def _child(path, *args, timeout: float):
+    return subprocess.run([sys.executable, "-c", _ARENA_CHILD, str(path), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def arena_search(path, timeout: float = 300.0) -> dict:
-    """{"smallest": bytes, "recorded": TFLM's own total} for `path`, found in a child process.
+    """{"smallest": bytes, "recorded": TFLM's own total} for `path`: the smallest arena in [recorded / 2, the size
+    that fits] that allocates and invokes, by bisection, each size tried in its own child process (a crash
+    there is a size that does not fit, not a failed search).
 
     Raises:
-        RuntimeError: the child failed (a crash inside TFLM, say), with its last line.
+        RuntimeError: the model does not run in TFLM at any arena size, with the child's last line.
     """
-    p = subprocess.run([sys.executable, "-c", _ARENA_SEARCH, str(path)], capture_output=True, text=True,
-                       timeout=timeout)
+    import time
+
+    deadline = time.monotonic() + timeout
+    p = _child(path, "record", timeout=timeout)
     lines = p.stdout.strip().splitlines()
     if p.returncode != 0 or not lines:
         tail = [ln for ln in p.stderr.splitlines() if ln.strip()][-1:] or [f"exit {p.returncode}"]
@@ -94,7 +101,18 @@ def arena_search(path, timeout: float = 300.0) -> dict:
     out = json.loads(lines[-1])
     if "error" in out:
         raise RuntimeError(out["error"])
-    return out
+    recorded, hi = out["recorded"], int(out["fits"])
+    lo = max(1024, (recorded or 2048) // 2)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError(f"TFLite Micro arena search took over {timeout:.0f} s")
+        if _child(path, "probe", mid, timeout=left).returncode == 0:
+            hi = mid
+        else:
+            lo = mid + 1
+    return {"smallest": hi, "recorded": recorded}
 
 
 def _details(d: dict, name: str) -> dict:
@@ -156,15 +174,15 @@ class TflmSession(Session):
         arena = arena_search(self.path)
         out = {"arena_bytes": int(arena["smallest"]), "flash_bytes": self.path.stat().st_size}
         if np.dtype(self.outputs[0]["dtype"]).kind in "iu":
-            out["max_int8_steps"] = self._steps_vs_builtin(x)
+            out["max_int8_steps"] = self._steps_vs_reference(x)
         return out
 
-    def _steps_vs_builtin(self, x: np.ndarray):
+    def _steps_vs_reference(self, x: np.ndarray):
         """Largest difference, in integer steps, from the tflite runtime's builtin reference kernels."""
         from edgecnn.runtimes.tflite import TfliteSession
 
         try:
-            ref = TfliteSession(self.path, RuntimeOptions(xnnpack=False))
+            ref = TfliteSession(self.path, RuntimeOptions(reference_kernels=True))
         except Unavailable:
             return None
         try:

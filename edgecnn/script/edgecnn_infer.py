@@ -293,8 +293,12 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
 
 
-def interpreter_options(path: str, threads: int, delegate, xnnpack: bool, load, resolver, runtime: str):
-    """(Interpreter keyword arguments, accelerator name) for a delegate spec, XNNPACK on or off.
+def interpreter_options(path: str, threads: int, delegate, xnnpack: bool, load, resolver, runtime: str,
+                        reference: bool = False):
+    """(Interpreter keyword arguments, accelerator name) for a delegate spec, or the CPU kernels: "xnnpack"
+    (LiteRT's default delegate), "builtin" (XNNPACK off: the builtin optimized kernels) or "reference"
+    (`reference`: the builtin reference kernels, which TensorFlow Lite Micro computes bit for bit; slow). The
+    three round int8 arithmetic differently: on a sensitive model they disagree on whole predictions.
 
     `load(lib, options)` loads an external delegate; `resolver` is the runtime's OpResolverType (None when it
     has none, so XNNPACK cannot be turned off). Shared with `edgecnn bench`'s tflite backend.
@@ -304,9 +308,12 @@ def interpreter_options(path: str, threads: int, delegate, xnnpack: bool, load, 
         lib, options = parse_delegate(delegate)
         kwargs["experimental_delegates"] = [load(lib, options)]
         return kwargs, f"delegate:{os.path.basename(lib)}"
-    if not xnnpack:
+    if reference or not xnnpack:
         if resolver is None:
             raise UsageError(f"{runtime} cannot turn the default XNNPACK delegate off")
+        if reference:
+            kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_REF
+            return kwargs, "reference"
         kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         return kwargs, "builtin"
     return kwargs, "xnnpack"
@@ -320,14 +327,15 @@ def interpreter_options(path: str, threads: int, delegate, xnnpack: bool, load, 
 class TfliteModel:
     """A .tflite classifier with one input (NHWC) and one output (probabilities), run one image at a time."""
 
-    def __init__(self, path: str, threads: int = 1, runtime: str = "auto", delegate=None, xnnpack: bool = True):
+    def __init__(self, path: str, threads: int = 1, runtime: str = "auto", delegate=None, xnnpack: bool = True,
+                 reference: bool = False):
         Interpreter, load_delegate, resolver, self.runtime = load_runtime(runtime)
         if not os.path.isfile(path):
             raise UsageError(f"{path}: no such model file")
         self.path, self.threads = path, threads
         kwargs, self.accelerator = interpreter_options(
             path, threads, delegate, xnnpack, lambda lib, options: _load_delegate(load_delegate, lib, options),
-            resolver, self.runtime)
+            resolver, self.runtime, reference)
         t0 = time.perf_counter()
         try:
             with quiet_native_logs():  # "INFO: Created TensorFlow Lite XNNPACK delegate" on every run
@@ -544,6 +552,16 @@ def validate_manifest(m, where: str) -> dict:
             raise UsageError(f"{where}: artifact {name!r} names file {f!r}: entries must be plain file names in the "
                              "manifest's folder")
     return m
+
+
+def manifest_figures(entry: dict, accelerator: str):
+    """The parity the manifest recorded for this artifact on these kernels ("xnnpack", "builtin", "reference"):
+    `parity` when export verified it on them, else `parity_kernels[accelerator]`; None when it has none."""
+    if str(entry.get("runtime") or "").endswith(f"({accelerator})"):
+        rec = entry.get("parity")
+    else:
+        rec = (entry.get("parity_kernels") or {}).get(accelerator)
+    return rec if isinstance(rec, dict) and isinstance(rec.get("accuracy"), (int, float)) else None
 
 
 def manifest_entry(manifest: dict, model_path: str):
@@ -770,6 +788,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the interpreter (default 1)")
     p.add_argument("--delegate", metavar="LIB[:key=value,...]", help="external delegate, e.g. libedgetpu.so.1")
     p.add_argument("--no-xnnpack", action="store_true", help="builtin kernels instead of the default XNNPACK")
+    p.add_argument("--reference-kernels", action="store_true",
+                   help="the builtin reference kernels (what TFLite Micro computes; slow)")
     p.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES), help="TFLite runtime to use")
     p.add_argument("--allow-modified", action="store_true",
                    help="run a model whose sha256 differs from its manifest entry (the row says so)")
@@ -820,7 +840,7 @@ def run(a: argparse.Namespace) -> dict:
     artifact, entry = manifest_entry(manifest, a.model) if manifest else (None, {})
     integrity = check_integrity(a.model, entry, os.path.basename(mpath), a.allow_modified)  # before opening it
     model = TfliteModel(a.model, threads=a.threads, runtime=a.runtime, delegate=a.delegate,
-                        xnnpack=not a.no_xnnpack)
+                        xnnpack=not a.no_xnnpack, reference=a.reference_kernels)
     prep, class_names = _preprocessing(a, model, manifest, mpath, entry)
     names, y = [], None
     if a.npz:
@@ -849,6 +869,12 @@ def run(a: argparse.Namespace) -> dict:
                         "confidence": float(p[top[0]]),
                         "top_k": [{"label": class_names[i], "index": int(i), "confidence": float(p[i])} for i in top]})
     accuracy = float(np.mean(pred == y)) if y is not None and len(y) else None
+    expected = manifest_figures(entry, model.accelerator) if accuracy is not None else None
+    if expected is not None and expected.get("n") != len(y):
+        expected = None  # figures of another image set (the manifest's are on the test split)
+    if expected is not None and abs(expected["accuracy"] - accuracy) > 1e-9:
+        notes.append(f"accuracy {accuracy:.4f} differs from the manifest's {expected['accuracy']:.4f} for these kernels "
+                     f"on {expected['n']} images: not the export's test split, or not the arithmetic export verified")
     out = dict.fromkeys(ROW_KEYS)  # the bench row, then what only this script reports
     out.update({
         "artifact": artifact or os.path.splitext(os.path.basename(a.model))[0],
@@ -863,6 +889,7 @@ def run(a: argparse.Namespace) -> dict:
         "n": len(x), "predictions": [int(v) for v in pred], "results": results,
         "machine": info["machine"], "cpu": info["cpu"], "cpu_count": info["cpu_count"], "python": info["python"],
         "hostname": info["hostname"], "script_version": __version__,
+        "manifest_accuracy": expected["accuracy"] if expected else None,
     })
     if out["latency"] and out["latency"]["median_ms"]:
         out["throughput_ips"] = 1e3 / out["latency"]["median_ms"]
@@ -879,7 +906,11 @@ def _print_text(out: dict, limit=None) -> None:
     if limit is not None and len(results) > limit:
         print(f"... {len(results) - limit} more (--json for all)")
     if out["accuracy"] is not None:
-        print(f"accuracy: {out['accuracy']:.4f} on {out['n']} labelled inputs")
+        same = out.get("manifest_accuracy")
+        print(f"accuracy: {out['accuracy']:.4f} on {out['n']} labelled inputs"
+              + ("" if same is None else f" (the manifest's for {out['accelerator']}: {same:.4f})"))
+    if out.get("note"):
+        print(f"note: {out['note']}")
     lat = out.get("latency")
     if lat:
         print(f"{out['file']} on {out['runtime']} ({out['accelerator']}, {out['threads']} thread(s)) @ {out['device']}:"
