@@ -155,7 +155,8 @@ def test_manifest_records_the_int8_figures_of_each_cpu_kernel_set(exported, data
     assert entry["runtime"].endswith("(xnnpack)")
     kernels = entry["parity_kernels"]
     assert set(kernels) == {"builtin", "reference"}
-    assert kernels["builtin"]["runtime"].endswith("(builtin)") and kernels["reference"]["runtime"].endswith("(reference)")
+    assert kernels["builtin"]["runtime"].endswith("(builtin)")
+    assert kernels["reference"]["runtime"].endswith("(reference)")
     assert all(k["n"] == len(dataset.y_test) for k in kernels.values())
     assert all(not m["artifacts"][a].get("parity_kernels") for a in ("tflite_fp32", "onnx_fp32", "onnx_int8"))
 

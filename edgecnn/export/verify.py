@@ -100,7 +100,8 @@ def kernel_parity(path, x, y: np.ndarray, reference: np.ndarray, budget_s: float
     import time
 
     out = {}
-    for kernels, opts in (("builtin", RuntimeOptions(xnnpack=False)), ("reference", RuntimeOptions(reference_kernels=True))):
+    for kernels, opts in (("builtin", RuntimeOptions(xnnpack=False)),
+                          ("reference", RuntimeOptions(reference_kernels=True))):
         try:
             runner = open_session("tflite", Path(path), opts)
         except Unavailable as e:

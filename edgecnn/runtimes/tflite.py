@@ -230,4 +230,5 @@ def _prepare() -> None:
 
 RUNTIME = Runtime("tflite", ("tflite",), TfliteSession,
                   "TFLite interpreter (ai_edge_litert, else tflite_runtime, else tf.lite)",
-                  options=("xnnpack", "reference_kernels", "delegate"), prepare=_prepare, install="pip install ai-edge-litert")
+                  options=("xnnpack", "reference_kernels", "delegate"), prepare=_prepare,
+                  install="pip install ai-edge-litert")

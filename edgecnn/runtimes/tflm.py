@@ -3,9 +3,10 @@
 Its kernels are the TFLite reference kernels, so an int8 model's outputs here are what a microcontroller
 computes (bit for bit with the tflite runtime's builtin reference kernels, `reference_kernels=True`: the row's
 `max_int8_steps` says how far they are, 0 when exact; the builtin optimized kernels, XNNPACK off, are not
-bit-exact with them: 85 output steps apart on an int8 MobileNetV2). The row adds `arena_bytes`, the smallest tensor arena that allocates and runs the model
-(searched in a child process: TFLM's Python API only prints its allocations, defaults to 10x the model, and
-can crash on a tiny arena), and `flash_bytes`, the flatbuffer an MCU keeps in flash (code not included).
+bit-exact with them: 85 output steps apart on an int8 MobileNetV2). The row adds `arena_bytes`, the smallest
+tensor arena that allocates and runs the model (searched by bisection, each size in its own child process: TFLM's
+Python API only prints its allocations, defaults to 10x the model, and can crash on an arena a little too small),
+and `flash_bytes`, the flatbuffer an MCU keeps in flash (code not included).
 Latency is this host's CPU running TFLM's portable kernels, not a microcontroller's: the note says so.
 An op TFLM has no kernel for is a failed row naming the op.
 

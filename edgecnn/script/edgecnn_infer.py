@@ -873,8 +873,9 @@ def run(a: argparse.Namespace) -> dict:
     if expected is not None and expected.get("n") != len(y):
         expected = None  # figures of another image set (the manifest's are on the test split)
     if expected is not None and abs(expected["accuracy"] - accuracy) > 1e-9:
-        notes.append(f"accuracy {accuracy:.4f} differs from the manifest's {expected['accuracy']:.4f} for these kernels "
-                     f"on {expected['n']} images: not the export's test split, or not the arithmetic export verified")
+        notes.append(f"accuracy {accuracy:.4f} differs from the manifest's {expected['accuracy']:.4f} for these "
+                     f"kernels on {expected['n']} images: not the export's test split, or not the arithmetic "
+                     "export verified")
     out = dict.fromkeys(ROW_KEYS)  # the bench row, then what only this script reports
     out.update({
         "artifact": artifact or os.path.splitext(os.path.basename(a.model))[0],
