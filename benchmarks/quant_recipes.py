@@ -7,7 +7,7 @@
 Each architecture is trained once (edgecnn's defaults; digits is grey, so MobileNetV2 takes 1 channel, as issue 12's
 `edgecnn train --arch mobilenet_v2 --image-size 32 32`), then exported three times (tflite_int8 only) from
 copies of the run. For each recipe it prints the test split's top-1 agreement with the float model and the
-accuracy drop (as the manifest records them), the share of conv/dense multiply-accumulates on int8
+accuracy drop (as the manifest records them, on XNNPACK and on the reference kernels), the share of conv/dense multiply-accumulates on int8
 activations, the file size, the export's seconds, and the int8 latency (LiteRT, XNNPACK, 1 thread, median of
 the bench loop). `--quant auto` targets: --min-agreement 0.985 --max-acc-drop 0.3 (issue 12's).
 """
@@ -71,16 +71,24 @@ def main() -> int:
             finally:
                 sess.close()
             auto = entry["details"].get("auto") or {}
+            ref = (entry.get("parity_kernels") or {}).get("reference") or {}
             rows.append({"arch": arch, "recipe": recipe, "agreement": entry["parity"]["top1_agreement"],
-                         "drop": entry["parity"]["accuracy_drop"], "int8_macs": mac_share(path)["share"],
+                         "drop": entry["parity"]["accuracy_drop"], "ref_agreement": ref.get("top1_agreement"),
+                         "ref_drop": ref.get("accuracy_drop"), "int8_macs": mac_share(path)["share"],
                          "size_kb": entry["size_bytes"] / 1024, "latency_ms": lat, "export_s": seconds,
                          "kept_float": len(auto.get("kept_float", []))})
             print(json.dumps(rows[-1]), flush=True)
     print()
-    print(f"{'arch':14} {'recipe':6} {'agreement':>9} {'drop pts':>8} {'int8 MACs':>9} {'float':>5} {'size KiB':>8} "
+    print("agreement and drop: XNNPACK (the manifest's `parity`) / the reference kernels (TFLite Micro's arithmetic)")
+    print(f"{'arch':14} {'recipe':6} {'agreement':>15} {'drop pts':>13} {'int8 MACs':>9} {'float':>5} {'size KiB':>8} "
           f"{'int8 ms':>8} {'export s':>8}")
+
+    def pair(a, b, fmt):
+        return f"{a:{fmt}} / " + ("-" if b is None else f"{b:{fmt}}")
+
     for r in rows:
-        print(f"{r['arch']:14} {r['recipe']:6} {r['agreement']:9.4f} {r['drop']:+8.2f} {r['int8_macs']:9.1%} "
+        print(f"{r['arch']:14} {r['recipe']:6} {pair(r['agreement'], r['ref_agreement'], '.4f'):>15} "
+              f"{pair(r['drop'], r['ref_drop'], '+.2f'):>13} {r['int8_macs']:9.1%} "
               f"{r['kept_float']:5d} {r['size_kb']:8.1f} {r['latency_ms']:8.3f} {r['export_s']:8.1f}")
     return 0
 
