@@ -270,3 +270,33 @@ def test_tuning_measures_a_trial_on_a_board(sshd, monkeypatch):
     assert figures.get("note") is None, figures
     assert figures["int8_latency_ms"] > 0 and figures["int8_size_bytes"] > 1000 and "127.0.0.1" in figures["device"]
     assert budget.violations(figures) == []
+
+
+def test_a_board_row_is_checked_against_the_manifest_figures_for_its_kernels(export, tmp_path):
+    """A board's XNNPACK (or builtin) kernels may round int8 otherwise than export's: its row says when its
+    figures are not the manifest's for those kernels. The board's answer here is the on-device script's JSON."""
+    import dataclasses
+    import json
+
+    from _device_helpers import run_script
+    from edgecnn.bench.remote import _adapt
+    from edgecnn.bench.sources import Artifact
+    from edgecnn.contracts.manifest import read_manifest
+    from edgecnn.rundir import open_run
+
+    manifest = read_manifest(export["manifest"])
+    ref = open_run(export["run"]).load_dataset().test.predict_with(open_run(export["run"]).load_model())
+    for flag, kernels in (((), "xnnpack"), (("--no-xnnpack",), "builtin")):
+        p = run_script("--model", export["int8"], "--npz", export["pre_npz"], "--json", "--probs", *flag)
+        assert p.returncode == 0, p.stderr
+        board = json.loads(p.stdout)
+        entry = manifest.artifacts["tflite_int8"]
+        art = Artifact("tflite_int8", export["int8"], "tflite", "int8", entry)
+        row = _adapt(board, {export["int8"].name: art}, ref, None, export["y"])
+        assert row.status == "ok" and row.accelerator == kernels and "manifest" not in (row.note or "")
+        # the same answer against a manifest that recorded other figures for these kernels
+        d = entry.to_dict()
+        (d["parity"] if kernels == "xnnpack" else d["parity_kernels"][kernels])["top1_agreement"] = 0.5
+        art = dataclasses.replace(art, entry=type(entry).from_dict("tflite_int8", d))
+        row = _adapt(board, {export["int8"].name: art}, ref, None, export["y"])
+        assert f"differs from the manifest's figures for the {kernels} kernels" in row.note

@@ -13,7 +13,7 @@ import numpy as np
 from edgecnn.bench.config import BenchConfig, BenchResult
 from edgecnn.bench.sources import Artifact, Target, from_model, from_run
 from edgecnn.bench.timing import timed_stats
-from edgecnn.contracts.parity import parity
+from edgecnn.contracts.parity import manifest_mismatch, parity
 from edgecnn.contracts.rows import REFUSED, Row
 from edgecnn.data.split import map_chunks
 from edgecnn.errors import ConfigError, IntegrityError, ShapeError
@@ -80,23 +80,6 @@ def _mixed_note(artifact: Artifact, backend) -> Optional[str]:
     return None
 
 
-def _manifest_note(row: Row, artifact: Artifact, n: int) -> Optional[str]:
-    """A TFLite row whose figures are not the ones export recorded for the same kernels on the same test split
-    (XNNPACK, builtin or reference; TFLite Micro computes what the reference kernels do)."""
-    from edgecnn.script.edgecnn_infer import manifest_figures
-
-    if artifact.entry is None or row.backend not in ("tflite", "tflm") or row.agreement is None:
-        return None
-    kernels = "reference" if row.backend == "tflm" else row.accelerator
-    rec = manifest_figures(artifact.entry.to_dict(), kernels)
-    if rec is None or rec.get("n") != n or "top1_agreement" not in rec:
-        return None
-    if abs(rec["accuracy"] - row.accuracy) > 1e-9 or abs(rec["top1_agreement"] - row.agreement) > 1e-9:
-        return (f"differs from the manifest's figures for the {kernels} kernels (accuracy {rec['accuracy']:.4f}, "
-                f"agreement {rec['top1_agreement']:.4f}): not the arithmetic export verified")
-    return None
-
-
 def measure(artifact: Artifact, backend, variant: str, target: Target, cfg: BenchConfig, ref: _Reference,
             device: str, session=None, load_ms: Optional[float] = None):
     """One row: load, first inference, latency, accuracy and parity, throughput, the row's own peak memory.
@@ -154,7 +137,9 @@ def _measure(artifact, backend, variant, target, cfg, ref, device, session, load
             raise ShapeError(f"outputs shape {list(probs.shape)}, expected [{len(target.y)}, "
                              f"{len(target.class_names)}] (one probability per class)")
         _parity(row, probs, target.y, ref)
-        row.add_note(_manifest_note(row, artifact, len(target.y)))
+        if artifact.entry is not None and row.backend in ("tflite", "tflm"):  # TFLite Micro: the reference kernels
+            row.add_note(manifest_mismatch(artifact.entry.to_dict(), "reference" if row.backend == "tflm"
+                                           else row.accelerator, row.accuracy, row.agreement, len(target.y)))
         if cfg.timing:
             _throughput(row, sess, target.x, cfg)
         row.timing_includes_copies = bool(sess.includes_copies) if cfg.timing else None

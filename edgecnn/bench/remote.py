@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.contracts.parity import parity
+from edgecnn.contracts.parity import manifest_mismatch, parity
 from edgecnn.contracts.rows import Row
 
 
@@ -61,4 +61,7 @@ def _adapt(d: dict, names: dict, ref_probs, ref_accuracy, labels=None) -> Row:
         p = parity(np.asarray(probs, dtype=np.float32), ref_probs, labels, ref_accuracy)
         row.accuracy, row.agreement, row.max_abs_diff = p.accuracy, p.agreement, p.max_abs_diff
         row.accuracy_drop = p.accuracy_drop if ref_accuracy is not None else None
+        if art is not None and art.entry is not None and "differs from the manifest" not in (row.note or ""):
+            # a board's kernels (its XNNPACK build, say) may round int8 otherwise than export's: say so
+            row.add_note(manifest_mismatch(art.entry.to_dict(), row.accelerator, p.accuracy, p.agreement, p.n))
     return row

@@ -14,6 +14,8 @@ from typing import Optional
 
 import numpy as np
 
+from edgecnn.script.edgecnn_infer import manifest_figures
+
 
 @dataclass(frozen=True)
 class Parity:
@@ -60,3 +62,19 @@ def parity(probs: np.ndarray, reference: Optional[np.ndarray], labels: Optional[
     drop = round((ref_acc - acc) * 100.0, 6) if acc is not None and ref_acc is not None else None
     return Parity(accuracy=acc, reference_accuracy=ref_acc, accuracy_drop=drop, agreement=agreement,
                   max_abs_diff=max_diff, n=int(len(probs)))
+
+
+def manifest_mismatch(entry: Optional[dict], kernels: Optional[str], accuracy: Optional[float],
+                      agreement: Optional[float], n: int) -> Optional[str]:
+    """A note when figures measured on `n` test images with `kernels` ("xnnpack", "builtin", "reference") are
+    not the ones the manifest entry recorded for those kernels on the same split; None when they are, or when
+    the manifest has no figures for them (another delegate, another image count)."""
+    if not entry or not kernels or accuracy is None or agreement is None:
+        return None
+    rec = manifest_figures(entry, kernels)
+    if rec is None or rec.get("n") != n or not isinstance(rec.get("top1_agreement"), (int, float)):
+        return None
+    if abs(rec["accuracy"] - accuracy) > 1e-9 or abs(rec["top1_agreement"] - agreement) > 1e-9:
+        return (f"differs from the manifest's figures for the {kernels} kernels (accuracy {rec['accuracy']:.4f}, "
+                f"agreement {rec['top1_agreement']:.4f}): not the arithmetic export verified")
+    return None
