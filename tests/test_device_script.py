@@ -158,6 +158,7 @@ def test_script_checks_its_accuracy_against_the_manifest_for_its_kernels(export,
                            env=env))
     assert out["accelerator"] == kernels
     assert out["manifest_accuracy"] == out["accuracy"] and out["note"] is None
+    assert out["manifest_predictions"] == "same"  # the test split's top-1 digest, recorded per kernel set
     # a manifest that claims other figures for these kernels: the script says so (it still runs)
     copy = tmp_path / "export"
     shutil.copytree(export["dir"], copy)
@@ -170,6 +171,13 @@ def test_script_checks_its_accuracy_against_the_manifest_for_its_kernels(export,
     assert p.returncode == 0, p.stderr
     assert f"(the manifest's for {kernels}: " in p.stdout
     assert "differs from the manifest's" in p.stdout and "for these kernels" in p.stdout
+    assert "top-1 predictions differ" not in p.stdout  # the predictions are still the recorded ones
+    record["predictions_sha256"] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(m))
+    out = _json(run_script("--model", copy / "model_int8.tflite", "--npz", export["pre_npz"], "--json", *flag,
+                           python=python, env=env))
+    assert out["manifest_predictions"] == "differ" and f"differ from the ones export recorded for the {kernels}" \
+        in out["note"]
 
 
 def test_bench_says_when_a_row_is_not_what_export_recorded(export, tmp_path):

@@ -83,7 +83,7 @@ def test_manifest_fields_and_hashes(exported):
         f = run / "export" / e["file"]
         assert e["sha256"] == sha256(f) and e["size_bytes"] == f.stat().st_size, name
         assert set(e["parity"]) == {"accuracy", "reference_accuracy", "accuracy_drop", "top1_agreement",
-                                    "max_abs_diff", "n"}
+                                    "max_abs_diff", "n", "predictions_sha256"}
         assert e["format"] in ("tflite", "onnx") and e["precision"] in ("fp32", "int8")
         assert e["quant"] == ("ptq" if e["precision"] == "int8" else None)
         for t in e["inputs"] + e["outputs"]:
@@ -175,6 +175,9 @@ def test_manifest_records_the_int8_figures_of_each_cpu_kernel_set(exported, data
     keras_pred = np.argmax(dataset.test.predict_with(open_keras(run)), axis=1)
     assert float(np.mean(pred == dataset.y_test)) == pytest.approx(kernels["reference"]["accuracy"], abs=1e-12)
     assert float(np.mean(pred == keras_pred)) == pytest.approx(kernels["reference"]["top1_agreement"], abs=1e-12)
+    from edgecnn.script.edgecnn_infer import predictions_digest
+
+    assert kernels["reference"]["predictions_sha256"] == predictions_digest(pred)
 
 
 def open_keras(run):

@@ -17,6 +17,7 @@ from edgecnn.contracts.parity import parity
 from edgecnn.data.split import map_chunks
 from edgecnn.errors import MissingDependencyError, ModelError, ParityError, ShapeError
 from edgecnn.runtimes import DEFAULT, RuntimeOptions, Unavailable, format_of, open_session
+from edgecnn.script.edgecnn_infer import predictions_digest
 
 INPUT_NAME, OUTPUT_NAME = "image", "probs"  # the names every artifact exposes (models name them so)
 
@@ -81,7 +82,8 @@ def verify(path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, *, input_s
     if tolerance is not None and not p.max_abs_diff <= tolerance:
         raise ParityError(f"{Path(path).name}: probabilities differ from the Keras model by {p.max_abs_diff:.3g} "
                           f"(tolerance {tolerance:g}; top-1 agreement {p.agreement:.4f})")
-    return p.to_manifest(), runner.inputs, runner.outputs, used
+    return dict(p.to_manifest(), predictions_sha256=predictions_digest(probs.argmax(1))), runner.inputs, \
+        runner.outputs, used
 
 
 KERNEL_BUDGET_S = 120.0  # the reference kernels are slow: skipped when the test split would take longer
@@ -120,5 +122,6 @@ def kernel_parity(path, x, y: np.ndarray, reference: np.ndarray, budget_s: float
             used = f"{runner.runtime} ({runner.accelerator})"
         finally:
             runner.close()
-        out[kernels] = dict(parity(probs, reference, y).to_manifest(), runtime=used)
+        out[kernels] = dict(parity(probs, reference, y).to_manifest(), runtime=used,
+                            predictions_sha256=predictions_digest(probs.argmax(1)))
     return out

@@ -451,6 +451,12 @@ def sha256_of(path: str) -> str:
     return h.hexdigest()
 
 
+def predictions_digest(pred) -> str:
+    """Hex SHA-256 of top-1 predictions (int64 little-endian, in input order): the manifest records it per kernel
+    set on the test split, so a device given the same split can tell that it predicts exactly what export saw."""
+    return hashlib.sha256(np.asarray(pred, dtype="<i8").tobytes()).hexdigest()
+
+
 INTEGRITY = ("verified", "modified (allowed)", "unverified")
 
 
@@ -869,10 +875,17 @@ def run(a: argparse.Namespace) -> dict:
                         "confidence": float(p[top[0]]),
                         "top_k": [{"label": class_names[i], "index": int(i), "confidence": float(p[i])} for i in top]})
     accuracy = float(np.mean(pred == y)) if y is not None and len(y) else None
-    expected = manifest_figures(entry, model.accelerator) if accuracy is not None else None
-    if expected is not None and expected.get("n") != len(y):
+    expected = manifest_figures(entry, model.accelerator) if len(pred) else None
+    if expected is not None and expected.get("n") != len(pred):
         expected = None  # figures of another image set (the manifest's are on the test split)
-    if expected is not None and abs(expected["accuracy"] - accuracy) > 1e-9:
+    same = None  # whether the top-1 predictions are the ones export recorded for these kernels
+    if expected is not None and expected.get("predictions_sha256"):
+        same = predictions_digest(pred) == expected["predictions_sha256"]
+        if not same:
+            notes.append(f"top-1 predictions differ from the ones export recorded for the {model.accelerator} kernels "
+                         f"on {len(pred)} images: not the export's test split, or not the same int8 rounding "
+                         "(--reference-kernels is bit-exact across machines)")
+    if expected is not None and accuracy is not None and abs(expected["accuracy"] - accuracy) > 1e-9:
         notes.append(f"accuracy {accuracy:.4f} differs from the manifest's {expected['accuracy']:.4f} for these "
                      f"kernels on {expected['n']} images: not the export's test split, or not the arithmetic "
                      "export verified")
@@ -890,7 +903,8 @@ def run(a: argparse.Namespace) -> dict:
         "n": len(x), "predictions": [int(v) for v in pred], "results": results,
         "machine": info["machine"], "cpu": info["cpu"], "cpu_count": info["cpu_count"], "python": info["python"],
         "hostname": info["hostname"], "script_version": __version__,
-        "manifest_accuracy": expected["accuracy"] if expected else None,
+        "manifest_accuracy": expected["accuracy"] if expected and accuracy is not None else None,
+        "manifest_predictions": None if same is None else ("same" if same else "differ"),
     })
     if out["latency"] and out["latency"]["median_ms"]:
         out["throughput_ips"] = 1e3 / out["latency"]["median_ms"]
@@ -910,6 +924,8 @@ def _print_text(out: dict, limit=None) -> None:
         same = out.get("manifest_accuracy")
         print(f"accuracy: {out['accuracy']:.4f} on {out['n']} labelled inputs"
               + ("" if same is None else f" (the manifest's for {out['accelerator']}: {same:.4f})"))
+    if out.get("manifest_predictions") == "same":
+        print(f"top-1 predictions: the {out['n']} export recorded for the {out['accelerator']} kernels")
     if out.get("note"):
         print(f"note: {out['note']}")
     lat = out.get("latency")
