@@ -95,7 +95,20 @@ def test_remote_rows_match_local_bench_without_tensorflow(sshd, export):
         np.testing.assert_allclose(np.asarray(row["probs"]), direct, atol=1e-6)
         assert row["accuracy"] == pytest.approx(export["bench"][row["artifact"]].accuracy, abs=1e-12)  # local row
     assert rows[1]["precision"] == "int8" and rows[1]["accuracy"] > 0.9
+    assert rows[1]["accelerator"] == "xnnpack" and rows[1]["manifest_predictions"] == "same"
     assert set(glob.glob("/tmp/edgecnn.*")) <= before  # the board's temporary folder is gone
+
+
+@needs_sshd
+def test_a_board_runs_the_kernels_asked_for(sshd, export):
+    for kernels in ("reference", "builtin"):
+        rows = run_remote(sshd["host"], [export["int8"]], export["manifest"], export["pre_npz"], runs=2, warmup=1,
+                          timeout=120, ssh_options=sshd["opts"], identity=sshd["key"], kernels=kernels,
+                          python=_board_python(sshd["dir"], "tensorflow", "edgecnn"))
+        assert rows[0]["status"] == "ok", rows[0]["reason"]
+        assert rows[0]["accelerator"] == kernels and rows[0]["manifest_predictions"] == "same"
+    with pytest.raises(ConfigError, match="unknown kernels"):
+        run_remote(sshd["host"], [export["int8"]], export["manifest"], export["pre_npz"], kernels="gpu")
 
 
 @needs_sshd

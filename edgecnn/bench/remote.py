@@ -41,7 +41,8 @@ def remote_rows(cfg, target, ref_probs, ref_accuracy=None) -> list:
                         timeout=cfg.remote_timeout, threads=cfg.threads, runs=cfg.runs,
                         warmup=max(1, cfg.warmup_runs), min_s=cfg.min_s, warmup_min_s=cfg.warmup_min_s,
                         max_s=cfg.max_s, allow_modified=cfg.allow_modified,
-                        accept_new_host_keys=cfg.accept_new_host_keys)
+                        accept_new_host_keys=cfg.accept_new_host_keys,
+                        kernels="reference" if cfg.reference_kernels else "xnnpack" if cfg.xnnpack else "builtin")
         rows += [_adapt(d, names, ref_probs, ref_accuracy, target.y) for d in got]
     return rows
 

@@ -227,7 +227,7 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
                runs: int = 50, warmup: int = 10, min_s: float = 0.0, warmup_min_s: float = 0.0, max_s: float = 1e9,
                timeout: float = 300.0, ssh_options: Sequence[str] = (), identity: Optional[str] = None,
                python: Optional[str] = None, allow_modified: bool = False,
-               accept_new_host_keys: bool = False, name: Optional[str] = None) -> list:
+               accept_new_host_keys: bool = False, name: Optional[str] = None, kernels: str = "xnnpack") -> list:
     """Run each TFLite model on one board over SSH with the on-device script; never raises for host problems.
 
     Args:
@@ -247,6 +247,8 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
         allow_modified: let the script run a model whose sha256 differs from the manifest (refused otherwise).
         accept_new_host_keys: accept an unknown host key on first contact (refused otherwise; the rows say so).
         name: the board's name in the rows' device (default: what the board reports).
+        kernels: the board's TFLite CPU kernels: "xnnpack" (the default delegate), "builtin" (XNNPACK off) or
+            "reference" (the reference kernels: bit-exact with export's figures for them on any machine).
     Returns:
         One bench row (dict, the bench row keys) per model, with device = "<board name> (<host_spec>)",
         status "ok" or "failed" with its reason, plus "host", "predictions" (top-1 per test image),
@@ -257,6 +259,8 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
         ConfigError: a malformed host_spec, a missing local file, or two models with the same file name.
     """
     host = parse_host(host_spec)
+    if kernels not in KERNEL_FLAGS:
+        raise ConfigError(f"unknown kernels {kernels!r} (choose {', '.join(KERNEL_FLAGS)})")
     models = [Path(m) for m in model_files]
     files = [script_path(), Path(manifest_path), Path(npz_path), *models]
     missing = [str(f) for f in files if not f.is_file()]
@@ -280,7 +284,7 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
         device = f"{name or info.get('device') or host.host} ({host})"
         flags = (f"--bench {int(runs)} --warmup {int(warmup)} --min-time {float(min_s)!r} "
                  f"--warmup-time {float(warmup_min_s)!r} --max-time {float(max_s)!r}"
-                 + (" --allow-modified" if allow_modified else ""))
+                 + (" --allow-modified" if allow_modified else "") + KERNEL_FLAGS[kernels])
         for model in models:
             rows.append(_run_model(ssh, python, remote_dir, model, device, threads, flags))
     except RemoteError as e:
@@ -294,6 +298,9 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
             r["note"] = "; ".join(filter(None, [r.get("note"), "host key accepted on first contact "
                                                 "(--accept-new-host-keys)"]))
     return rows
+
+
+KERNEL_FLAGS = {"xnnpack": "", "builtin": " --no-xnnpack", "reference": " --reference-kernels"}
 
 
 def _copy(ssh: _Ssh, files: list, remote_dir: str, manifest_path) -> None:
@@ -357,12 +364,14 @@ def main(argv=None) -> int:
     p.add_argument("-o", dest="ssh_options", action="append", default=[], help="OpenSSH option Key=Value")
     p.add_argument("--allow-modified", action="store_true", help="run models whose sha256 differs from the manifest")
     p.add_argument("--accept-new-host-keys", action="store_true", help="accept an unknown host key on first contact")
+    p.add_argument("--kernels", choices=("xnnpack", "builtin", "reference"), default="xnnpack",
+                   help="the board's TFLite CPU kernels (reference: bit-exact with export's figures for them)")
     a = p.parse_args(argv)
     try:
         rows = [r for h in a.hosts for r in run_remote(
             h, a.model, a.manifest, a.npz, threads=a.threads, runs=a.runs, warmup=a.warmup, timeout=a.timeout,
             ssh_options=a.ssh_options, identity=a.identity, python=a.python, allow_modified=a.allow_modified,
-            accept_new_host_keys=a.accept_new_host_keys)]
+            accept_new_host_keys=a.accept_new_host_keys, kernels=a.kernels)]
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
