@@ -67,7 +67,7 @@ def _run_json(argv: list, *, env: dict, timeout: float, what: str) -> dict:
 
 
 def emulated_parity(model, manifest, npz, *, root=None, runs: int = 20, threads: int = 1,
-                    timeout: float = 900.0, allow_modified: bool = False) -> dict:
+                    timeout: float = 900.0, allow_modified: bool = False, kernels: str = "xnnpack") -> dict:
     """Run the script on `npz` under qemu-aarch64 and on this machine; compare top-1 predictions.
 
     Args:
@@ -77,6 +77,7 @@ def emulated_parity(model, manifest, npz, *, root=None, runs: int = 20, threads:
         root: the aarch64 root (default: $EDGECNN_AARCH64_ROOT or ~/.cache/edgecnn/aarch64-root).
         runs: timed runs under emulation (the latency is not a device figure).
         allow_modified: run a model whose sha256 differs from the manifest (the script refuses it otherwise).
+        kernels: the TFLite CPU kernels on both sides: "xnnpack", "builtin" or "reference" (bit-exact everywhere).
     Returns:
         A bench row (dict) with device "aarch64 (emulated)", agreement (fraction of identical top-1 with the
         x86 run), max_abs_diff (vs the x86 run), accuracy, plus "differ", "n", "reference_runtime".
@@ -91,8 +92,12 @@ def emulated_parity(model, manifest, npz, *, root=None, runs: int = 20, threads:
     r = find_root(root)
     if r is None:
         raise ConfigError(f"no aarch64 root at {Path(root or DEFAULT_ROOT)}: run {SETUP} first")
+    from edgecnn.device.remote import KERNEL_FLAGS
+
+    if kernels not in KERNEL_FLAGS:
+        raise ConfigError(f"unknown kernels {kernels!r} (choose {', '.join(KERNEL_FLAGS)})")
     args = ["--model", str(model), "--manifest", str(manifest), "--npz", str(npz), "--json", "--probs",
-            "--threads", str(threads)] + (["--allow-modified"] if allow_modified else [])
+            "--threads", str(threads), *KERNEL_FLAGS[kernels].split()] + (["--allow-modified"] if allow_modified else [])
     script = str(script_path())
     x86 = _run_json([sys.executable, script, *args], env={}, timeout=timeout, what="the x86 run")
     arm = _run_json([qemu, "-L", str(r), str(r / PYTHON), "-s", script, *args, "--bench", str(runs), "--warmup", "2"],
@@ -146,6 +151,8 @@ def main(argv=None, prog: str = "python -m edgecnn.device.emulate") -> int:
     p.add_argument("--json", action="store_true", help="print the row as JSON")
     p.add_argument("--allow-modified", action="store_true", help="run a model whose sha256 differs from the manifest")
     p.add_argument("--data", help="with RUN: where the run's data is now, if it moved")
+    p.add_argument("--kernels", choices=("xnnpack", "builtin", "reference"), default="xnnpack",
+                   help="TFLite CPU kernels on both machines (reference: bit-exact on any machine)")
     a = p.parse_args(argv)
     if bool(a.run) == bool(a.model and a.manifest and a.npz):
         p.error("give a run directory, or --model, --manifest and --npz")
@@ -153,7 +160,8 @@ def main(argv=None, prog: str = "python -m edgecnn.device.emulate") -> int:
         with tempfile.TemporaryDirectory(prefix="edgecnn-emulate-") as tmp:
             model, manifest, npz = _run_data(Path(a.run), Path(tmp), a.data) if a.run else (a.model, a.manifest,
                                                                                              a.npz)
-            row = emulated_parity(model, manifest, npz, root=a.root, runs=a.runs, allow_modified=a.allow_modified)
+            row = emulated_parity(model, manifest, npz, root=a.root, runs=a.runs, allow_modified=a.allow_modified,
+                                  kernels=a.kernels)
         if row["agreement"] is not None and row["agreement"] < a.min_agreement:
             raise ParityError(f"aarch64 (emulated) top-1 agreement {row['agreement']:.4f} < {a.min_agreement} "
                               f"({row['differ']} of {row['n']} differ)")
