@@ -255,6 +255,11 @@ def test_qat_tiny_model(digits_run, tmp_path):
     assert 0.8 < qat["accuracy_before"] <= 1 and 0.8 < qat["accuracy_after"] <= 1
     assert qat["folded_batchnorm"] == ["dense+bn_dense"] and qat["skipped_layers"] == []
     assert entry["parity"]["accuracy_drop"] <= 2.0
+    # judged beside plain PTQ on validation, as --quant auto judges it (a worse QAT is a warning)
+    vs = entry["details"]["against_ptq"]
+    assert set(vs) == {"ptq", "qat"} and all(0.8 < v["val_agreement"] <= 1 for v in vs.values())
+    assert (vs["qat"]["val_agreement"] < vs["ptq"]["val_agreement"]) == any(
+        "less than plain PTQ" in w for w in result.warnings)
     assert tflite_float_ops(run / "export" / "model_int8.tflite") == []
     assert "TF_USE_LEGACY_KERAS" not in os.environ
     import tensorflow as tf

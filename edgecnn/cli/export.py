@@ -52,9 +52,12 @@ def print_export_summary(result, gates=None) -> None:
                                 "model is sensitive to it (the manifest records each)"))
         qat = a["details"].get("qat")
         if qat:
-            click.echo(f"QAT ({a['name']}): fake-quant test accuracy {qat['accuracy_before']:.4f} before, "
-                       f"{qat['accuracy_after']:.4f} after {qat['epochs']} epoch(s) at lr {qat['learning_rate']:g} "
-                       f"(float model {qat['float_accuracy']:.4f})")
+            vs = a["details"].get("against_ptq")
+            click.echo(wrap(f"QAT ({a['name']}): fake-quant test accuracy {qat['accuracy_before']:.4f} before, "
+                            f"{qat['accuracy_after']:.4f} after {qat['epochs']} epoch(s) at lr "
+                            f"{qat['learning_rate']:g} (float model {qat['float_accuracy']:.4f})"
+                            + (f"; validation agreement {vs['qat']['val_agreement']:.4f} against plain PTQ's "
+                               f"{vs['ptq']['val_agreement']:.4f}" if vs else "")))
         auto = a["details"].get("auto")
         if auto:
             tried = "; ".join(f"{t['name']} {t['val_agreement']:.4f}" for t in auto["attempts"] if "val_agreement" in t)

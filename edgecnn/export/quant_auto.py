@@ -116,16 +116,51 @@ def rounding_floor(model, split, reference: np.ndarray, labels, grid) -> dict:
             "flips": int(round((1 - par.agreement) * n))}
 
 
+def val_parity(ctx, path):
+    """An int8 .tflite against the Keras model on the validation split (the runtime export verifies with)."""
+    from edgecnn.contracts.parity import parity
+    from edgecnn.data import map_chunks
+    from edgecnn.export.verify import open_runner
+
+    ds = ctx.ds
+    val_ref = ctx.cached("val_reference", lambda: ds.val.predict_with(ctx.model))
+    runner = open_runner(path)
+    try:
+        return parity(map_chunks(runner.predict, ds.val), val_ref, ds.y_val)
+    finally:
+        runner.close()
+
+
+def qat_against_ptq(ctx, qat_path: Path, saved_model_dir) -> dict:
+    """`--quant qat` judged like auto judges it: its validation agreement and drop beside plain PTQ's from the
+    same calibration, and a warning when QAT is the worse of the two, so a fine-tuning that moved the model
+    away from the float one is not reported as a success. Returns {"ptq": {...}, "qat": {...}}."""
+    from edgecnn.export.converter import convert_saved_model
+    from edgecnn.io import write_bytes
+
+    ptq_path = qat_path.parent / "ptq_for_comparison.tflite"
+    write_bytes(ptq_path, convert_saved_model(saved_model_dir, int8=True, calib=ctx.calib, io=ctx.config.io.value))
+    figures = {}
+    for name, path in (("ptq", ptq_path), ("qat", qat_path)):
+        p = val_parity(ctx, path)
+        figures[name] = {"val_agreement": p.agreement, "val_accuracy_drop_pts": p.accuracy_drop}
+    ptq_path.unlink(missing_ok=True)
+    q, b = figures["qat"], figures["ptq"]
+    if q["val_agreement"] < b["val_agreement"]:
+        ctx.warn(f"--quant qat: on validation the QAT model agrees with the float model less than plain PTQ "
+                 f"({q['val_agreement']:.4f} against {b['val_agreement']:.4f}; drop {q['val_accuracy_drop_pts']:+.2f} "
+                 f"against {b['val_accuracy_drop_pts']:+.2f} pts): fine-tuning moved the model; --quant auto keeps the "
+                 "better of the two")
+    return figures
+
+
 def meets(par, min_agreement: float, max_acc_drop: float) -> bool:
     return par.agreement >= min_agreement and par.accuracy_drop <= max_acc_drop + 1e-9  # drop is in points
 
 
 def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
     """Write the `--quant auto` int8 TFLite to `out_path`; returns the manifest details (the recipe)."""
-    from edgecnn.contracts.parity import parity
-    from edgecnn.data import map_chunks
     from edgecnn.export.converter import convert_saved_model
-    from edgecnn.export.verify import open_runner
     from edgecnn.io import write_bytes
     from edgecnn.runtimes.tflite import input_grid, mac_share
 
@@ -141,11 +176,7 @@ def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
     def judge(name: str, data: bytes, kept: list) -> dict:
         path = work / f"{name}.tflite"
         write_bytes(path, data)
-        runner = open_runner(path)
-        try:
-            par = parity(map_chunks(runner.predict, ds.val), val_ref, ds.y_val)
-        finally:
-            runner.close()
+        par = val_parity(ctx, path)
         macs = mac_share(path)
         return {"name": name, "path": path, "kept_float": kept, "val_agreement": par.agreement,
                 "val_accuracy_drop_pts": par.accuracy_drop, "int8_mac_share": macs["share"],

@@ -43,7 +43,10 @@ def build_int8(ctx) -> Built:
     if ctx.config.quant == "qat":
         from edgecnn.export.qat import run_qat
 
+        from edgecnn.export.quant_auto import qat_against_ptq
+
         info = run_qat(ctx, path)
+        info["against_ptq"] = qat_against_ptq(ctx, path, _saved_model(ctx))
         quant = "qat"
     elif ctx.config.quant == "auto":
         from edgecnn.export.quant_auto import run_auto
