@@ -180,6 +180,21 @@ def test_manifest_records_the_int8_figures_of_each_cpu_kernel_set(exported, data
     assert kernels["reference"]["predictions_sha256"] == predictions_digest(pred)
 
 
+def test_export_verifies_on_the_kernels_asked_for(digits_run, tmp_path):
+    """--kernels reference: the table, the gates and `parity` are the reference kernels' (a microcontroller's
+    arithmetic); the other two sets go to parity_kernels. An unknown set is a one-line error before any work."""
+    from edgecnn.errors import ConfigError
+    from edgecnn.export import ExportConfig, export
+
+    run = copy_run(digits_run, tmp_path / "run")
+    result = export(run, ExportConfig(formats=("tflite_int8",), kernels="reference", min_agreement=0.9))
+    (entry,) = result.artifacts
+    assert entry["runtime"].endswith("(reference)") and set(entry["parity_kernels"]) == {"xnnpack", "builtin"}
+    assert result.failures == []
+    with pytest.raises(ConfigError, match="unknown kernels 'gpu'"):
+        ExportConfig(kernels="gpu").validate()
+
+
 def open_keras(run):
     from edgecnn.rundir import open_run
 

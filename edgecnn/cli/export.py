@@ -46,7 +46,8 @@ def print_export_summary(result, gates=None) -> None:
         for kernels, b in (a.get("parity_kernels") or {}).items():
             if "accuracy" in b and (b["accuracy"], b["top1_agreement"]) != (p["accuracy"], p["top1_agreement"]):
                 click.echo(wrap(f"{a['name']} on the {kernels} kernels"
-                                + (" (TFLite Micro's arithmetic)" if kernels == "reference" else " (XNNPACK off)")
+                                + {"reference": " (TFLite Micro's arithmetic)", "builtin": " (XNNPACK off)"}.get(
+                                    kernels, " (LiteRT's default)")
                                 + f": accuracy {b['accuracy']:.4f}, drop {b['accuracy_drop']:+.2f} pts, agreement "
                                 f"{b['top1_agreement'] * 100:.2f}%; the kernels round int8 differently and this "
                                 "model is sensitive to it (the manifest records each)"))
@@ -105,6 +106,11 @@ def print_export_summary(result, gates=None) -> None:
               help="--quant auto: keep at least this share of the conv/dense multiply-accumulates on int8.")
 @click.option("--auto-qat/--no-auto-qat", default=True, show_default=True,
               help="--quant auto: try QAT when keeping layers in float does not meet the targets.")
+@click.option("--kernels", type=click.Choice(["xnnpack", "builtin", "reference"]), default="xnnpack",
+              show_default=True,
+              help="TFLite CPU kernels whose figures the int8 TFLite's parity, gates and --quant auto use: LiteRT's "
+                   "XNNPACK, the builtin kernels, or the reference kernels (what TFLite Micro computes); the "
+                   "manifest records all three.")
 @gate_options(size_ratio=True)
 @click.option("--strict", is_flag=True, help="When a gate breaks, write nothing (exit 2) instead of writing and "
                                              "exiting 1.")
@@ -113,14 +119,14 @@ def print_export_summary(result, gates=None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @user_errors
 def export(run_dir, formats, quant, calib_samples, io_type, opset, seed, qat_epochs, qat_lr, min_int8_macs,
-           auto_qat, max_acc_drop, min_agreement, max_abs_diff, max_size_ratio, strict, data, as_json):
+           auto_qat, kernels, max_acc_drop, min_agreement, max_abs_diff, max_size_ratio, strict, data, as_json):
     """Export RUN_DIR to int8/float TFLite and ONNX, verify each artifact against the Keras model, and write
     RUN_DIR/export/ (artifacts, manifest.json, edgecnn_infer.py). Artifacts of formats left out are removed."""
     from edgecnn.export import ExportConfig, ThresholdError, export as run_export, resolve_formats
 
     config = ExportConfig(formats=resolve_formats(formats), quant=quant, calib_samples=calib_samples, io=io_type,
                           opset=opset, seed=seed, qat_epochs=qat_epochs, qat_lr=qat_lr, strict=strict,
-                          min_int8_macs=min_int8_macs, auto_qat=auto_qat,
+                          min_int8_macs=min_int8_macs, auto_qat=auto_qat, kernels=kernels,
                           max_acc_drop=max_acc_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,
                           max_size_ratio=max_size_ratio, progress=sys.stdout.isatty() and not as_json)
     config.validate()  # option errors before TensorFlow starts

@@ -3,7 +3,8 @@
 Schema `edgecnn.manifest/1`: source run, class names, preprocessing, the Keras reference accuracy, tool
 versions, and per artifact its file, sha256, size, I/O names, shapes, dtypes and quantization, and the
 parity figures measured when it was exported (with the SHA-256 of the test split's top-1 predictions; for an
-int8 TFLite on each CPU kernel set: XNNPACK in `parity`, "builtin" and "reference" in `parity_kernels`). One reader (`read_manifest`), one validator (the on-device
+int8 TFLite on each CPU kernel set: the one export verified with (`--kernels`, XNNPACK by default) in `parity`,
+the other two ("xnnpack", "builtin", "reference") in `parity_kernels`). One reader (`read_manifest`), one validator (the on-device
 script's `validate_manifest`, so a device refuses exactly what edgecnn refuses) and one writer
 (`write_manifest`); every part of edgecnn that reads a manifest goes through them.
 
@@ -68,7 +69,7 @@ class ArtifactEntry:
     inputs: tuple = ()  # tensor_info() records
     outputs: tuple = ()
     parity: dict = field(default_factory=dict)  # contracts.parity.Parity.to_manifest()
-    parity_kernels: dict = field(default_factory=dict)  # int8 .tflite: the same on "builtin" and "reference" kernels
+    parity_kernels: dict = field(default_factory=dict)  # int8 .tflite: the same on the other CPU kernel sets
     runtime: Optional[str] = None  # the runtime (and kernels) that verified it
     details: dict = field(default_factory=dict)  # exporter details (method, calibration, size ratio, ...)
 

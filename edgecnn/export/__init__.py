@@ -101,6 +101,11 @@ def resolve_formats(formats: str | Sequence[str]) -> tuple:
     return tuple(n for n in FORMATS if n in chosen)
 
 
+# TFLite CPU kernels: LiteRT's default XNNPACK delegate, the builtin optimized kernels (XNNPACK off), the reference
+# kernels (TFLite Micro's arithmetic, bit for bit on any machine). They round int8 differently.
+KERNELS = ("xnnpack", "builtin", "reference")
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """Everything `edgecnn export` needs besides the run directory."""
@@ -122,6 +127,7 @@ class ExportConfig:
     max_size_ratio: Optional[float] = None  # gate: int8/fp32 file size ratio per format
     strict: bool = False  # a broken gate writes nothing (otherwise the artifacts are written and the gate reported)
     progress: bool = False  # QAT: one line per fine-tuning epoch on stdout
+    kernels: str = "xnnpack"  # TFLite CPU kernels that verify (parity, gates) and --quant auto judge: see KERNELS
 
     @property
     def gates(self) -> Gates:
@@ -143,6 +149,8 @@ class ExportConfig:
             raise ConfigError(f"--min-int8-macs is a fraction between 0 and 1 (got {self.min_int8_macs})")
         if self.opset not in _onnx.OPSETS:
             raise ConfigError(f"--opset {self.opset} is not supported (choose {_onnx.OPSETS.start}..{_onnx.OPSETS.stop - 1})")
+        if self.kernels not in KERNELS:
+            raise ConfigError(f"unknown kernels {self.kernels!r} (choose {', '.join(KERNELS)})")
         if self.qat_epochs < 1:
             raise ConfigError("--qat-epochs must be at least 1")
         if self.qat_lr is not None and not self.qat_lr > 0:
@@ -289,12 +297,13 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
             fmt = FORMATS[name]
             built = ctx.artifact(name)
             par, ins, outs, used = verify(built.path, ds.test, ds.y_test, reference, input_shape=spec.input_shape,
-                                          num_classes=ds.num_classes, tolerance=fmt.tolerance)
+                                          num_classes=ds.num_classes, tolerance=fmt.tolerance,
+                                          kernels=config.kernels)
             entries[name] = ArtifactEntry(
                 file=fmt.file, format=fmt.format, precision=fmt.precision, quant=built.quant,
                 sha256=sha256(built.path), size_bytes=built.path.stat().st_size, inputs=tuple(ins),
                 outputs=tuple(outs), parity=par, runtime=used, details=dict(built.info),
-                parity_kernels=(kernel_parity(built.path, ds.test, ds.y_test, reference)
+                parity_kernels=(kernel_parity(built.path, ds.test, ds.y_test, reference, skip=config.kernels)
                                 if fmt.format == "tflite" and fmt.precision == "int8" else {}),
             )
         for name, ratio in _size_ratios(entries).items():

@@ -117,14 +117,14 @@ def rounding_floor(model, split, reference: np.ndarray, labels, grid) -> dict:
 
 
 def val_parity(ctx, path):
-    """An int8 .tflite against the Keras model on the validation split (the runtime export verifies with)."""
+    """An int8 .tflite against the Keras model on the validation split, on the kernels export verifies with."""
     from edgecnn.contracts.parity import parity
     from edgecnn.data import map_chunks
     from edgecnn.export.verify import open_runner
 
     ds = ctx.ds
     val_ref = ctx.cached("val_reference", lambda: ds.val.predict_with(ctx.model))
-    runner = open_runner(path)
+    runner = open_runner(path, kernels=ctx.config.kernels)
     try:
         return parity(map_chunks(runner.predict, ds.val), val_ref, ds.y_val)
     finally:

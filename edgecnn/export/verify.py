@@ -22,8 +22,13 @@ from edgecnn.script.edgecnn_infer import predictions_digest
 INPUT_NAME, OUTPUT_NAME = "image", "probs"  # the names every artifact exposes (models name them so)
 
 
-def open_runner(path, num_threads: int | None = None):
-    """A session on the runtime that verifies `path`'s format (default options: XNNPACK for .tflite).
+def kernel_options(kernels: str, threads: int = 1) -> RuntimeOptions:
+    """RuntimeOptions for a TFLite CPU kernel set: "xnnpack", "builtin" or "reference"."""
+    return RuntimeOptions(threads=threads, xnnpack=kernels == "xnnpack", reference_kernels=kernels == "reference")
+
+
+def open_runner(path, num_threads: int | None = None, kernels: str = "xnnpack"):
+    """A session on the runtime that verifies `path`'s format (a .tflite on `kernels`, XNNPACK by default).
 
     Raises:
         ModelError: unknown suffix, missing file, or a file the runtime cannot read.
@@ -35,8 +40,9 @@ def open_runner(path, num_threads: int | None = None):
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
     name = DEFAULT[format_of(path)]
+    opts = kernel_options(kernels, num_threads or 1) if name == "tflite" else RuntimeOptions(threads=num_threads or 1)
     try:
-        return open_session(name, path, RuntimeOptions(threads=num_threads or 1))
+        return open_session(name, path, opts)
     except Unavailable as e:
         raise MissingDependencyError({"tflite": "ai-edge-litert"}.get(name, name), f"verifying {path.name} ({e})") \
             from None
@@ -59,7 +65,7 @@ def check_io(runner, path, input_shape, num_classes: int) -> None:
 
 
 def verify(path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, *, input_shape, num_classes: int,
-           tolerance: float | None) -> tuple[dict, list, list, str]:
+           tolerance: float | None, kernels: str = "xnnpack") -> tuple[dict, list, list, str]:
     """Load `path` in its runtime, check its I/O, run it on (x, y) and compare with `reference` probabilities.
 
     Args:
@@ -69,7 +75,7 @@ def verify(path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, *, input_s
     Raises:
         ShapeError: I/O names or shapes differ. ParityError: a float artifact is off by more than `tolerance`.
     """
-    runner = open_runner(path)
+    runner = open_runner(path, kernels=kernels)
     try:
         check_io(runner, path, input_shape, num_classes)
         probs = map_chunks(runner.predict, x)  # a Split is run a chunk at a time
@@ -89,9 +95,11 @@ def verify(path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, *, input_s
 KERNEL_BUDGET_S = 120.0  # the reference kernels are slow: skipped when the test split would take longer
 
 
-def kernel_parity(path, x, y: np.ndarray, reference: np.ndarray, budget_s: float = KERNEL_BUDGET_S) -> dict:
-    """An int8 .tflite's parity on LiteRT's other CPU kernels: "builtin" (XNNPACK off, the optimized kernels) and
-    "reference" (the reference kernels, TFLite Micro's arithmetic bit for bit). `verify` runs XNNPACK. The three
+def kernel_parity(path, x, y: np.ndarray, reference: np.ndarray, budget_s: float = KERNEL_BUDGET_S,
+                  skip: str = "xnnpack") -> dict:
+    """An int8 .tflite's parity on LiteRT's other CPU kernels: "xnnpack" (the default delegate), "builtin"
+    (XNNPACK off, the optimized kernels) and "reference" (the reference kernels, TFLite Micro's arithmetic bit for
+    bit), all but `skip`, the set `verify` ran (export's --kernels). The three
     round int8 arithmetic differently (measured on an int8 MobileNetV2: up to 85 output steps apart, test
     agreement 0.975 / 0.981 / 0.975), so a device on other kernels needs its own figures to check against.
 
@@ -102,8 +110,10 @@ def kernel_parity(path, x, y: np.ndarray, reference: np.ndarray, budget_s: float
     import time
 
     out = {}
-    for kernels, opts in (("builtin", RuntimeOptions(xnnpack=False)),
-                          ("reference", RuntimeOptions(reference_kernels=True))):
+    for kernels in ("xnnpack", "builtin", "reference"):
+        if kernels == skip:
+            continue
+        opts = kernel_options(kernels)
         try:
             runner = open_session("tflite", Path(path), opts)
         except Unavailable as e:
