@@ -4,9 +4,9 @@ Schema `edgecnn.manifest/1`: source run, class names, preprocessing, the Keras r
 versions, and per artifact its file, sha256, size, I/O names, shapes, dtypes and quantization, and the
 parity figures measured when it was exported (with the SHA-256 of the test split's top-1 predictions; for an
 int8 TFLite on each CPU kernel set: the one export verified with (`--kernels`, XNNPACK by default) in `parity`,
-the other two ("xnnpack", "builtin", "reference") in `parity_kernels`). One reader (`read_manifest`), one validator (the on-device
-script's `validate_manifest`, so a device refuses exactly what edgecnn refuses) and one writer
-(`write_manifest`); every part of edgecnn that reads a manifest goes through them.
+the other two ("xnnpack", "builtin", "reference") in `parity_kernels`). One reader (`read_manifest`), one
+validator (the on-device script's `validate_manifest`, so a device refuses exactly what edgecnn refuses) and one
+writer (`write_manifest`); every part of edgecnn that reads a manifest goes through them.
 
 Python::
 
