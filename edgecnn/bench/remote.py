@@ -13,6 +13,7 @@ import numpy as np
 
 from edgecnn.contracts.parity import manifest_mismatch, parity
 from edgecnn.contracts.rows import Row
+from edgecnn.runtimes.base import RuntimeOptions
 
 
 def _failed(host: str, reason: str) -> Row:
@@ -42,7 +43,7 @@ def remote_rows(cfg, target, ref_probs, ref_accuracy=None) -> list:
                         warmup=max(1, cfg.warmup_runs), min_s=cfg.min_s, warmup_min_s=cfg.warmup_min_s,
                         max_s=cfg.max_s, allow_modified=cfg.allow_modified,
                         accept_new_host_keys=cfg.accept_new_host_keys,
-                        kernels="reference" if cfg.reference_kernels else "xnnpack" if cfg.xnnpack else "builtin")
+                        kernels=RuntimeOptions.of(cfg).kernels)
         rows += [_adapt(d, names, ref_probs, ref_accuracy, target.y) for d in got]
     return rows
 

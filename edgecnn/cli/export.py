@@ -7,6 +7,7 @@ import sys
 import click
 
 from edgecnn.cli.common import gate_options, report_verdict, report_violations, user_errors, wrap
+from edgecnn.runtimes.base import KERNELS
 
 FORMAT_HELP = ("Comma list of tflite_fp32, tflite_int8, onnx_fp32, onnx_int8, or short forms "
                "tflite, onnx, fp32, int8, all.")
@@ -106,7 +107,7 @@ def print_export_summary(result, gates=None) -> None:
               help="--quant auto: keep at least this share of the conv/dense multiply-accumulates on int8.")
 @click.option("--auto-qat/--no-auto-qat", default=True, show_default=True,
               help="--quant auto: try QAT when keeping layers in float does not meet the targets.")
-@click.option("--kernels", type=click.Choice(["xnnpack", "builtin", "reference"]), default="xnnpack",
+@click.option("--kernels", type=click.Choice(KERNELS), default="xnnpack",
               show_default=True,
               help="TFLite CPU kernels whose figures the int8 TFLite's parity, gates and --quant auto use: LiteRT's "
                    "XNNPACK, the builtin kernels, or the reference kernels (what TFLite Micro computes); the "

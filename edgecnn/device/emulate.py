@@ -33,6 +33,8 @@ from edgecnn.contracts.manifest import FILENAME, read_manifest
 from edgecnn.contracts.parity import parity
 from edgecnn.device import script_path
 from edgecnn.errors import ConfigError, EdgecnnError, MissingDependencyError, ParityError
+from edgecnn.runtimes.base import KERNELS, check_kernels
+from edgecnn.script.edgecnn_infer import KERNEL_FLAGS
 
 __all__ = ["emulated_parity", "find_root", "DEFAULT_ROOT", "MIN_AGREEMENT"]
 
@@ -92,12 +94,9 @@ def emulated_parity(model, manifest, npz, *, root=None, runs: int = 20, threads:
     r = find_root(root)
     if r is None:
         raise ConfigError(f"no aarch64 root at {Path(root or DEFAULT_ROOT)}: run {SETUP} first")
-    from edgecnn.device.remote import KERNEL_FLAGS
-
-    if kernels not in KERNEL_FLAGS:
-        raise ConfigError(f"unknown kernels {kernels!r} (choose {', '.join(KERNEL_FLAGS)})")
+    check_kernels(kernels)
     args = ["--model", str(model), "--manifest", str(manifest), "--npz", str(npz), "--json", "--probs",
-            "--threads", str(threads), *KERNEL_FLAGS[kernels].split()] + (["--allow-modified"] if allow_modified else [])
+            "--threads", str(threads), *KERNEL_FLAGS[kernels]] + (["--allow-modified"] if allow_modified else [])
     script = str(script_path())
     x86 = _run_json([sys.executable, script, *args], env={}, timeout=timeout, what="the x86 run")
     arm = _run_json([qemu, "-L", str(r), str(r / PYTHON), "-s", script, *args, "--bench", str(runs), "--warmup", "2"],
@@ -151,7 +150,7 @@ def main(argv=None, prog: str = "python -m edgecnn.device.emulate") -> int:
     p.add_argument("--json", action="store_true", help="print the row as JSON")
     p.add_argument("--allow-modified", action="store_true", help="run a model whose sha256 differs from the manifest")
     p.add_argument("--data", help="with RUN: where the run's data is now, if it moved")
-    p.add_argument("--kernels", choices=("xnnpack", "builtin", "reference"), default="xnnpack",
+    p.add_argument("--kernels", choices=KERNELS, default="xnnpack",
                    help="TFLite CPU kernels on both machines (reference: bit-exact on any machine)")
     a = p.parse_args(argv)
     if bool(a.run) == bool(a.model and a.manifest and a.npz):

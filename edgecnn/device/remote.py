@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from edgecnn.device import script_path
-from edgecnn.script.edgecnn_infer import ROW_KEYS
 from edgecnn.errors import ConfigError
+from edgecnn.runtimes.base import KERNELS, check_kernels
+from edgecnn.script.edgecnn_infer import KERNEL_FLAGS, ROW_KEYS
 
 __all__ = ["run_remote", "write_npz", "parse_host", "Host", "ROW_KEYS"]
 
@@ -259,8 +260,7 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
         ConfigError: a malformed host_spec, a missing local file, or two models with the same file name.
     """
     host = parse_host(host_spec)
-    if kernels not in KERNEL_FLAGS:
-        raise ConfigError(f"unknown kernels {kernels!r} (choose {', '.join(KERNEL_FLAGS)})")
+    check_kernels(kernels)
     models = [Path(m) for m in model_files]
     files = [script_path(), Path(manifest_path), Path(npz_path), *models]
     missing = [str(f) for f in files if not f.is_file()]
@@ -284,7 +284,7 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
         device = f"{name or info.get('device') or host.host} ({host})"
         flags = (f"--bench {int(runs)} --warmup {int(warmup)} --min-time {float(min_s)!r} "
                  f"--warmup-time {float(warmup_min_s)!r} --max-time {float(max_s)!r}"
-                 + (" --allow-modified" if allow_modified else "") + KERNEL_FLAGS[kernels])
+                 + (" --allow-modified" if allow_modified else "") + "".join(" " + f for f in KERNEL_FLAGS[kernels]))
         for model in models:
             rows.append(_run_model(ssh, python, remote_dir, model, device, threads, flags))
     except RemoteError as e:
@@ -298,9 +298,6 @@ def run_remote(host_spec: str, model_files: Sequence, manifest_path, npz_path, *
             r["note"] = "; ".join(filter(None, [r.get("note"), "host key accepted on first contact "
                                                 "(--accept-new-host-keys)"]))
     return rows
-
-
-KERNEL_FLAGS = {"xnnpack": "", "builtin": " --no-xnnpack", "reference": " --reference-kernels"}
 
 
 def _copy(ssh: _Ssh, files: list, remote_dir: str, manifest_path) -> None:
@@ -364,7 +361,7 @@ def main(argv=None) -> int:
     p.add_argument("-o", dest="ssh_options", action="append", default=[], help="OpenSSH option Key=Value")
     p.add_argument("--allow-modified", action="store_true", help="run models whose sha256 differs from the manifest")
     p.add_argument("--accept-new-host-keys", action="store_true", help="accept an unknown host key on first contact")
-    p.add_argument("--kernels", choices=("xnnpack", "builtin", "reference"), default="xnnpack",
+    p.add_argument("--kernels", choices=KERNELS, default="xnnpack",
                    help="the board's TFLite CPU kernels (reference: bit-exact with export's figures for them)")
     a = p.parse_args(argv)
     try:

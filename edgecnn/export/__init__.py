@@ -33,6 +33,7 @@ from edgecnn.contracts.gates import Gates
 from edgecnn.errors import ConfigError, ExportError, ShapeError
 from edgecnn.export import onnx as _onnx
 from edgecnn.export import tflite as _tflite
+from edgecnn.runtimes.base import check_kernels
 
 
 class Quantization(str, Enum):
@@ -101,11 +102,6 @@ def resolve_formats(formats: str | Sequence[str]) -> tuple:
     return tuple(n for n in FORMATS if n in chosen)
 
 
-# TFLite CPU kernels: LiteRT's default XNNPACK delegate, the builtin optimized kernels (XNNPACK off), the reference
-# kernels (TFLite Micro's arithmetic, bit for bit on any machine). They round int8 differently.
-KERNELS = ("xnnpack", "builtin", "reference")
-
-
 @dataclass(frozen=True)
 class ExportConfig:
     """Everything `edgecnn export` needs besides the run directory."""
@@ -127,7 +123,7 @@ class ExportConfig:
     max_size_ratio: Optional[float] = None  # gate: int8/fp32 file size ratio per format
     strict: bool = False  # a broken gate writes nothing (otherwise the artifacts are written and the gate reported)
     progress: bool = False  # QAT: one line per fine-tuning epoch on stdout
-    kernels: str = "xnnpack"  # TFLite CPU kernels that verify (parity, gates) and --quant auto judge: see KERNELS
+    kernels: str = "xnnpack"  # TFLite CPU kernels that verify (parity, gates) and --quant auto judge (runtimes.KERNELS)
 
     @property
     def gates(self) -> Gates:
@@ -149,8 +145,7 @@ class ExportConfig:
             raise ConfigError(f"--min-int8-macs is a fraction between 0 and 1 (got {self.min_int8_macs})")
         if self.opset not in _onnx.OPSETS:
             raise ConfigError(f"--opset {self.opset} is not supported (choose {_onnx.OPSETS.start}..{_onnx.OPSETS.stop - 1})")
-        if self.kernels not in KERNELS:
-            raise ConfigError(f"unknown kernels {self.kernels!r} (choose {', '.join(KERNELS)})")
+        check_kernels(self.kernels)
         if self.qat_epochs < 1:
             raise ConfigError("--qat-epochs must be at least 1")
         if self.qat_lr is not None and not self.qat_lr > 0:

@@ -42,7 +42,6 @@ def build_int8(ctx) -> Built:
     path = ctx.staging / "model_int8.tflite"
     if ctx.config.quant == "qat":
         from edgecnn.export.qat import run_qat
-
         from edgecnn.export.quant_auto import qat_against_ptq
 
         info = run_qat(ctx, path)

@@ -17,14 +17,10 @@ from edgecnn.contracts.parity import parity
 from edgecnn.data.split import map_chunks
 from edgecnn.errors import MissingDependencyError, ModelError, ParityError, ShapeError
 from edgecnn.runtimes import DEFAULT, RuntimeOptions, Unavailable, format_of, open_session
+from edgecnn.runtimes.base import KERNELS
 from edgecnn.script.edgecnn_infer import predictions_digest
 
 INPUT_NAME, OUTPUT_NAME = "image", "probs"  # the names every artifact exposes (models name them so)
-
-
-def kernel_options(kernels: str, threads: int = 1) -> RuntimeOptions:
-    """RuntimeOptions for a TFLite CPU kernel set: "xnnpack", "builtin" or "reference"."""
-    return RuntimeOptions(threads=threads, xnnpack=kernels == "xnnpack", reference_kernels=kernels == "reference")
 
 
 def open_runner(path, num_threads: int | None = None, kernels: str = "xnnpack"):
@@ -40,7 +36,8 @@ def open_runner(path, num_threads: int | None = None, kernels: str = "xnnpack"):
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
     name = DEFAULT[format_of(path)]
-    opts = kernel_options(kernels, num_threads or 1) if name == "tflite" else RuntimeOptions(threads=num_threads or 1)
+    opts = RuntimeOptions.for_kernels(kernels, num_threads or 1) if name == "tflite" else \
+        RuntimeOptions(threads=num_threads or 1)
     try:
         return open_session(name, path, opts)
     except Unavailable as e:
@@ -88,8 +85,12 @@ def verify(path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, *, input_s
     if tolerance is not None and not p.max_abs_diff <= tolerance:
         raise ParityError(f"{Path(path).name}: probabilities differ from the Keras model by {p.max_abs_diff:.3g} "
                           f"(tolerance {tolerance:g}; top-1 agreement {p.agreement:.4f})")
-    return dict(p.to_manifest(), predictions_sha256=predictions_digest(probs.argmax(1))), runner.inputs, \
-        runner.outputs, used
+    return _record(p, probs), runner.inputs, runner.outputs, used
+
+
+def _record(p, probs: np.ndarray) -> dict:
+    """The manifest's parity record: the figures and the digest of the top-1 predictions."""
+    return dict(p.to_manifest(), predictions_sha256=predictions_digest(probs.argmax(1)))
 
 
 KERNEL_BUDGET_S = 120.0  # the reference kernels are slow: skipped when the test split would take longer
@@ -97,25 +98,24 @@ KERNEL_BUDGET_S = 120.0  # the reference kernels are slow: skipped when the test
 
 def kernel_parity(path, x, y: np.ndarray, reference: np.ndarray, budget_s: float = KERNEL_BUDGET_S,
                   skip: str = "xnnpack") -> dict:
-    """An int8 .tflite's parity on LiteRT's other CPU kernels: "xnnpack" (the default delegate), "builtin"
-    (XNNPACK off, the optimized kernels) and "reference" (the reference kernels, TFLite Micro's arithmetic bit for
-    bit), all but `skip`, the set `verify` ran (export's --kernels). The three
-    round int8 arithmetic differently (measured on an int8 MobileNetV2: up to 85 output steps apart, test
-    agreement 0.975 / 0.981 / 0.975), so a device on other kernels needs its own figures to check against.
+    """An int8 .tflite's parity records on the CPU kernel sets `verify` did not run (`skip`, export's --kernels):
+    of "xnnpack" (LiteRT's default delegate), "builtin" (XNNPACK off, the optimized kernels) and "reference"
+    (TFLite Micro's arithmetic, bit for bit). They round int8 differently (on an int8 MobileNetV2: up to 125 and 85
+    output steps from the reference kernels, test agreement 0.975 / 0.981 / 0.975), so a device on other kernels
+    needs its own figures to check against.
 
     Returns:
-        {"builtin": parity record + "runtime", "reference": ...}; a kernel set that is unavailable or would take
-        longer than `budget_s` on `x` (timed on its first image) is {"skipped": why}; {} without LiteRT.
+        {kernels: parity record + "runtime"} for the two other sets; one that is unavailable or would take longer
+        than `budget_s` on `x` (timed on one image) is {"skipped": why}.
     """
     import time
 
     out = {}
-    for kernels in ("xnnpack", "builtin", "reference"):
+    for kernels in KERNELS:
         if kernels == skip:
             continue
-        opts = kernel_options(kernels)
         try:
-            runner = open_session("tflite", Path(path), opts)
+            runner = open_session("tflite", Path(path), RuntimeOptions.for_kernels(kernels))
         except Unavailable as e:
             out[kernels] = {"skipped": str(e)}
             continue
@@ -132,6 +132,5 @@ def kernel_parity(path, x, y: np.ndarray, reference: np.ndarray, budget_s: float
             used = f"{runner.runtime} ({runner.accelerator})"
         finally:
             runner.close()
-        out[kernels] = dict(parity(probs, reference, y).to_manifest(), runtime=used,
-                            predictions_sha256=predictions_digest(probs.argmax(1)))
+        out[kernels] = dict(_record(parity(probs, reference, y), probs), runtime=used)
     return out

@@ -14,11 +14,21 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from edgecnn.script.edgecnn_infer import dequantize, quantize
+from edgecnn.script.edgecnn_infer import KERNEL_FLAGS, dequantize, quantize
 from edgecnn.errors import ConfigError
 
 EVAL_CHUNK = 64  # images per call when evaluating a split on a runtime with a dynamic batch
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+
+
+KERNELS = tuple(KERNEL_FLAGS)  # TFLite CPU kernel sets: XNNPACK, builtin optimized, reference (TFLite Micro's)
+
+
+def check_kernels(kernels: str) -> str:
+    """`kernels` if it names a TFLite CPU kernel set; ConfigError otherwise."""
+    if kernels not in KERNELS:
+        raise ConfigError(f"unknown kernels {kernels!r} (choose {', '.join(KERNELS)})")
+    return kernels
 
 
 class Unavailable(Exception):
@@ -55,6 +65,21 @@ class RuntimeOptions:
         if config is None or isinstance(config, cls):
             return config or cls()
         return cls(**{f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)})
+
+    @classmethod
+    def for_kernels(cls, kernels: str, threads: int = 1) -> "RuntimeOptions":
+        """Options that run a .tflite on a CPU kernel set: "xnnpack", "builtin" or "reference".
+
+        Raises:
+            ConfigError: an unknown kernel set.
+        """
+        check_kernels(kernels)
+        return cls(threads=threads, xnnpack=kernels == "xnnpack", reference_kernels=kernels == "reference")
+
+    @property
+    def kernels(self) -> str:
+        """The TFLite CPU kernel set these options run (a delegate aside)."""
+        return "reference" if self.reference_kernels else "xnnpack" if self.xnnpack else "builtin"
 
     def changed(self) -> list:
         """Names of the options set to something other than their default."""

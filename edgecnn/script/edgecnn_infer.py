@@ -293,6 +293,10 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
 
 
+# The TFLite CPU kernel sets, as `interpreter_options` names them, and this script's flags for each.
+KERNEL_FLAGS = {"xnnpack": [], "builtin": ["--no-xnnpack"], "reference": ["--reference-kernels"]}
+
+
 def interpreter_options(path: str, threads: int, delegate, xnnpack: bool, load, resolver, runtime: str,
                         reference: bool = False):
     """(Interpreter keyword arguments, accelerator name) for a delegate spec, or the CPU kernels: "xnnpack"
