@@ -195,6 +195,47 @@ def test_export_verifies_on_the_kernels_asked_for(digits_run, tmp_path):
         ExportConfig(kernels="gpu").validate()
 
 
+def test_percentile_calibration_narrows_the_onnx_activation_ranges(exported, dataset, tmp_path):
+    """--calib-method percentile: onnxruntime's histogram percentile instead of min/max: no activation range
+    wider than min/max's, some narrower (outliers clipped); weights untouched. Under --quant auto both compete."""
+    from types import SimpleNamespace
+
+    import onnx
+    from onnx import numpy_helper
+
+    from edgecnn.errors import ConfigError
+    from edgecnn.export import ExportConfig, Quantization
+    from edgecnn.export.calibration import calibration_images
+    from edgecnn.export.onnx import _quantize_static, _routes
+
+    run, _ = exported
+    ctx = SimpleNamespace(staging=tmp_path, calib=calibration_images(dataset.train, 100, 0)[0])
+    fp32 = run / "export" / "model_fp32.onnx"
+
+    def scales(path):  # every per-tensor scale: activations (per-channel weight scales are arrays)
+        g = onnx.load(str(path)).graph
+        return {t.name: float(numpy_helper.to_array(t)) for t in g.initializer
+                if t.name.endswith("_scale") and numpy_helper.to_array(t).size == 1}
+
+    minmax = scales(_quantize_static(ctx, fp32, "minmax"))
+    pct = scales(_quantize_static(ctx, fp32, "percentile", 99.0))
+    assert minmax.keys() == pct.keys() and len(minmax) >= 5
+    assert all(pct[k] <= minmax[k] * (1 + 1e-6) for k in minmax)
+    assert sum(pct[k] < minmax[k] * 0.99 for k in minmax) >= 2
+
+    def names(quant, method="minmax"):
+        cfg = SimpleNamespace(quant=quant, calib_method=method, calib_percentile=99.9)
+        return list(_routes(SimpleNamespace(config=cfg)))
+
+    assert names(Quantization.PTQ) == ["quantize_static", "from_tflite"]
+    assert names(Quantization.PTQ, "percentile") == ["quantize_static_p99.9", "from_tflite"]
+    assert names(Quantization.AUTO) == ["quantize_static", "quantize_static_p99.9", "from_tflite"]
+    with pytest.raises(ConfigError, match="--calib-method 'mse'"):
+        ExportConfig(calib_method="mse").validate()
+    with pytest.raises(ConfigError, match="--calib-percentile"):
+        ExportConfig(calib_method="percentile", calib_percentile=101).validate()
+
+
 def open_keras(run):
     from edgecnn.rundir import open_run
 

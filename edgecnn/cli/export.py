@@ -78,7 +78,7 @@ def print_export_summary(result, gates=None) -> None:
         cands = a["details"].get("candidates")
         if cands:
             figures = ", ".join(f"{k} {v['val_accuracy']:.4f}" for k, v in cands.items())
-            click.echo(f"int8 ONNX route: {a['details']['method']} (validation accuracy: {figures})")
+            click.echo(wrap(f"int8 ONNX route: {a['details']['method']} (validation accuracy: {figures})"))
     sys.stdout.flush()  # keep the table above the warnings when both streams go to one pipe
     for w in result.warnings:  # before the verdict and the "wrote" line, where they are read
         click.echo(wrap(f"warning: {w}"), err=True)
@@ -97,6 +97,13 @@ def print_export_summary(result, gates=None) -> None:
                    "kept in float (defaults 0.99 and 0.5 points), then QAT; the best on validation.")
 @click.option("--calib-samples", type=int, default=300, show_default=True,
               help="Calibration images drawn (seeded) from the training split.")
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile"]), default="minmax", show_default=True,
+              help="Activation ranges of the int8 ONNX quantize_static route: the calibration images' minimum and "
+                   "maximum, or a percentile of their histogram (clips outliers; onnxruntime's Percentile). "
+                   "--quant auto builds both and keeps the better on validation. TFLite's converter takes min/max "
+                   "only.")
+@click.option("--calib-percentile", type=float, default=99.999, show_default=True,
+              help="--calib-method percentile: the percentile kept.")
 @click.option("--io", "io_type", type=click.Choice(["int8", "float"]), default="int8", show_default=True,
               help="Input/output type of the int8 TFLite model.")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (13-18).")
@@ -119,13 +126,14 @@ def print_export_summary(result, gates=None) -> None:
               help="Where the run's data is now, if it moved since training (checked against the run's record).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @user_errors
-def export(run_dir, formats, quant, calib_samples, io_type, opset, seed, qat_epochs, qat_lr, min_int8_macs,
+def export(run_dir, formats, quant, calib_samples, calib_method, calib_percentile, io_type, opset, seed, qat_epochs, qat_lr, min_int8_macs,
            auto_qat, kernels, max_acc_drop, min_agreement, max_abs_diff, max_size_ratio, strict, data, as_json):
     """Export RUN_DIR to int8/float TFLite and ONNX, verify each artifact against the Keras model, and write
     RUN_DIR/export/ (artifacts, manifest.json, edgecnn_infer.py). Artifacts of formats left out are removed."""
     from edgecnn.export import ExportConfig, ThresholdError, export as run_export, resolve_formats
 
     config = ExportConfig(formats=resolve_formats(formats), quant=quant, calib_samples=calib_samples, io=io_type,
+                          calib_method=calib_method, calib_percentile=calib_percentile,
                           opset=opset, seed=seed, qat_epochs=qat_epochs, qat_lr=qat_lr, strict=strict,
                           min_int8_macs=min_int8_macs, auto_qat=auto_qat, kernels=kernels,
                           max_acc_drop=max_acc_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,

@@ -7,7 +7,10 @@ Two int8 routes are built and measured, and the one with the better accuracy on 
 wins (never the test split, which reports the result):
   * "quantize_static": onnxruntime's static QDQ quantization of the float ONNX, per-channel int8 weights,
     int8 activations, calibrated on the same images as the TFLite model. Float I/O and a dynamic batch,
-    like model_fp32.onnx; preferred on a tie for that reason.
+    like model_fp32.onnx; preferred on a tie for that reason. Its activation ranges come from export's
+    `calib_method`: the calibration images' minimum and maximum (onnxruntime's MinMax, the default), or a
+    percentile of their histogram ("quantize_static_p99.999"), which clips rare outliers for a finer step.
+    Under `--quant auto` both are built and compete like the routes do.
   * "from_tflite": tf2onnx's translation of model_int8.tflite. It carries that model's exact scales
     (and so QAT's benefit under `--quant qat`), int8 I/O and the TFLite batch of 1.
 The figures of both go into the manifest, so the choice can be checked.
@@ -74,18 +77,43 @@ def build_fp32(ctx) -> Built:
     return Built(path, info={"method": "tf2onnx.convert.from_function", "opset": ctx.config.opset})
 
 
-def _quantize_static(ctx, fp32: Path) -> Path:
+def static_name(method: str, percentile: float) -> str:
+    """The candidate name of a quantize_static calibration: "quantize_static" (MinMax) or
+    "quantize_static_p99.999"."""
+    return "quantize_static" if method == "minmax" else f"quantize_static_p{percentile:g}"
+
+
+def _quantize_static(ctx, fp32: Path, method: str = "minmax", percentile: float = 99.999) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = ctx.staging / "model_fp32.pre.onnx"
-    out = ctx.staging / "model_int8.quantize_static.onnx"
+    out = ctx.staging / f"model_int8.{static_name(method, percentile)}.onnx"
+    calibrate = {"minmax": (CalibrationMethod.MinMax, {}),
+                 "percentile": (CalibrationMethod.Percentile, {"CalibPercentile": percentile})}[method]
     with quiet():
-        quant_pre_process(str(fp32), str(pre))
+        if not pre.exists():
+            quant_pre_process(str(fp32), str(pre))
         quantize_static(str(pre), str(out), onnx_reader(ctx.calib), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=calibrate[0], extra_options=calibrate[1])
     return out
+
+
+def _routes(ctx) -> dict:
+    """{candidate name: (source artifact, build)}: quantize_static with the configured calibration (under
+    `--quant auto`, MinMax and the percentile both), then from_tflite."""
+    from functools import partial
+
+    cfg = ctx.config
+    methods = [cfg.calib_method]
+    if getattr(cfg.quant, "value", cfg.quant) == "auto":
+        methods += [m for m in ("minmax", "percentile") if m != cfg.calib_method]
+    routes = {static_name(m, cfg.calib_percentile): ("onnx_fp32", partial(_quantize_static, method=m,
+                                                                         percentile=cfg.calib_percentile))
+              for m in methods}
+    routes["from_tflite"] = ("tflite_int8", _from_tflite)
+    return routes
 
 
 def _from_tflite(ctx, tflite_int8: Path) -> Path:
@@ -102,13 +130,13 @@ def build_int8(ctx) -> Built:
     from edgecnn.data import map_chunks
     from edgecnn.export.verify import open_runner
 
+    routes = _routes(ctx)
     # the sources are built outside the try: their failure (a QAT error, say) is the user's to see
-    sources = {"quantize_static": ctx.artifact("onnx_fp32").path, "from_tflite": ctx.artifact("tflite_int8").path}
-    routes = {"quantize_static": _quantize_static, "from_tflite": _from_tflite}
+    sources = {name: ctx.artifact(source).path for name, (source, _) in routes.items()}
     ds = ctx.ds
     val_ref = ctx.cached("val_reference", lambda: ds.val.predict_with(ctx.model))
     candidates, errors = {}, {}
-    for name, make in routes.items():
+    for name, (_, make) in routes.items():
         try:
             path = make(ctx, sources[name])
             runner = open_runner(path)
@@ -128,8 +156,11 @@ def build_int8(ctx) -> Built:
     final = ctx.staging / "model_int8.onnx"
     candidates[best]["path"].replace(final)
     quant = ctx.artifact("tflite_int8").quant if best == "from_tflite" else "ptq"
+    cfg = ctx.config
     info = {
-        "method": best, "opset": ctx.config.opset, "calibration_samples": int(len(ctx.calib)),
+        "method": best, "opset": cfg.opset, "calibration_samples": int(len(ctx.calib)),
+        "calibration": ("the int8 TFLite's scales" if best == "from_tflite" else "minmax" if best == "quantize_static"
+                        else f"percentile {cfg.calib_percentile:g}"),
         "candidates": {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in candidates.items()},
     }
     if errors:
