@@ -174,10 +174,14 @@ def inspect_layers(run_dir, images: int = 128, calib_samples: int = 300, seed: i
     plain rounding noise, well above it is a layer worth keeping wider), with the spread of each conv/dense
     layer's per-output-channel weight ranges; ranked worst first, and plotted in graph order to RUN/layers.png.
 
+    Also the model's rounding floors on the whole validation split (`quant_auto.rounding_floors`): its agreement
+    with itself when only its input, only its conv/dense weights, or both are rounded to int8.
+
     Returns:
         {"layers": [{"op", "layer", "tensor", "rmse_over_scale", "rmse", "max_abs_error", "scale"}] worst first,
          "weights": [{"layer", "channels", "max_range", "median_range", "spread"}] widest spread first,
-         "images", "plot"}
+         "rounding_floors": {"input"|"weights"|"input_and_weights": {"agreement", "accuracy_drop_pts", "flips",
+         "images"}}, "images", "plot"}
     """
     import tempfile
 
@@ -185,9 +189,11 @@ def inspect_layers(run_dir, images: int = 128, calib_samples: int = 300, seed: i
 
     from edgecnn.export.calibration import calibration_images
     from edgecnn.export.context import quiet
-    from edgecnn.export.converter import keras_saved_model
-    from edgecnn.export.quant_auto import layer_name, layer_sensitivity
+    from edgecnn.export.converter import convert_saved_model, keras_saved_model
+    from edgecnn.export.quant_auto import layer_name, layer_sensitivity, rounding_floors
+    from edgecnn.io import write_bytes
     from edgecnn.rundir import open_run
+    from edgecnn.runtimes.tflite import input_grid
 
     run = open_run(run_dir)
     model, ds = run.load_model(), run.load_dataset()
@@ -195,6 +201,9 @@ def inspect_layers(run_dir, images: int = 128, calib_samples: int = 300, seed: i
     with tempfile.TemporaryDirectory(prefix="edgecnn-layers-") as tmp, quiet():
         sm = keras_saved_model(model, run.model_spec.input_shape, 1, Path(tmp) / "sm")
         rows = layer_sensitivity(sm, calib, ds.val[:images])
+        ptq = write_bytes(Path(tmp) / "ptq.tflite", convert_saved_model(sm, int8=True, calib=calib, io="int8"))
+        grid = input_grid(ptq)
+    floors = rounding_floors(model, ds.val, ds.val.predict_with(model), ds.y_val, grid)
     order = sorted(rows, key=lambda r: r["position"])  # the plot runs through the graph
     for r in rows:
         r["layer"] = layer_name(r["tensor"])
@@ -210,7 +219,8 @@ def inspect_layers(run_dir, images: int = 128, calib_samples: int = 300, seed: i
         weights.append({"layer": layer.name, "channels": int(per_channel.size), "max_range": float(per_channel.max()),
                         "median_range": med, "spread": float(per_channel.max() / med) if med > 0 else None})
     weights.sort(key=lambda r: -(r["spread"] or 0))
-    out = {"layers": rows, "weights": weights, "images": int(min(images, len(ds.val))), "plot": None}
+    out = {"layers": rows, "weights": weights, "rounding_floors": floors, "images": int(min(images, len(ds.val))),
+           "plot": None}
     if plot:
         out["plot"] = str(_plot_layers(order, run.path / "layers.png"))
     return out

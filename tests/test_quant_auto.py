@@ -52,9 +52,10 @@ def test_auto_searches_when_ptq_misses_and_never_returns_worse(digits_run, tmp_p
     assert all(a.get("below_int8_floor") for a in tried if a["int8_mac_share"] < 0.8)
     assert sum(1 for a in tried if a.get("below_int8_floor")) <= 1  # the search stops at the first one below
     assert tried[-1]["name"] == "qat" and tried[-1]["int8_mac_share"] == 1.0  # still short: QAT tried last
-    floor = auto["input_rounding_floor"]  # the float model with only its input rounded to the int8 grid
-    assert floor["images"] == json.loads((run / "config.json").read_text())["dataset"]["val"]
-    assert 0.9 <= floor["agreement"] <= 1.0
+    floors = auto["rounding_floors"]  # the float model with only its input / weights / both rounded to int8
+    assert list(floors) == ["input", "weights", "input_and_weights"]
+    assert all(f["images"] == json.loads((run / "config.json").read_text())["dataset"]["val"] for f in floors.values())
+    assert all(0.9 <= f["agreement"] <= 1.0 for f in floors.values())
     model = run / "export" / "model_int8.tflite"
     assert mac_share(model)["share"] == chosen["int8_mac_share"]
     # the on-device script runs the mixed model and reproduces the manifest's test figures
@@ -99,10 +100,16 @@ def test_inspect_layers_ranks_every_quantized_layer(digits_run, tmp_path):
     assert sorted(r["position"] for r in layers) == list(range(len(layers)))
     assert {w["layer"] for w in report["weights"]} >= {"conv1", "conv2", "probs"}
     assert (run / "layers.png").is_file() and report["images"] == 128
+    floors = report["rounding_floors"]  # before any export: what rounding the input and weights alone costs
+    assert list(floors) == ["input", "weights", "input_and_weights"]
+    assert all(0.9 <= f["agreement"] <= 1 and f["flips"] == round((1 - f["agreement"]) * f["images"])
+               for f in floors.values())
+    text = cli("inspect", run, "--layers")
+    assert text.exit_code == 0 and "input and weights" in text.output, text.output
 
 
 def test_the_input_rounding_floor_counts_flips_the_int8_input_alone_causes():
-    from edgecnn.export.quant_auto import rounding_floor
+    from edgecnn.export.quant_auto import rounding_floors
 
     class Step:  # class 1 when the first pixel is above 0.5004: rounding to 1/255 steps moves 0.5002 to 0.502
         def predict(self, x, batch_size=None, verbose=0):
@@ -111,5 +118,56 @@ def test_the_input_rounding_floor_counts_flips_the_int8_input_alone_causes():
 
     x = np.array([[0.5002], [0.9], [0.1], [0.5003]], np.float32)
     ref = Step().predict(x)
-    floor = rounding_floor(Step(), x, ref, np.array([0, 1, 0, 0]), (1 / 255, -128, -128, 127))
-    assert floor["flips"] == 2 and floor["images"] == 4 and floor["agreement"] == 0.5
+    floors = rounding_floors(Step(), x, ref, np.array([0, 1, 0, 0]), (1 / 255, -128, -128, 127))
+    assert list(floors) == ["input"]  # no conv/dense weights to round
+    assert floors["input"]["flips"] == 2 and floors["input"]["images"] == 4 and floors["input"]["agreement"] == 0.5
+
+
+def test_the_weight_floor_rounds_as_the_converter_does(tmp_path):
+    """The weight-rounding floor's grid is the converter's: a conv/dense model's int8 TFLite weights, dequantized,
+    equal `int8_weight_grid` of the Keras kernels; `rounded_weights` rounds nested layers and restores them."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecnn.export.converter import convert_saved_model, keras_saved_model
+    from edgecnn.export.quant_auto import int8_weight_grid, rounded_weights, rounding_floors
+
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw"),
+                              keras.layers.Conv2D(5, 3, name="conv")], name="inner")
+    model = keras.Sequential([keras.Input((8, 8, 2)), inner, keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax", name="fc")])
+    x = np.random.default_rng(0).random((40, 8, 8, 2), np.float32)
+    before = [np.array(w) for w in model.get_weights()]
+    with rounded_weights(model) as n:
+        assert n == 3  # dw, conv (inside the nested model) and fc
+        for w in (inner.get_layer("conv").kernel, model.get_layer("fc").kernel):
+            w = np.asarray(w)
+            assert max(len(np.unique(w[..., c])) for c in range(w.shape[-1])) <= 255
+        rounded = {"dw": np.asarray(inner.get_layer("dw").kernel), "conv": np.asarray(inner.get_layer("conv").kernel),
+                   "fc": np.asarray(model.get_layer("fc").kernel)}
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # restored
+    assert not np.array_equal(rounded["conv"], np.asarray(inner.get_layer("conv").kernel))
+
+    data = convert_saved_model(keras_saved_model(model, (8, 8, 2), 1, tmp_path / "sm"), int8=True, calib=x, io="int8")
+    it = Interpreter(model_content=data)
+    it.allocate_tensors()
+    tflite = {}
+    for op in it._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            t = it._get_tensor_details(op["inputs"][1], 0)
+            q = t["quantization_parameters"]
+            w = it.get_tensor(op["inputs"][1]).astype(np.float64)
+            tflite[op["op_name"]] = w * q["scales"].reshape([-1 if i == q["quantized_dimension"] else 1
+                                                              for i in range(w.ndim)])
+    # TFLite layouts: conv OHWI, depthwise 1HW(I*M), fully connected (out, in); Keras: HWIO, HWIM, (in, out)
+    np.testing.assert_allclose(tflite["CONV_2D"], rounded["conv"].transpose(3, 0, 1, 2), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(tflite["DEPTHWISE_CONV_2D"], rounded["dw"].reshape(1, 3, 3, 4), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(tflite["FULLY_CONNECTED"], rounded["fc"].T, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(int8_weight_grid(np.array([[0.5, -1.0], [0.25, 2.0]], np.float32)),
+                               [[0.5, -64 * 2.0 / 127], [64 * 0.5 / 127, 2.0]], rtol=1e-6)
+
+    ref = model.predict(x, verbose=0)
+    floors = rounding_floors(model, x, ref, ref.argmax(1), (1 / 255, -128, -128, 127))
+    assert list(floors) == ["input", "weights", "input_and_weights"]
+    assert all(f["images"] == 40 and 0 <= f["agreement"] <= 1 for f in floors.values())

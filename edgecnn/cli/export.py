@@ -63,7 +63,7 @@ def print_export_summary(result, gates=None) -> None:
         auto = a["details"].get("auto")
         if auto:
             tried = "; ".join(f"{t['name']} {t['val_agreement']:.4f}" for t in auto["attempts"] if "val_agreement" in t)
-            from edgecnn.export.quant_auto import layer_name
+            from edgecnn.export.quant_auto import floors_text, layer_name
 
             short = [layer_name(t) for t in auto["kept_float"]]
             kept = ", ".join(short[:6]) + (" ..." if len(short) > 6 else "")
@@ -72,9 +72,8 @@ def print_export_summary(result, gates=None) -> None:
                             f"{len(auto['kept_float'])} layer(s) kept in float{': ' + kept if kept else ''}; "
                             f"int8 MAC share {'-' if share is None else f'{share:.1%}'}; validation agreement "
                             f"per attempt: {tried}"
-                            + (f"; the float model with only its input rounded to int8: "
-                               f"{auto['input_rounding_floor']['agreement']:.4f}"
-                               if auto.get("input_rounding_floor") else "")))
+                            + (f"; the float model's agreement with itself when only these are rounded to "
+                               f"int8: {floors_text(auto['rounding_floors'])}" if auto.get("rounding_floors") else "")))
         cands = a["details"].get("candidates")
         if cands:
             figures = ", ".join(f"{k} {v['val_accuracy']:.4f}" for k, v in cands.items())
@@ -207,6 +206,14 @@ def _print_layers(report, top: int = 15) -> None:
                                                                            "max/median"),
                 ((w["layer"], w["channels"], f"{w['max_range']:.3g}", f"{w['median_range']:.3g}",
                   "-" if w["spread"] is None else f"{w['spread']:.1f}") for w in report["weights"][:top]))
+    floors = report.get("rounding_floors")
+    if floors:
+        print_table("the float model against itself with only these rounded to int8 (validation split)",
+                    ("rounded", "agreement", "flips", "drop (pts)"),
+                    ((k.replace("_", " "), f"{f['agreement']:.4f}", f"{f['flips']} of {f['images']}",
+                      f"{f['accuracy_drop_pts']:+.2f}") for k, f in floors.items()))
+        click.echo(wrap("No int8 recipe that keeps those int8 can be expected to agree better than its floor; "
+                        "--quant auto keeps layers in float only as far as that removes their share."))
     if report.get("plot"):
         click.echo(f"plot: {report['plot']}")
 
