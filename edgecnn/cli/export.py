@@ -125,8 +125,9 @@ def print_export_summary(result, gates=None) -> None:
               help="Where the run's data is now, if it moved since training (checked against the run's record).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @user_errors
-def export(run_dir, formats, quant, calib_samples, calib_method, calib_percentile, io_type, opset, seed, qat_epochs, qat_lr, min_int8_macs,
-           auto_qat, kernels, max_acc_drop, min_agreement, max_abs_diff, max_size_ratio, strict, data, as_json):
+def export(run_dir, formats, quant, calib_samples, calib_method, calib_percentile, io_type, opset, seed, qat_epochs,
+           qat_lr, min_int8_macs, auto_qat, kernels, max_acc_drop, min_agreement, max_abs_diff, max_size_ratio, strict,
+           data, as_json):
     """Export RUN_DIR to int8/float TFLite and ONNX, verify each artifact against the Keras model, and write
     RUN_DIR/export/ (artifacts, manifest.json, edgecnn_infer.py). Artifacts of formats left out are removed."""
     from edgecnn.export import ExportConfig, ThresholdError, export as run_export, resolve_formats

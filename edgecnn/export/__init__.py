@@ -149,7 +149,8 @@ class ExportConfig:
         if self.calib_method not in CALIB_METHODS:
             raise ConfigError(f"--calib-method {self.calib_method!r} is not one of {', '.join(CALIB_METHODS)}")
         if not 50 < self.calib_percentile <= 100:
-            raise ConfigError(f"--calib-percentile is a percentile above 50 and at most 100 (got {self.calib_percentile})")
+            raise ConfigError(f"--calib-percentile is a percentile above 50 and at most 100 "
+                              f"(got {self.calib_percentile})")
         if not 0 <= self.min_int8_macs <= 1:
             raise ConfigError(f"--min-int8-macs is a fraction between 0 and 1 (got {self.min_int8_macs})")
         if self.opset not in _onnx.OPSETS:

@@ -107,7 +107,7 @@ def _routes(ctx) -> dict:
 
     cfg = ctx.config
     methods = [cfg.calib_method]
-    if getattr(cfg.quant, "value", cfg.quant) == "auto":
+    if cfg.quant == "auto":  # Quantization is a str enum
         methods += [m for m in ("minmax", "percentile") if m != cfg.calib_method]
     routes = {static_name(m, cfg.calib_percentile): ("onnx_fp32", partial(_quantize_static, method=m,
                                                                          percentile=cfg.calib_percentile))
