@@ -101,18 +101,18 @@ def _quantize_static(ctx, fp32: Path, method: str = "minmax", percentile: float 
 
 
 def _routes(ctx) -> dict:
-    """{candidate name: (source artifact, build)}: quantize_static with the configured calibration (under
-    `--quant auto`, MinMax and the percentile both), then from_tflite."""
+    """{candidate name: (source artifact, build, calibration)}: quantize_static with the configured calibration
+    (under `--quant auto`, MinMax and the percentile both), then from_tflite."""
     from functools import partial
 
     cfg = ctx.config
     methods = [cfg.calib_method]
     if cfg.quant == "auto":  # Quantization is a str enum
         methods += [m for m in ("minmax", "percentile") if m != cfg.calib_method]
-    routes = {static_name(m, cfg.calib_percentile): ("onnx_fp32", partial(_quantize_static, method=m,
-                                                                         percentile=cfg.calib_percentile))
-              for m in methods}
-    routes["from_tflite"] = ("tflite_int8", _from_tflite)
+    pct = cfg.calib_percentile
+    routes = {static_name(m, pct): ("onnx_fp32", partial(_quantize_static, method=m, percentile=pct),
+                                    "minmax" if m == "minmax" else f"percentile {pct:g}") for m in methods}
+    routes["from_tflite"] = ("tflite_int8", _from_tflite, "the int8 TFLite's scales")
     return routes
 
 
@@ -132,11 +132,11 @@ def build_int8(ctx) -> Built:
 
     routes = _routes(ctx)
     # the sources are built outside the try: their failure (a QAT error, say) is the user's to see
-    sources = {name: ctx.artifact(source).path for name, (source, _) in routes.items()}
+    sources = {name: ctx.artifact(source).path for name, (source, _, _) in routes.items()}
     ds = ctx.ds
     val_ref = ctx.cached("val_reference", lambda: ds.val.predict_with(ctx.model))
     candidates, errors = {}, {}
-    for name, (_, make) in routes.items():
+    for name, (_, make, _) in routes.items():
         try:
             path = make(ctx, sources[name])
             runner = open_runner(path)
@@ -156,11 +156,9 @@ def build_int8(ctx) -> Built:
     final = ctx.staging / "model_int8.onnx"
     candidates[best]["path"].replace(final)
     quant = ctx.artifact("tflite_int8").quant if best == "from_tflite" else "ptq"
-    cfg = ctx.config
     info = {
-        "method": best, "opset": cfg.opset, "calibration_samples": int(len(ctx.calib)),
-        "calibration": ("the int8 TFLite's scales" if best == "from_tflite" else "minmax" if best == "quantize_static"
-                        else f"percentile {cfg.calib_percentile:g}"),
+        "method": best, "opset": ctx.config.opset, "calibration_samples": int(len(ctx.calib)),
+        "calibration": routes[best][2],
         "candidates": {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in candidates.items()},
     }
     if errors:

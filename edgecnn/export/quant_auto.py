@@ -219,10 +219,12 @@ def qat_against_ptq(ctx, qat_path: Path, saved_model_dir) -> dict:
 
 
 def meets(par, min_agreement: float, max_acc_drop: float) -> bool:
-    """A parity (or a floor: "agreement", "accuracy_drop_pts") within the targets; the drop is in points."""
-    agreement, drop = (par["agreement"], par["accuracy_drop_pts"]) if isinstance(par, dict) else (
-        par.agreement, par.accuracy_drop)
-    return agreement >= min_agreement and drop <= max_acc_drop + 1e-9
+    """A Parity within the targets (the drop is in points)."""
+    return within(par.agreement, par.accuracy_drop, min_agreement, max_acc_drop)
+
+
+def within(agreement: float, drop_pts: float, min_agreement: float, max_acc_drop: float) -> bool:
+    return agreement >= min_agreement and drop_pts <= max_acc_drop + 1e-9
 
 
 def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
@@ -253,9 +255,10 @@ def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
     ranking, floors = [], None
     if not attempts[0]["meets"]:
         floors = rounding_floors(ctx.model, ds.val, val_ref, ds.y_val, input_grid(attempts[0]["path"]))
-        binding = floors.get("input_and_weights") or floors.get("weights") or floors.get("input")
-        if binding is not None and not meets(binding, min_agreement, max_acc_drop):
-            ctx.warn(_floor_message(floors, min_agreement, max_acc_drop))
+        key = binding_floor(floors)
+        if key and not within(floors[key]["agreement"], floors[key]["accuracy_drop_pts"], min_agreement,
+                              max_acc_drop):
+            ctx.warn(_floor_message(floors, key, min_agreement, max_acc_drop))
         images = ds.val[:DEBUG_IMAGES]
         ranking = layer_sensitivity(saved_model_dir, ctx.calib, images)
         candidates = [r["tensor"] for r in ranking if r["op"] not in ("QUANTIZE", "DEQUANTIZE", "SOFTMAX")]
@@ -318,8 +321,12 @@ def floors_text(floors: dict) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v['agreement']:.4f}" for k, v in floors.items())
 
 
-def _floor_message(floors: dict, min_agreement: float, max_acc_drop: float) -> str:
-    key = next(k for k in ("input_and_weights", "weights", "input") if k in floors)
+def binding_floor(floors: dict):
+    """The floor that bounds every recipe keeping the most int8: input and weights, else whichever was measured."""
+    return next((k for k in ("input_and_weights", "weights", "input") if k in floors), None)
+
+
+def _floor_message(floors: dict, key: str, min_agreement: float, max_acc_drop: float) -> str:
     f = floors[key]
     return (f"--quant auto: the float model misses the targets by itself when only {FLOOR_NAMES[key]} "
             f"{'are' if key != 'input' else 'is'} rounded to int8, activations left float: {f['flips']} of "
