@@ -86,6 +86,13 @@ def _fuzz(exported, npz, tmp_path, n):
                             "--json"], capture_output=True, text=True, timeout=120)
         assert p.returncode == 2 and "sha256" in p.stderr and not p.stdout.strip(), (file, p.stderr[-300:])
         assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+        # the same line from a board: bench reads it as a refusal, not as any failure
+        from edgecnn.bench.remote import _adapt
+        from edgecnn.device.remote import _script_error
+
+        row = _adapt({"artifact": "m", "file": file, "status": "failed", "reason": _script_error(p.stderr)}, {}, None, None)
+        assert row.integrity == "modified (refused)", p.stderr
+        assert _adapt({"artifact": "m", "file": file, "status": "failed", "reason": "exit status 1"}, {}, None, None).integrity is None
     # predict: refused before any runtime opens the file
     for file in produced:
         with pytest.raises(IntegrityError, match="sha256"):

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from edgecnn.contracts.parity import manifest_mismatch, parity
-from edgecnn.contracts.rows import Row
+from edgecnn.contracts.rows import REFUSED, Row
 from edgecnn.runtimes.base import RuntimeOptions
+from edgecnn.script.edgecnn_infer import integrity_refusal
 
 
 def _failed(host: str, reason: str) -> Row:
@@ -56,14 +57,16 @@ def _adapt(d: dict, names: dict, ref_probs, ref_accuracy, labels=None) -> Row:
         row.artifact, row.precision, row.format = art.name, art.precision, "tflite"
         row.size_bytes = row.size_bytes or art.path.stat().st_size
     row.backend = row.backend or "tflite"
-    if row.status == "failed" and "sha256" in (row.reason or "") and "--allow-modified" in row.reason:
-        row.integrity = "modified (refused)"  # the script refused it on the board (edgecnn_infer.check_integrity)
+    if row.status == "failed" and integrity_refusal(row.reason):  # the script refused it on the board
+        row.integrity = REFUSED[0]
     probs = d.get("probs")
     if row.status == "ok" and probs is not None:
         p = parity(np.asarray(probs, dtype=np.float32), ref_probs, labels, ref_accuracy)
         row.accuracy, row.agreement, row.max_abs_diff = p.accuracy, p.agreement, p.max_abs_diff
         row.accuracy_drop = p.accuracy_drop if ref_accuracy is not None else None
-        if art is not None and art.entry is not None and "differs from the manifest" not in (row.note or ""):
-            # a board's kernels (its XNNPACK build, say) may round int8 otherwise than export's: say so
+        noted = d.get("manifest_predictions") == "differ" or (
+            d.get("manifest_accuracy") is not None and d["manifest_accuracy"] != d.get("accuracy"))
+        if art is not None and art.entry is not None and not noted:  # the script has not said so already:
+            # a board's kernels (its XNNPACK build, say) may round int8 otherwise than export's
             row.add_note(manifest_mismatch(art.entry.to_dict(), row.accelerator, p.accuracy, p.agreement, p.n))
     return row

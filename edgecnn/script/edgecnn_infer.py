@@ -462,6 +462,12 @@ def predictions_digest(pred) -> str:
 
 
 INTEGRITY = ("verified", "modified (allowed)", "unverified")
+REFUSAL = "not running it (--allow-modified overrides)"  # ends the one-line refusal of a modified model
+
+
+def integrity_refusal(reason) -> bool:
+    """Whether an error line is `check_integrity`'s refusal (how a bench reads a board's failed run)."""
+    return REFUSAL in (reason or "")
 
 
 def check_integrity(path: str, entry, where: str, allow_modified: bool = False) -> str:
@@ -482,7 +488,7 @@ def check_integrity(path: str, entry, where: str, allow_modified: bool = False) 
     if allow_modified:
         return "modified (allowed)"
     raise UsageError(f"{path}: sha256 {have[:12]}... differs from {where}'s {want[:12]}... (the file was modified "
-                     "or comes from another export); not running it (--allow-modified overrides)")
+                     f"or comes from another export); {REFUSAL}")
 
 
 def _load_delegate(load_delegate, lib: str, options: dict):
