@@ -90,9 +90,11 @@ def _fuzz(exported, npz, tmp_path, n):
         from edgecnn.bench.remote import _adapt
         from edgecnn.device.remote import _script_error
 
-        row = _adapt({"artifact": "m", "file": file, "status": "failed", "reason": _script_error(p.stderr)}, {}, None, None)
-        assert row.integrity == "modified (refused)", p.stderr
-        assert _adapt({"artifact": "m", "file": file, "status": "failed", "reason": "exit status 1"}, {}, None, None).integrity is None
+        def board_row(reason):
+            return _adapt({"artifact": "m", "file": file, "status": "failed", "reason": reason}, {}, None, None)
+
+        assert board_row(_script_error(p.stderr)).integrity == "modified (refused)", p.stderr
+        assert board_row("exit status 1").integrity is None
     # predict: refused before any runtime opens the file
     for file in produced:
         with pytest.raises(IntegrityError, match="sha256"):
