@@ -155,10 +155,11 @@ def rounding_floors(model, split, reference: np.ndarray, labels, grid) -> dict:
     from edgecnn.contracts.parity import parity
     from edgecnn.data import map_chunks
 
-    def rounded(x):
-        scale, zero, lo, hi = grid
-        q = np.clip(np.round(np.asarray(x, np.float32) / scale) + zero, lo, hi)
-        return ((q - zero) * scale).astype(np.float32)
+    from edgecnn.script.edgecnn_infer import dequantize, quantize
+
+    def rounded(x):  # what the on-device script feeds an int8 input, read back as float
+        scale, zero, lo, _ = grid
+        return dequantize(quantize(np.asarray(x, np.float32), np.int8 if lo < 0 else np.uint8, scale, zero), scale, zero)
 
     def floor(round_input: bool) -> dict:
         prep = rounded if round_input else (lambda x: np.asarray(x, np.float32))
