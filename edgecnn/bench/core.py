@@ -54,11 +54,11 @@ def label(r: Row) -> str:
     return f"{r.artifact} on {where}" + (f" @ {r.device}" if r.device and not r.device.startswith("local") else "")
 
 
-def check_gates(rows, gates) -> list:
-    """The gates each ok row breaks (contracts.gates.Violation)."""
+def check_gates(rows, gates, n=None) -> list:
+    """The gates each ok row breaks (contracts.gates.Violation); `n`: the test images every row ran."""
     return [v for r in rows if r.status == "ok"
             for v in gates.check(label(r), accuracy_drop=r.accuracy_drop, agreement=r.agreement,
-                                 max_abs_diff=r.max_abs_diff, accuracy=r.accuracy)]
+                                 max_abs_diff=r.max_abs_diff, accuracy=r.accuracy, n=n)]
 
 
 def _check_shape(sess, x: np.ndarray, artifact: Artifact) -> None:
@@ -283,7 +283,7 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
         say(f"remote: {', '.join(cfg.remote)}")
         rows.extend(remote_rows(cfg, target, ref.probs, ref.accuracy))
     result = BenchResult(
-        rows=rows, violations=check_gates(rows, cfg.gates), host=host,
+        rows=rows, violations=check_gates(rows, cfg.gates, int(len(target.y))), host=host,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         settings={**cfg.to_dict(), "source": target.origin, "test_images": int(len(target.y)),
                   "reference_accuracy": ref.accuracy, "timing": _timing_text(cfg),

@@ -16,6 +16,17 @@ from typing import Optional
 from edgecnn.errors import ConfigError
 
 
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple:
+    """The Wilson score interval of a proportion k/n (95% for z = 1.96): how far a top-1 agreement measured on n
+    images can be from the one more images would give. (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 @dataclass(frozen=True)
 class Violation:
     """One broken gate."""
@@ -80,17 +91,26 @@ class Gates:
         return out
 
     def check(self, subject: str, *, accuracy_drop=None, agreement=None, max_abs_diff=None, size_ratio=None,
-              accuracy=None) -> list:
-        """The gates `subject`'s figures break (a figure that is None is not judged)."""
+              accuracy=None, n: Optional[int] = None) -> list:
+        """The gates `subject`'s figures break (a figure that is None is not judged). With `n`, the images the
+        figures come from, a broken accuracy or agreement gate also says how many images that is and, for
+        agreement, its 95% interval: on a few hundred images a gate can break by one image."""
         out = []
         if self.max_acc_drop is not None and accuracy_drop is not None and accuracy_drop > self.max_acc_drop:
-            acc = f" (accuracy {accuracy:.4f})" if accuracy is not None else ""
+            why = [f"{round(accuracy_drop * n / 100)} more errors on {n} images"] if n else []
+            why += [f"accuracy {accuracy:.4f}"] if accuracy is not None else []
             out.append(Violation(subject, "accuracy_drop", accuracy_drop, self.max_acc_drop, "--max-acc-drop",
                                  f"{subject}: accuracy drop {accuracy_drop:.2f} points > --max-acc-drop "
-                                 f"{self.max_acc_drop:g}{acc}"))
+                                 f"{self.max_acc_drop:g}" + (f" ({'; '.join(why)})" if why else "")))
         if self.min_agreement is not None and agreement is not None and agreement < self.min_agreement:
+            why = ""
+            if n:
+                differ = round((1 - agreement) * n)
+                lo, hi = wilson_interval(n - differ, n)
+                why = f" ({differ} of {n} top-1 predictions differ; 95% interval {lo:.4f}-{hi:.4f})"
             out.append(Violation(subject, "agreement", agreement, self.min_agreement, "--min-agreement",
-                                 f"{subject}: top-1 agreement {agreement:.4f} < --min-agreement {self.min_agreement:g}"))
+                                 f"{subject}: top-1 agreement {agreement:.4f} < --min-agreement "
+                                 f"{self.min_agreement:g}{why}"))
         if self.max_abs_diff is not None and max_abs_diff is not None and max_abs_diff > self.max_abs_diff:
             out.append(Violation(subject, "max_abs_diff", max_abs_diff, self.max_abs_diff, "--max-abs-diff",
                                  f"{subject}: max abs probability difference {max_abs_diff:.3g} > --max-abs-diff "

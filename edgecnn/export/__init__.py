@@ -212,7 +212,7 @@ def check_gates(gates: Gates, entries: dict) -> list:
     return [v for name, e in entries.items()
             for v in gates.check(name, accuracy_drop=e.parity["accuracy_drop"], agreement=e.parity["top1_agreement"],
                                  max_abs_diff=e.parity["max_abs_diff"], size_ratio=ratios.get(name),
-                                 accuracy=e.parity["accuracy"])]
+                                 accuracy=e.parity["accuracy"], n=e.parity.get("n"))]
 
 
 def _check_model(model, spec, num_classes: int) -> None:
