@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 
@@ -47,6 +48,9 @@ def test_auto_searches_when_ptq_misses_and_never_returns_worse(digits_run, tmp_p
     assert len(tried) >= 2 and tried[0]["name"] == "ptq" and auto["sensitivity"]
     chosen = next(a for a in tried if a["name"] == auto["chosen"])
     assert chosen["val_agreement"] >= tried[0]["val_agreement"]  # never worse than PTQ on validation
+    assert all(a["val_agreement"] == pytest.approx(1 - a["val_flips"] / a["val_images"]) for a in tried)
+    assert f"ptq {tried[0]['val_agreement']:.4f} ({tried[0]['val_flips']} of {tried[0]['val_images']} differ)" \
+        in " ".join(res.output.split())
     assert all(a["kept_float"] == [] or a["int8_mac_share"] < 1.0 for a in tried)
     assert chosen["int8_mac_share"] >= 0.8  # the floor: more float layers never buy a mostly-float "int8" model
     assert all(a.get("below_int8_floor") for a in tried if a["int8_mac_share"] < 0.8)

@@ -62,7 +62,9 @@ def print_export_summary(result, gates=None) -> None:
                                f"{vs['ptq']['val_agreement']:.4f}" if vs else "")))
         auto = a["details"].get("auto")
         if auto:
-            tried = "; ".join(f"{t['name']} {t['val_agreement']:.4f}" for t in auto["attempts"] if "val_agreement" in t)
+            tried = "; ".join(f"{t['name']} {t['val_agreement']:.4f}" + (f" ({t['val_flips']} of {t['val_images']} "
+                                                                      "differ)" if "val_flips" in t else "")
+                              for t in auto["attempts"] if "val_agreement" in t)
             from edgecnn.export.quant_auto import floors_text, layer_name
 
             short = [layer_name(t) for t in auto["kept_float"]]

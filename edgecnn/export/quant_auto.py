@@ -249,6 +249,7 @@ def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
         par = val_parity(ctx, path)
         macs = mac_share(path)
         return {"name": name, "path": path, "kept_float": kept, "val_agreement": par.agreement,
+                "val_flips": int(round((1 - par.agreement) * par.n)), "val_images": par.n,
                 "val_accuracy_drop_pts": par.accuracy_drop, "int8_mac_share": macs["share"],
                 "size_bytes": len(data), "meets": meets(par, min_agreement, max_acc_drop)}
 
