@@ -108,7 +108,7 @@ def test_gate_fails_the_command_on_a_broken_int8_artifact(exported, tmp_path):
     bad = cli("bench", bad_run, *args[:-1], tmp_path / "bad")
     assert bad.exit_code == 1
     assert "parity gate failed: tflite_int8 on tflite" in bad.stderr and "accuracy drop" in bad.stderr
-    assert re.search(r"\(\d+ more errors on \d+ images; accuracy", bad.stderr), bad.stderr
+    assert re.search(r"\(\+\d+ errors against the reference on \d+ images; accuracy", bad.stderr), bad.stderr
     doc = json.loads((tmp_path / "bad" / "bench.json").read_text())
     assert doc["violations"] and all(r["status"] == "ok" for r in doc["rows"])
 

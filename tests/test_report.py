@@ -111,7 +111,7 @@ def test_a_broken_gate_says_how_many_images_it_is():
     assert wilson_interval(10, 10)[0] == pytest.approx(10 / (10 + 1.96 ** 2))  # all agree: n / (n + z^2)
     drop, agree = Gates(max_acc_drop=0.3, min_agreement=0.985).check(
         "tflite_int8", accuracy_drop=1.114206, agreement=351 / 359, accuracy=0.9053, n=359)
-    assert str(drop).endswith("> --max-acc-drop 0.3 (4 more errors on 359 images; accuracy 0.9053)")
+    assert str(drop).endswith("> --max-acc-drop 0.3 (+4 errors against the reference on 359 images; accuracy 0.9053)")
     # issue 12's MobileNetV2: 8 flips of 359 miss 0.985, yet the interval holds the target
     assert str(agree).endswith("< --min-agreement 0.985 (8 of 359 top-1 predictions differ; 95% interval "
                                "0.9566-0.9887)")

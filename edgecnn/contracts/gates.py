@@ -97,7 +97,7 @@ class Gates:
         agreement, its 95% interval: on a few hundred images a gate can break by one image."""
         out = []
         if self.max_acc_drop is not None and accuracy_drop is not None and accuracy_drop > self.max_acc_drop:
-            why = [f"{round(accuracy_drop * n / 100)} more errors on {n} images"] if n else []
+            why = [f"{round(accuracy_drop * n / 100):+d} errors against the reference on {n} images"] if n else []
             why += [f"accuracy {accuracy:.4f}"] if accuracy is not None else []
             out.append(Violation(subject, "accuracy_drop", accuracy_drop, self.max_acc_drop, "--max-acc-drop",
                                  f"{subject}: accuracy drop {accuracy_drop:.2f} points > --max-acc-drop "
