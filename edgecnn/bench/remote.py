@@ -65,7 +65,7 @@ def _adapt(d: dict, names: dict, ref_probs, ref_accuracy, labels=None) -> Row:
         row.accuracy, row.agreement, row.max_abs_diff = p.accuracy, p.agreement, p.max_abs_diff
         row.accuracy_drop = p.accuracy_drop if ref_accuracy is not None else None
         noted = d.get("manifest_predictions") == "differ" or (
-            d.get("manifest_accuracy") is not None and d["manifest_accuracy"] != d.get("accuracy"))
+            d.get("manifest_accuracy") is not None and abs(d["manifest_accuracy"] - d["accuracy"]) > 1e-9)
         if art is not None and art.entry is not None and not noted:  # the script has not said so already:
             # a board's kernels (its XNNPACK build, say) may round int8 otherwise than export's
             row.add_note(manifest_mismatch(art.entry.to_dict(), row.accelerator, p.accuracy, p.agreement, p.n))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Optional
 
+from edgecnn.contracts.parity import differing
 from edgecnn.errors import ConfigError
 
 
@@ -105,7 +106,7 @@ class Gates:
         if self.min_agreement is not None and agreement is not None and agreement < self.min_agreement:
             why = ""
             if n:
-                differ = round((1 - agreement) * n)
+                differ = differing(agreement, n)
                 lo, hi = wilson_interval(n - differ, n)
                 why = f" ({differ} of {n} top-1 predictions differ; 95% interval {lo:.4f}-{hi:.4f})"
             out.append(Violation(subject, "agreement", agreement, self.min_agreement, "--min-agreement",

@@ -28,11 +28,21 @@ class Parity:
     max_abs_diff: Optional[float]  # max |p - p_ref| over every probability
     n: int  # inputs compared
 
+    @property
+    def flips(self) -> Optional[int]:
+        """How many top-1 predictions differ from the reference's."""
+        return None if self.agreement is None else differing(self.agreement, self.n)
+
     def to_manifest(self) -> dict:
         """The manifest's parity record (its key for agreement is `top1_agreement`)."""
         return {"accuracy": self.accuracy, "reference_accuracy": self.reference_accuracy,
                 "accuracy_drop": self.accuracy_drop, "top1_agreement": self.agreement,
                 "max_abs_diff": self.max_abs_diff, "n": self.n}
+
+
+def differing(agreement: float, n: int) -> int:
+    """The number of top-1 predictions that differ, from an agreement measured on n inputs."""
+    return int(round((1 - agreement) * n))
 
 
 def parity(probs: np.ndarray, reference: Optional[np.ndarray], labels: Optional[np.ndarray],

@@ -154,21 +154,20 @@ def rounding_floors(model, split, reference: np.ndarray, labels, grid) -> dict:
     "images"}."""
     from edgecnn.contracts.parity import parity
     from edgecnn.data import map_chunks
-
     from edgecnn.script.edgecnn_infer import dequantize, quantize
 
     def rounded(x):  # what the on-device script feeds an int8 input, read back as float
-        scale, zero, lo, _ = grid
-        return dequantize(quantize(np.asarray(x, np.float32), np.int8 if lo < 0 else np.uint8, scale, zero), scale, zero)
+        scale, zero, qmin, _ = grid
+        q = quantize(np.asarray(x, np.float32), np.int8 if qmin < 0 else np.uint8, scale, zero)
+        return dequantize(q, scale, zero)
 
     def floor(round_input: bool) -> dict:
         prep = rounded if round_input else (lambda x: np.asarray(x, np.float32))
         out = map_chunks(lambda x: model.predict(prep(x), batch_size=getattr(split, "eval_batch", 256), verbose=0),
                          split)
         par = parity(out, reference, labels)
-        n = len(reference)
-        return {"agreement": par.agreement, "accuracy_drop_pts": par.accuracy_drop, "images": n,
-                "flips": int(round((1 - par.agreement) * n))}
+        return {"agreement": par.agreement, "accuracy_drop_pts": par.accuracy_drop, "images": par.n,
+                "flips": par.flips}
 
     floors = {}
     if grid is not None:
@@ -249,7 +248,7 @@ def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
         par = val_parity(ctx, path)
         macs = mac_share(path)
         return {"name": name, "path": path, "kept_float": kept, "val_agreement": par.agreement,
-                "val_flips": int(round((1 - par.agreement) * par.n)), "val_images": par.n,
+                "val_flips": par.flips, "val_images": par.n,
                 "val_accuracy_drop_pts": par.accuracy_drop, "int8_mac_share": macs["share"],
                 "size_bytes": len(data), "meets": meets(par, min_agreement, max_acc_drop)}
 
