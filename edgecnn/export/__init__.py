@@ -44,9 +44,6 @@ class Quantization(str, Enum):
     AUTO = "auto"  # PTQ, then the layers that miss the accuracy targets kept in float (export/quant_auto.py)
 
 
-CALIB_METHODS = ("minmax", "percentile")  # onnxruntime calibrations of the ONNX quantize_static route
-
-
 class IoType(str, Enum):
     """Input/output tensor type of the int8 TFLite model."""
 
@@ -112,7 +109,7 @@ class ExportConfig:
     formats: tuple = tuple(FORMATS)  # artifact names or short forms (see ALIASES)
     quant: Quantization = Quantization.PTQ  # how the int8 TFLite gets its quantization
     calib_samples: int = 300  # calibration images drawn from the training split
-    calib_method: str = "minmax"  # ONNX quantize_static activation ranges: minmax | percentile (CALIB_METHODS)
+    calib_method: str = "minmax"  # ONNX quantize_static activation ranges: minmax | percentile (onnx.CALIB_METHODS)
     calib_percentile: float = 99.999  # calib_method "percentile": the histogram percentile kept
     io: IoType = IoType.INT8  # int8 TFLite input/output type
     opset: int = 17  # ONNX opset
@@ -146,8 +143,8 @@ class ExportConfig:
             quant, io = Quantization(self.quant), IoType(self.io)
         except ValueError as e:
             raise ConfigError(f"{e} (quant: ptq|qat|auto, io: int8|float)") from None
-        if self.calib_method not in CALIB_METHODS:
-            raise ConfigError(f"--calib-method {self.calib_method!r} is not one of {', '.join(CALIB_METHODS)}")
+        if self.calib_method not in _onnx.CALIB_METHODS:
+            raise ConfigError(f"--calib-method {self.calib_method!r} is not one of {', '.join(_onnx.CALIB_METHODS)}")
         if not 50 < self.calib_percentile <= 100:
             raise ConfigError(f"--calib-percentile is a percentile above 50 and at most 100 "
                               f"(got {self.calib_percentile})")

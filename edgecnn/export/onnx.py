@@ -77,6 +77,9 @@ def build_fp32(ctx) -> Built:
     return Built(path, info={"method": "tf2onnx.convert.from_function", "opset": ctx.config.opset})
 
 
+CALIB_METHODS = ("minmax", "percentile")  # onnxruntime calibrations of the quantize_static route
+
+
 def static_name(method: str, percentile: float) -> str:
     """The candidate name of a quantize_static calibration: "quantize_static" (MinMax) or
     "quantize_static_p99.999"."""
@@ -108,7 +111,7 @@ def _routes(ctx) -> dict:
     cfg = ctx.config
     methods = [cfg.calib_method]
     if cfg.quant == "auto":  # Quantization is a str enum
-        methods += [m for m in ("minmax", "percentile") if m != cfg.calib_method]
+        methods += [m for m in CALIB_METHODS if m != cfg.calib_method]
     pct = cfg.calib_percentile
     routes = {static_name(m, pct): ("onnx_fp32", partial(_quantize_static, method=m, percentile=pct),
                                     "minmax" if m == "minmax" else f"percentile {pct:g}") for m in methods}
