@@ -76,14 +76,16 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title
     _save(fig, path)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence], console=None) -> None:
-    """Print a rich table; cells are rendered with str()."""
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence], console=None,
+                no_wrap: bool = False) -> None:
+    """Print a rich table; cells are rendered with str(). `no_wrap` keeps every cell on one line (a table of
+    figures, whose columns must fit the width)."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
     for c in columns:
-        table.add_column(c)
+        table.add_column(c, no_wrap=no_wrap)
     for r in rows:
         table.add_row(*["" if v is None else str(v) for v in r])
     (console or Console()).print(table)

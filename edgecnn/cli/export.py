@@ -34,14 +34,14 @@ def print_export_summary(result, gates=None) -> None:
     for a in result.artifacts:
         p, ratio = a["parity"], a["details"].get("size_ratio_to_fp32")
         rows.append((
-            a["name"], a["file"], a["quant"] or "-", _kb(a["size_bytes"]), f"{ratio:.3f}x" if ratio else "-",
+            a["name"], a["quant"] or "-", _kb(a["size_bytes"]), f"{ratio:.3f}x" if ratio else "-",
             f"{p['accuracy']:.4f}", f"{p['accuracy_drop']:+.2f}", f"{p['top1_agreement'] * 100:.2f}%",
             f"{p['max_abs_diff']:.2e}",
         ))
     title = (f"edgecnn export: {m['source_run']['arch']}, Keras reference accuracy "
              f"{m['reference']['accuracy']:.4f} on {m['reference']['n']} test images")
-    print_table(title, ("artifact", "file", "quant", "size", "int8/fp32", "accuracy", "drop (pts)", "agreement",
-                        "max |diff|"), rows, console=_console())
+    print_table(title, ("artifact", "quant", "size", "int8/fp32", "accuracy", "drop pts", "agreement", "max |diff|"),
+                rows, console=_console(), no_wrap=True)
     for a in result.artifacts:
         p = a["parity"]
         for kernels, b in (a.get("parity_kernels") or {}).items():
@@ -86,7 +86,8 @@ def print_export_summary(result, gates=None) -> None:
     if gates is not None:
         report_verdict(gates, result.failures, len(result.artifacts), int(m["reference"]["n"]))
     if result.written:
-        click.echo(wrap(f"wrote {result.export_dir} (manifest.json, edgecnn_infer.py) in {result.seconds:.1f} s"))
+        files = ", ".join([a["file"] for a in result.artifacts] + ["manifest.json", "edgecnn_infer.py"])
+        click.echo(wrap(f"wrote {result.export_dir} ({files}) in {result.seconds:.1f} s"))
 
 
 @click.command()
