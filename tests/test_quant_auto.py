@@ -83,12 +83,13 @@ def test_a_mixed_model_is_flagged_on_full_int8_targets():
     from types import SimpleNamespace
 
     from edgecnn.bench.core import _mixed_note
+    from edgecnn.runtimes import RUNTIMES
 
     mixed = SimpleNamespace(entry=SimpleNamespace(details={"auto": {"kept_float": ["a/b", "c/d"]}}))
     full = SimpleNamespace(entry=SimpleNamespace(details={"auto": {"kept_float": []}}))
-    assert "unsuitable: a mixed model (2 layer(s)" in _mixed_note(mixed, SimpleNamespace(name="ethos-u"))
-    assert _mixed_note(mixed, SimpleNamespace(name="tflite")) is None
-    assert _mixed_note(full, SimpleNamespace(name="ethos-u")) is None
+    assert "unsuitable: a mixed model (2 layer(s)" in _mixed_note(mixed, RUNTIMES["ethos-u"])
+    assert _mixed_note(mixed, RUNTIMES["tflite"]) is None
+    assert _mixed_note(full, RUNTIMES["ethos-u"]) is None
 
 
 def test_inspect_layers_ranks_every_quantized_layer(digits_run, tmp_path):

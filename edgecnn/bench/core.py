@@ -68,13 +68,10 @@ def _check_shape(sess, x: np.ndarray, artifact: Artifact) -> None:
                          f"(wrong data source or preprocessing for {artifact.path.name})")
 
 
-FULL_INT8_TARGETS = ("ethos-u",)  # accelerators that run only fully integer models
-
-
 def _mixed_note(artifact: Artifact, backend) -> Optional[str]:
     """A mixed int8/float model (`--quant auto` kept layers in float) on a target that needs full int8."""
     kept = ((artifact.entry.details or {}).get("auto") or {}).get("kept_float") if artifact.entry else None
-    if kept and backend.name in FULL_INT8_TARGETS:
+    if kept and backend.integer_only:
         return (f"unsuitable: a mixed model ({len(kept)} layer(s) kept in float by --quant auto) does not run "
                 f"fully on {backend.name}; export with --quant ptq or qat for it")
     return None

@@ -99,6 +99,7 @@ class Runtime:
     variants: Callable = lambda opts: [""]  # what to run (onnxruntime: one per provider)
     prepare: Optional[Callable] = None  # imports the runtime, so the first row's load time is not an import
     install: str = ""  # how to get it: "pip install ..."
+    integer_only: bool = False  # runs fully integer models only (an NPU): a mixed int8/float model is unsuitable
 
     def load(self, path, opts=None, variant: str = ""):
         """Open `path`; returns (session, load_ms). Raises Unavailable when the runtime cannot run here."""

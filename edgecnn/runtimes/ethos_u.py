@@ -140,4 +140,4 @@ class VelaSession(Session):
 
 RUNTIME = Runtime("ethos-u", ("tflite",), VelaSession, "Arm Ethos-U microNPU (Vela compiler estimates)",
                   options=("npu", "npu_system", "npu_memory", "keep_compiled"), prepare=_check_vela,
-                  install="pip install ethos-u-vela")
+                  install="pip install ethos-u-vela", integer_only=True)
