@@ -335,4 +335,4 @@ def _floor_message(floors: dict, key: str, min_agreement: float, max_acc_drop: f
             f"{f['accuracy_drop_pts']:+.2f} pts, against {min_agreement:.4f} and {max_acc_drop:g}; rounding floors: "
             f"{floors_text(floors)}). A recipe that keeps those int8 cannot be expected to meet the targets, and "
             "keeping layers in float removes only their share. The model is that sensitive; one trained to be less "
-            "so (augmentation, more data, weight decay) is where to act")
+            "so (augmentation: edgecnn train --augment; more data; weight decay) is where to act")
