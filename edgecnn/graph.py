@@ -234,3 +234,11 @@ def tflite_macs(ops, tensors) -> dict:
             float_layers.append(out["name"])
     return {"total": total, "int8": integer, "share": integer / total if total else None,
             "float_layers": float_layers}
+
+
+def layer_name(tensor: str) -> str:
+    """The Keras layer behind a TFLite tensor name: "model_1/block_13_project_BN_1/batchnorm/add_1;..." ->
+    "block_13_project_BN" (TF fuses ops into one name joined by ';' and suffixes traced layers with _1)."""
+    parts = tensor.split(";")[0].split("/")
+    name = parts[1] if len(parts) > 2 else parts[0]
+    return name[:-2] if name.endswith("_1") else name

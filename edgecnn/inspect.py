@@ -190,7 +190,8 @@ def inspect_layers(run_dir, images: int = 128, calib_samples: int = 300, seed: i
     from edgecnn.export.calibration import calibration_images
     from edgecnn.export.context import quiet
     from edgecnn.export.converter import convert_saved_model, keras_saved_model
-    from edgecnn.export.quant_auto import layer_name, layer_sensitivity, rounding_floors
+    from edgecnn.export.quant_auto import layer_sensitivity, rounding_floors
+    from edgecnn.graph import layer_name
     from edgecnn.io import write_bytes
     from edgecnn.rundir import open_run
     from edgecnn.runtimes.tflite import input_grid

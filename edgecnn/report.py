@@ -107,7 +107,65 @@ def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
     return "\n".join(out)
 
 
-def _export_section(manifest: dict) -> str:
+def _differ(a: dict, split: str) -> str:
+    return f"{a[split + '_flips']} of {a[split + '_images']}" if split + "_flips" in a else ""
+
+
+def _auto_html(name: str, auto: dict) -> str:
+    """`--quant auto`'s recipe: what it kept in float, every attempt's validation figures (and its test figures,
+    measured after the choice), and the float model's rounding floors."""
+    from edgecnn.graph import layer_name
+
+    t = auto.get("targets", {})
+    kept = [layer_name(k) for k in auto.get("kept_float") or []]
+    share = auto.get("int8_mac_share")
+    out = [f"<h3>--quant auto ({_e(name)})</h3>",
+           f"<p>Targets on the {_e(t.get('split'))} split: agreement &ge; {_f(t.get('min_agreement'), '.4f')}, "
+           f"drop &le; {_e(t.get('max_acc_drop_pts'))} points, &ge; {_f(t.get('min_int8_macs'), '.0%')} of the "
+           f"conv/dense MACs on int8. Chosen: <b>{_e(auto.get('chosen'))}</b>, "
+           f"{_f(share, '.1%') or '-'} of the MACs on int8; "
+           + (f"kept in float: {_e(', '.join(kept))}." if kept else "fully int8.") + "</p>"]
+    rows = [(a.get("name"), len(a.get("kept_float") or []), _f(a.get("int8_mac_share"), ".1%"),
+             f"{a['size_bytes'] / 1024:.1f} KiB" if a.get("size_bytes") else "",
+             _f(a.get("val_agreement"), ".4f"), _differ(a, "val"), _f(a.get("val_accuracy_drop_pts"), "+.2f"),
+             _f(a.get("test_agreement"), ".4f"), _differ(a, "test"), _f(a.get("test_accuracy_drop_pts"), "+.2f"),
+             "yes" if a.get("meets") else ("error: " + a["error"] if a.get("error") else "no"))
+            for a in auto.get("attempts", [])]
+    out.append(_table(("attempt", "layers in float", "int8 MACs", "size", "val agreement", "val differ",
+                       "val drop (pts)", "test agreement", "test differ", "test drop (pts)", "meets targets"),
+                      rows, numeric=(1, 2, 3, 4, 5, 6, 7, 8, 9)))
+    if any("test_flips" in a for a in auto.get("attempts", [])):
+        out.append("<p class=muted>Test figures are measured after the choice and never used for it.</p>")
+    floors = auto.get("rounding_floors") or {}
+    if floors:
+        out.append("<p>The float model against itself on validation with only these rounded to int8 (activations "
+                   "float): a recipe that keeps them int8 cannot be expected to do better.</p>")
+        out.append(_table(("rounded", "agreement", "differ", "drop (pts)"),
+                          [(k.replace("_", " "), _f(f.get("agreement"), ".4f"), f"{f.get('flips')} of {f.get('images')}",
+                            _f(f.get("accuracy_drop_pts"), "+.2f")) for k, f in floors.items()], numeric=(1, 2, 3)))
+    return "\n".join(out)
+
+
+def _kernels_html(artifacts: dict) -> str:
+    """The int8 TFLite's figures on each kernel set the manifest records (XNNPACK, builtin, reference)."""
+    def row(name, kernels, b):
+        return (name, kernels, _f(b.get("accuracy"), ".4f"), _f(b.get("accuracy_drop"), "+.2f"),
+                _f(b.get("top1_agreement"), ".4f"), b.get("runtime") or b.get("skipped") or "")
+
+    rows = []
+    for name, a in artifacts.items():
+        if a.get("parity_kernels"):
+            rows.append(row(name, "verified on", dict(a.get("parity", {}), runtime=a.get("runtime"))))
+            rows += [row(name, kernels, b) for kernels, b in a["parity_kernels"].items()]
+    if not rows:
+        return ""
+    return ("<h3>int8 on each kernel set</h3><p class=muted>The kernels round int8 differently; the device's figures "
+            "are those of the kernels it runs (TFLite Micro: the reference kernels).</p>"
+            + _table(("artifact", "kernels", "accuracy", "drop (pts)", "agreement", "runtime"), rows,
+                     numeric=(2, 3, 4)))
+
+
+def _export_section(manifest: dict, run: Optional[Path] = None) -> str:
     rows, recipe = [], []
     for name, a in manifest.get("artifacts", {}).items():
         p, d = a.get("parity", {}), a.get("details", {})
@@ -129,6 +187,10 @@ def _export_section(manifest: dict) -> str:
         _table(("artifact", "file", "precision", "quant", "size", "int8/fp32", "accuracy", "drop (pts)", "agreement",
                 "max |diff|", "verified on"), rows, numeric=(4, 5, 6, 7, 8, 9)),
         f"<h3>Quantization recipe</h3><ul>{''.join(recipe)}</ul>" if recipe else "",
+        *(_auto_html(name, a["details"]["auto"]) for name, a in manifest.get("artifacts", {}).items()
+          if (a.get("details") or {}).get("auto")),
+        _kernels_html(manifest.get("artifacts", {})),
+        _img(run / "layers.png", "int8 error per layer (edgecnn inspect --layers)") if run is not None else "",
     ])
 
 
@@ -178,7 +240,7 @@ def render(run_dir) -> str:
              f"{_e(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'))}</p>"]
     if config:
         parts.append(_run_section(run, config, metrics))
-    parts.append(_export_section(manifest) if manifest else "<h2>Export</h2><p class=muted>not exported yet: "
+    parts.append(_export_section(manifest, run) if manifest else "<h2>Export</h2><p class=muted>not exported yet: "
                  f"<code>edgecnn export {_e(run)}</code></p>")
     if bench_doc and not bench_doc.get("partial"):
         parts.append(_bench_section(run / "bench", bench_doc))

@@ -28,6 +28,7 @@ def test_auto_keeps_plain_ptq_when_it_meets_the_targets(digits_run, tmp_path):
     auto = entry["details"]["auto"]
     assert entry["quant"] == "auto" and auto["chosen"] == "ptq" and auto["kept_float"] == []
     assert len(auto["attempts"]) == 1 and auto["int8_mac_share"] == 1.0  # fully int8, as plain PTQ
+    assert "test_flips" not in auto["attempts"][0]  # one attempt: its test figures are the artifact's parity
     assert auto["targets"] == {"min_agreement": 0.9, "max_acc_drop_pts": 5.0, "min_int8_macs": 0.8,
                                "split": "validation"}
 
@@ -62,6 +63,20 @@ def test_auto_searches_when_ptq_misses_and_never_returns_worse(digits_run, tmp_p
     assert all(0.9 <= f["agreement"] <= 1.0 for f in floors.values())
     model = run / "export" / "model_int8.tflite"
     assert mac_share(model)["share"] == chosen["int8_mac_share"]
+    # each attempt's test figures, measured after the choice: the chosen one's are the artifact's own parity
+    parity = manifest["artifacts"]["tflite_int8"]["parity"]
+    assert all(a["test_images"] == parity["n"] for a in tried)
+    assert chosen["test_agreement"] == parity["top1_agreement"]
+    assert chosen["test_accuracy_drop_pts"] == pytest.approx(parity["accuracy_drop"], abs=1e-6)
+    assert f"[test {chosen['test_agreement']:.4f}, {chosen['test_flips']} of {parity['n']}]" \
+        in " ".join(res.output.split())
+    table = [line for line in res.output.splitlines() if line[:1] in "┏┃┡│└"]
+    assert max(map(len, table)) <= 100 and "│ tflite_int8 │" in res.output  # the table fits, names not cut
+    from edgecnn.report import write_report
+
+    page = write_report(run).read_text()
+    assert "<h3>--quant auto (tflite_int8)</h3>" in page and "test differ" in page
+    assert f"<td class=n>{chosen['test_flips']} of {parity['n']}</td>" in page
     # the on-device script runs the mixed model and reproduces the manifest's test figures
     from edgecnn.data import DataConfig, load_dataset
 

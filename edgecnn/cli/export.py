@@ -64,8 +64,13 @@ def print_export_summary(result, gates=None) -> None:
         if auto:
             tried = "; ".join(f"{t['name']} {t['val_agreement']:.4f}" + (f" ({t['val_flips']} of {t['val_images']} "
                                                                       "differ)" if "val_flips" in t else "")
+                              + (f" [test {t['test_agreement']:.4f}, {t['test_flips']} of {t['test_images']}]"
+                                 if "test_flips" in t else "")
                               for t in auto["attempts"] if "val_agreement" in t)
-            from edgecnn.export.quant_auto import floors_text, layer_name
+            if any("test_flips" in t for t in auto["attempts"]):
+                tried += " ([test]: measured after the choice, never used for it)"
+            from edgecnn.export.quant_auto import floors_text
+            from edgecnn.graph import layer_name
 
             short = [layer_name(t) for t in auto["kept_float"]]
             kept = ", ".join(short[:6]) + (" ..." if len(short) > 6 else "")

@@ -13,7 +13,8 @@
 4. Still short: QAT (export's own `--quant qat` fine-tuning), judged the same way (`--no-auto-qat` skips it).
 5. The model returned is the first attempt that meets the targets, else the one with the best validation
    agreement: never worse than plain PTQ on validation. The test split confirms it once, in export's
-   verification, like every artifact.
+   verification, like every artifact; after the choice, each attempt's test figures are recorded beside its
+   validation ones (never used to choose), so a reader sees how far validation predicted test.
 
 When PTQ misses, the float model itself is measured, because that decides what any recipe can reach: its
 rounding floors, the Keras model's agreement with itself on validation when only its input is rounded to the int8
@@ -87,14 +88,6 @@ def convert_selective(saved_model_dir, calib: np.ndarray, images: np.ndarray, de
     dbg = _debugger(saved_model_dir, calib, images[:1], denylist, int8_io)
     with quiet():
         return dbg.get_nondebug_quantized_model()
-
-
-def layer_name(tensor: str) -> str:
-    """The Keras layer behind a TFLite tensor name: "model_1/block_13_project_BN_1/batchnorm/add_1;..." ->
-    "block_13_project_BN" (TF fuses ops into one name joined by ';' and suffixes traced layers with _1)."""
-    parts = tensor.split(";")[0].split("/")
-    name = parts[1] if len(parts) > 2 else parts[0]
-    return name[:-2] if name.endswith("_1") else name
 
 
 def int8_weight_grid(w: np.ndarray, trailing: int = 1) -> np.ndarray:
@@ -180,17 +173,21 @@ def rounding_floors(model, split, reference: np.ndarray, labels, grid) -> dict:
     return floors
 
 
-def val_parity(ctx, path):
-    """An int8 .tflite against the Keras model on the validation split, on the kernels export verifies with."""
+def val_parity(ctx, path, split: str = "val"):
+    """An int8 .tflite against the Keras model on the validation split (or, `split="test"`, the test split), on the
+    kernels export verifies with."""
     from edgecnn.contracts.parity import parity
     from edgecnn.data import map_chunks
     from edgecnn.export.verify import open_runner
 
     ds = ctx.ds
-    val_ref = ctx.cached("val_reference", lambda: ds.val.predict_with(ctx.model))
+    if split == "test":
+        data, ref, labels = ds.test, ctx.reference, ds.y_test
+    else:
+        data, ref, labels = ds.val, ctx.cached("val_reference", lambda: ds.val.predict_with(ctx.model)), ds.y_val
     runner = open_runner(path, kernels=ctx.config.kernels)
     try:
-        return parity(map_chunks(runner.predict, ds.val), val_ref, ds.y_val)
+        return parity(map_chunks(runner.predict, data), ref, labels)
     finally:
         runner.close()
 
@@ -295,6 +292,11 @@ def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
     chosen = next((a for a in usable if a["meets"]), None) or max(
         usable, key=lambda a: (a["val_agreement"], -a["val_accuracy_drop_pts"]))
     out_path.write_bytes(Path(chosen["path"]).read_bytes())
+    measured = [a for a in attempts if "path" in a]
+    for a in measured if len(measured) > 1 else ():  # each attempt's test figures, measured after the choice
+        par = val_parity(ctx, a["path"], split="test")
+        a.update(test_agreement=par.agreement, test_flips=par.flips, test_images=par.n,
+                 test_accuracy_drop_pts=par.accuracy_drop)
     if not chosen["meets"]:
         one = 100.0 / max(1, len(ds.y_val))
         ctx.warn(f"--quant auto: no recipe met the validation targets (agreement >= {min_agreement:.4f}, drop <= "
