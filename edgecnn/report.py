@@ -140,9 +140,9 @@ def _auto_html(name: str, auto: dict) -> str:
     if floors:
         out.append("<p>The float model against itself on validation with only these rounded to int8 (activations "
                    "float): a recipe that keeps them int8 cannot be expected to do better.</p>")
-        out.append(_table(("rounded", "agreement", "differ", "drop (pts)"),
-                          [(k.replace("_", " "), _f(f.get("agreement"), ".4f"), f"{f.get('flips')} of {f.get('images')}",
-                            _f(f.get("accuracy_drop_pts"), "+.2f")) for k, f in floors.items()], numeric=(1, 2, 3)))
+        rows = [(k.replace("_", " "), _f(f.get("agreement"), ".4f"), f"{f.get('flips')} of {f.get('images')}",
+                 _f(f.get("accuracy_drop_pts"), "+.2f")) for k, f in floors.items()]
+        out.append(_table(("rounded", "agreement", "differ", "drop (pts)"), rows, numeric=(1, 2, 3)))
     return "\n".join(out)
 
 

@@ -173,8 +173,8 @@ def rounding_floors(model, split, reference: np.ndarray, labels, grid) -> dict:
     return floors
 
 
-def val_parity(ctx, path, split: str = "val"):
-    """An int8 .tflite against the Keras model on the validation split (or, `split="test"`, the test split), on the
+def split_parity(ctx, path, split: str = "val"):
+    """An int8 .tflite against the Keras model on the validation split ("val") or the test split ("test"), on the
     kernels export verifies with."""
     from edgecnn.contracts.parity import parity
     from edgecnn.data import map_chunks
@@ -203,7 +203,7 @@ def qat_against_ptq(ctx, qat_path: Path, saved_model_dir) -> dict:
     write_bytes(ptq_path, convert_saved_model(saved_model_dir, int8=True, calib=ctx.calib, io=ctx.config.io.value))
     figures = {}
     for name, path in (("ptq", ptq_path), ("qat", qat_path)):
-        p = val_parity(ctx, path)
+        p = split_parity(ctx, path)
         figures[name] = {"val_agreement": p.agreement, "val_accuracy_drop_pts": p.accuracy_drop}
     ptq_path.unlink(missing_ok=True)
     q, b = figures["qat"], figures["ptq"]
@@ -242,7 +242,7 @@ def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
     def judge(name: str, data: bytes, kept: list) -> dict:
         path = work / f"{name}.tflite"
         write_bytes(path, data)
-        par = val_parity(ctx, path)
+        par = split_parity(ctx, path)
         macs = mac_share(path)
         return {"name": name, "path": path, "kept_float": kept, "val_agreement": par.agreement,
                 "val_flips": par.flips, "val_images": par.n,
@@ -294,7 +294,7 @@ def run_auto(ctx, out_path: Path, saved_model_dir) -> dict:
     out_path.write_bytes(Path(chosen["path"]).read_bytes())
     measured = [a for a in attempts if "path" in a]
     for a in measured if len(measured) > 1 else ():  # each attempt's test figures, measured after the choice
-        par = val_parity(ctx, a["path"], split="test")
+        par = split_parity(ctx, a["path"], "test")
         a.update(test_agreement=par.agreement, test_flips=par.flips, test_images=par.n,
                  test_accuracy_drop_pts=par.accuracy_drop)
     if not chosen["meets"]:
