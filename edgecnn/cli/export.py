@@ -25,6 +25,16 @@ def _kb(n: int) -> str:
     return f"{n / 1024:.1f} KiB"
 
 
+def _attempt_text(t: dict) -> str:
+    """One `--quant auto` attempt: "float3 0.9861 (4 of 288 differ) [test 0.9777, 8 of 359]"."""
+    text = f"{t['name']} {t['val_agreement']:.4f}"
+    if "val_flips" in t:
+        text += f" ({t['val_flips']} of {t['val_images']} differ)"
+    if "test_flips" in t:
+        text += f" [test {t['test_agreement']:.4f}, {t['test_flips']} of {t['test_images']}]"
+    return text
+
+
 def print_export_summary(result, gates=None) -> None:
     """The per-artifact table: size and int8/fp32 ratio, accuracy, drop, agreement, max abs diff."""
     from edgecnn.reporting import print_table
@@ -62,11 +72,7 @@ def print_export_summary(result, gates=None) -> None:
                                f"{vs['ptq']['val_agreement']:.4f}" if vs else "")))
         auto = a["details"].get("auto")
         if auto:
-            tried = "; ".join(f"{t['name']} {t['val_agreement']:.4f}" + (f" ({t['val_flips']} of {t['val_images']} "
-                                                                      "differ)" if "val_flips" in t else "")
-                              + (f" [test {t['test_agreement']:.4f}, {t['test_flips']} of {t['test_images']}]"
-                                 if "test_flips" in t else "")
-                              for t in auto["attempts"] if "val_agreement" in t)
+            tried = "; ".join(_attempt_text(t) for t in auto["attempts"] if "val_agreement" in t)
             if any("test_flips" in t for t in auto["attempts"]):
                 tried += " ([test]: measured after the choice, never used for it)"
             from edgecnn.export.quant_auto import floors_text
