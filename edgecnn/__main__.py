@@ -1,5 +1,5 @@
 """`python -m edgecnn` runs the CLI."""
-from edgecnn.cli import main
+from edgecnn.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

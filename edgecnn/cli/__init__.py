@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import sys
 
 import click
 
@@ -67,3 +69,28 @@ def main():
 
 
 cli = main
+
+
+def run() -> None:
+    """The `edgecnn` command: `main` as a program.
+
+    A command that fails after TensorFlow has built a `tf.data` pipeline (an unreadable image met while training
+    reads the folder) leaves that pipeline referenced by its error's traceback. Python then destroys it while
+    shutting down, where its parallel-map iterator waits for worker threads that can no longer run (TF 2.21): the
+    command printed its one-line error and hung. So a failing command runs its exit handlers with Python whole
+    and leaves without the shutdown.
+    """
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if code == 0 or "tensorflow" not in sys.modules:
+            raise
+        if not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+        import atexit
+
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        atexit._run_exitfuncs()
+        os._exit(code)

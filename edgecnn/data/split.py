@@ -11,6 +11,7 @@ folder holds file names and header sizes, whatever the number of images.
 """
 from __future__ import annotations
 
+import os
 import zipfile
 from typing import Iterator, Optional
 
@@ -105,24 +106,48 @@ class ImageFiles:
         return [self.read(int(i)) for i in np.asarray(idx).reshape(-1)]
 
 
+END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}  # the last bytes of a whole file of each format
+SHOWN_UNREADABLE = 3  # unreadable files named in the error; the rest are counted
+
+
+def _whole(path, im) -> None:
+    """Raise if the file was cut short. Cheap for a whole file: JPEG and PNG end with a marker (EOI, IEND) that a
+    truncated copy lacks, so only a file without it is decoded in full (a JPEG may carry data after its EOI)."""
+    marker = END_MARKERS.get(im.format)
+    if marker is None:
+        return
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - len(marker)))
+        if f.read() != marker:
+            im.load()
+
+
 def scan_images(files: list) -> ImageFiles:
-    """Headers only: sizes and modes of every file, refusing the modes the device refuses."""
+    """Headers only: sizes and modes of every file, refusing the modes the device refuses and, in one error that
+    names the first few, every file that is not a whole image (a folder of photos is fixed in one pass)."""
     from PIL import Image
 
     from edgecnn.script.edgecnn_infer import GREY_MODES, UsageError, check_mode
 
-    sizes, colour = [], []
+    sizes, colour, unreadable = [], [], []
     for f in files:
         try:
             with Image.open(f) as im:
                 check_mode(im.mode, str(f))
+                _whole(f, im)
                 w, h = im.size
                 colour.append(im.mode not in GREY_MODES)
         except UsageError as e:
             raise DataError(str(e)) from None
         except Exception as e:
-            raise DataError(f"{f}: not a readable image ({e})") from None
+            unreadable.append(f"{f}: not a readable image ({e})")
+            continue
         sizes.append((h, w))
+    if unreadable:
+        more = len(unreadable) - SHOWN_UNREADABLE
+        raise DataError(f"{len(unreadable)} of {len(files)} files are not readable images; remove or replace them: "
+                        + "; ".join(unreadable[:SHOWN_UNREADABLE]) + (f"; and {more} more" if more > 0 else ""))
     return ImageFiles(list(files), sizes, colour)
 
 
