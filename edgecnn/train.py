@@ -201,7 +201,7 @@ def fit_inputs(ds: Dataset, batch_size: int, seed: int, stream: str, augment=Non
 
         aug = _augmenter(augment, seed)
         data = data.map(lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), y), num_parallel_calls=1)
-    return {"x": data.prefetch(2), "validation_data": val}
+    return {"x": data.prefetch(2), "validation_data": val, "shuffle": False}  # shuffled above; Keras warns otherwise
 
 
 def data_errors(e: BaseException) -> None:
