@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Optional
 
 from edgecnn.data import load_dataset
-from edgecnn.errors import ConfigError, MissingDependencyError
+from edgecnn.errors import ConfigError, DataError, MissingDependencyError
 from edgecnn.io import folder_lock, read_json, write_json
 from edgecnn.models import ModelSpec, build, compile_model, get_architecture
 from edgecnn.rundir import prepare_out_dir
-from edgecnn.train import TrainConfig, TrainResult, fit_inputs, fit_run, seed_everything
+from edgecnn.train import TrainConfig, TrainResult, data_errors, fit_inputs, fit_run, seed_everything
 from edgecnn.tune_device import DeviceBudget
 
 TUNER_DIR = "tuner"
@@ -128,7 +128,11 @@ def tune(cfg: TuneConfig) -> TuneResult:
         raise ConfigError(f"{out}: nothing to resume (no tuner state there)")
     with folder_lock(out, "edgecnn tune"):  # a second writer of the same run is refused, not silently lost
         prepare_out_dir(out, overwrite=tcfg.overwrite, resume=tcfg.resume)
-        return _search(cfg, tcfg, out, ds)
+        try:
+            return _search(cfg, tcfg, out, ds)
+        except Exception as e:  # KerasTuner retries a trial that failed, then raises with every traceback as text
+            data_errors(e)
+            raise
 
 
 def _score(history, objective: str):
@@ -170,7 +174,14 @@ def _tuner_class(keras_tuner, say, cfg):
             from keras_tuner.src.engine import tuner_utils
 
             t0 = time.perf_counter()
-            histories = super().run_trial(trial, *args, **kwargs)
+            try:
+                histories = super().run_trial(trial, *args, **kwargs)
+            except Exception as e:
+                try:
+                    data_errors(e)
+                except DataError as bad:  # the same file breaks every trial: end the search now, not after three
+                    raise keras_tuner.errors.FatalError(f"DataError: {bad}") from None  # failed trials' tracebacks
+                raise
             took = round(time.perf_counter() - t0, 2)
             metrics = tuner_utils.convert_to_metrics_dict(histories, keras_tuner.Objective(objective, "max"))
             metrics.update({SECONDS: took, WORKER: float(worker_index())})

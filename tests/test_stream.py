@@ -121,6 +121,16 @@ def test_a_file_that_breaks_mid_epoch_is_one_line(tmp_path):
     assert "3.png" in lines[-1] and "not a readable image" in lines[-1], res.output
 
 
+def test_a_file_that_breaks_mid_trial_ends_the_search_in_one_line(tmp_path):
+    folder = make_folder(tmp_path / "imgs", per_class=10)
+    _break_pixels(folder / "cat" / "3.png")
+    res = cli("tune", "--data", folder, "--out", tmp_path / "run", "--max-trials", "2", "--trial-epochs", "1",
+              "--stream", "on")
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output, res.output  # KerasTuner's three failed trials printed theirs
+    assert res.output.strip().splitlines()[-1].startswith("error: ") and "3.png" in res.output, res.output
+
+
 def test_the_command_exits_after_a_file_breaks_mid_epoch(tmp_path):
     """Seen on a folder of photos: the error was printed, then the process hung forever at exit (TF 2.21 destroys
     the pipeline the failed fit left behind during Python's shutdown; see `edgecnn.cli.run`). Without the fix,
