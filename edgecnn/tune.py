@@ -179,8 +179,9 @@ def _tuner_class(keras_tuner, say, cfg):
             except Exception as e:
                 try:
                     data_errors(e)
-                except DataError as bad:  # the same file breaks every trial: end the search now, not after three
-                    raise keras_tuner.errors.FatalError(f"DataError: {bad}") from None  # failed trials' tracebacks
+                except DataError as bad:  # the same file breaks every trial: a FatalError ends the search now,
+                    # where KerasTuner would print a traceback per failed trial and give up after three
+                    raise keras_tuner.errors.FatalError(f"DataError: {bad}") from None
                 raise
             took = round(time.perf_counter() - t0, 2)
             metrics = tuner_utils.convert_to_metrics_dict(histories, keras_tuner.Objective(objective, "max"))
