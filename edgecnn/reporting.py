@@ -1,6 +1,7 @@
 """Plots and terminal tables shared by the stages (matplotlib with the Agg backend, rich tables)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -83,9 +84,21 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence], co
     from rich.console import Console
     from rich.table import Table
 
+    cells = [["" if v is None else str(v) for v in r] for r in rows]
     table = Table(title=title)
-    for c in columns:
-        table.add_column(c, no_wrap=no_wrap)
-    for r in rows:
-        table.add_row(*["" if v is None else str(v) for v in r])
+    for i, c in enumerate(columns):
+        column = [r[i] for r in cells if i < len(r)]
+        table.add_column(c, no_wrap=no_wrap, justify="right" if figures_only(column) else "left")
+    for r in cells:
+        table.add_row(*r)
     (console or Console()).print(table)
+
+
+FIGURE = re.compile(r"[+-]?\d[\d,]*(\.\d+)?(e[+-]?\d+)?( ?(%|x|KiB|MiB|ms|s|us|MB))?")
+
+
+def figures_only(column: Sequence[str]) -> bool:
+    """Whether a column holds figures (numbers with a unit, or "-" where there is none): those are right-aligned,
+    so their digits line up."""
+    filled = [c.strip() for c in column if c.strip() not in ("", "-")]
+    return bool(filled) and all(FIGURE.fullmatch(c) for c in filled)

@@ -256,3 +256,18 @@ def test_the_ci_workflow_runs_as_written(tmp_path):
                            timeout=900)
         assert p.returncode == 0, (s["name"], p.stdout[-1500:], p.stderr[-1500:])
     assert (tmp_path / "site" / "edgecnn").is_dir() and (tmp_path / "bench" / "bench.json").is_file()
+
+
+def test_terminal_tables_right_align_columns_of_figures():
+    from rich.console import Console
+
+    from edgecnn.reporting import figures_only, print_table
+
+    console = Console(record=True, width=100)
+    rows = [["tflite_fp32", "1109.0 KiB", "-"], ["tflite_int8", "86.3 KiB", "ptq"]]
+    print_table("t", ["artifact", "size", "quant"], rows, console=console)
+    rows = [ln for ln in console.export_text().splitlines() if "tflite_" in ln]
+    assert "│ 1109.0 KiB │" in rows[0] and "│   86.3 KiB │" in rows[1], rows  # figures right, names left
+    assert "│ -     │" in rows[0] and "│ ptq   │" in rows[1], rows
+    assert figures_only(["0.258x", "-", "+0.00", "99.79%", "4.24e-02", "1,150"])
+    assert not figures_only(["-", ""]) and not figures_only(["0.5", "ptq"])
