@@ -204,12 +204,12 @@ def fit_inputs(ds: Dataset, batch_size: int, seed: int, stream: str, augment=Non
     return {"x": data.prefetch(2), "validation_data": val, "shuffle": False}  # shuffled above; Keras warns otherwise
 
 
-def data_errors(e: BaseException) -> None:
-    """A DataError raised while tf.data prepared a batch reaches us wrapped in a TensorFlow error: unwrap it."""
-    text = str(e)
-    if "DataError" in text:
-        line = next((ln for ln in text.splitlines() if "DataError" in ln), text)
-        raise DataError(line.split("DataError:", 1)[-1].strip()) from None
+def data_errors(e: BaseException, kind: type = DataError) -> None:
+    """A DataError raised while tf.data prepared a batch reaches us wrapped in a TensorFlow error: raise it as
+    `kind` (DataError or a subclass), one line; return when `e` carries none."""
+    line = next((ln for ln in str(e).splitlines() if "DataError" in ln), None)
+    if line is not None:
+        raise kind(line.split("DataError:", 1)[-1].strip()) from None
 
 
 def _callbacks(out: Path, cfg: TrainConfig, history: dict) -> list:

@@ -130,7 +130,7 @@ def tune(cfg: TuneConfig) -> TuneResult:
         prepare_out_dir(out, overwrite=tcfg.overwrite, resume=tcfg.resume)
         try:
             return _search(cfg, tcfg, out, ds)
-        except Exception as e:  # KerasTuner retries a trial that failed, then raises with every traceback as text
+        except Exception as e:  # a fit outside the trials (the defaults' score) meets a broken file the same way
             data_errors(e)
             raise
 
@@ -157,6 +157,9 @@ def _tuner_class(keras_tuner, say, cfg):
 
     budget, objective, max_trials = cfg.budget, cfg.objective, cfg.max_trials
 
+    class SearchDataError(DataError, keras_tuner.errors.FatalError):
+        """A broken file: a user error, and one KerasTuner does not retry."""
+
     class TimedBayesian(keras_tuner.BayesianOptimization):
         probe = None  # trial_calibration(): what the per-trial int8 conversion and measurement need
 
@@ -176,12 +179,9 @@ def _tuner_class(keras_tuner, say, cfg):
             t0 = time.perf_counter()
             try:
                 histories = super().run_trial(trial, *args, **kwargs)
-            except Exception as e:
-                try:
-                    data_errors(e)
-                except DataError as bad:  # the same file breaks every trial: a FatalError ends the search now,
-                    # where KerasTuner would print a traceback per failed trial and give up after three
-                    raise keras_tuner.errors.FatalError(f"DataError: {bad}") from None
+            except Exception as e:  # a file that breaks breaks every trial: a FatalError ends the search now,
+                # where KerasTuner would print a traceback per failed trial and give up after three
+                data_errors(e, SearchDataError)
                 raise
             took = round(time.perf_counter() - t0, 2)
             metrics = tuner_utils.convert_to_metrics_dict(histories, keras_tuner.Objective(objective, "max"))
