@@ -96,6 +96,34 @@ def test_tflm_names_an_op_it_lacks(tmp_path):
     assert row.status == "failed" and "TFLite Micro has no kernel for TOPK_V2" in row.reason
 
 
+def test_tflm_runs_a_model_whose_arena_is_over_ten_times_its_size(tmp_path):
+    """TFLM's default arena is 10x the model: a small model on 64x64 RGB images (an imported one was) needs more,
+    and the row runs instead of failing "Failed to resize buffer"."""
+    import tensorflow as tf
+
+    from edgecnn.runtimes import open_session
+
+    w = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 3, 8)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 64, 64, 3], tf.float32)])
+    def f(image):
+        x = tf.nn.relu(tf.nn.conv2d(image, w, 1, "SAME"))
+        return {"probs": tf.nn.softmax(tf.reduce_mean(x, axis=[1, 2]))}
+
+    model = tmp_path / "wide.tflite"
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    model.write_bytes(conv.convert())
+    x = np.random.default_rng(1).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+    sess = open_session("tflm", model)
+    try:
+        assert np.allclose(sess.predict(x), f(x[:1])["probs"].numpy().tolist() + f(x[1:])["probs"].numpy().tolist(),
+                           atol=1e-5)
+        arena = sess.extras(x[:1])["arena_bytes"]
+    finally:
+        sess.close()
+    assert arena > 10 * model.stat().st_size and _allocates(model, arena)
+
+
 def test_ethos_u_row_has_the_compiler_figures(rows):
     r = rows[("tflite_int8", "ethos-u")]
     assert r.status == "ok", r.reason

@@ -5,8 +5,9 @@ computes (bit for bit with the tflite runtime's builtin reference kernels, `refe
 `max_int8_steps` says how far they are, 0 when exact; the builtin optimized kernels, XNNPACK off, are not
 bit-exact with them: 85 output steps apart on an int8 MobileNetV2). The row adds `arena_bytes`, the smallest
 tensor arena that allocates and runs the model (searched by bisection, each size in its own child process: TFLM's
-Python API only prints its allocations, defaults to 10x the model, and can crash on an arena a little too small),
-and `flash_bytes`, the flatbuffer an MCU keeps in flash (code not included).
+Python API only prints its allocations, defaults to 10x the model, and can crash on an arena a little too small;
+the session itself opens with an arena a child found to fit, since 10x is too small for a model whose activations
+outweigh its weights), and `flash_bytes`, the flatbuffer an MCU keeps in flash (code not included).
 Latency is this host's CPU running TFLM's portable kernels, not a microcontroller's: the note says so.
 An op TFLM has no kernel for is a failed row naming the op.
 
@@ -83,17 +84,13 @@ def _child(path, *args, timeout: float):
                           text=True, timeout=timeout)
 
 
-def arena_search(path, timeout: float = 300.0) -> dict:
-    """{"smallest": bytes, "recorded": TFLM's own total} for `path`: the smallest arena in [recorded / 2, the size
-    that fits] that allocates and invokes, by bisection, each size tried in its own child process (a crash
-    there is a size that does not fit, not a failed search).
+def arena_that_fits(path, timeout: float = 120.0) -> dict:
+    """{"fits": bytes, "recorded": TFLM's own total there}: the smallest power-of-two multiple of TFLM's default
+    arena (10x the model) that allocates and invokes `path`, found in a child process.
 
     Raises:
         RuntimeError: the model does not run in TFLM at any arena size, with the child's last line.
     """
-    import time
-
-    deadline = time.monotonic() + timeout
     p = _child(path, "record", timeout=timeout)
     lines = p.stdout.strip().splitlines()
     if p.returncode != 0 or not lines:
@@ -102,6 +99,21 @@ def arena_search(path, timeout: float = 300.0) -> dict:
     out = json.loads(lines[-1])
     if "error" in out:
         raise RuntimeError(out["error"])
+    return out
+
+
+def arena_search(path, timeout: float = 300.0, fits: dict | None = None) -> dict:
+    """{"smallest": bytes, "recorded": TFLM's own total} for `path`: the smallest arena in [recorded / 2, the size
+    that fits] that allocates and invokes, by bisection, each size tried in its own child process (a crash
+    there is a size that does not fit, not a failed search). `fits`: `arena_that_fits`' answer, when known.
+
+    Raises:
+        RuntimeError: the model does not run in TFLM at any arena size, with the child's last line.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    out = fits or arena_that_fits(path, timeout)
     recorded, hi = out["recorded"], int(out["fits"])
     lo = max(1024, (recorded or 2048) // 2)
     while lo < hi:
@@ -141,10 +153,18 @@ class TflmSession(Session):
         self.accelerator = "reference kernels"
         self.threads = 1  # a microcontroller interpreter is single-threaded
         self.note = "latency: TFLite Micro's portable kernels on this host's CPU, not a microcontroller"
+        # TFLM's default arena (10x the model) is too small for a model whose activations outweigh its weights
+        # (a 64x64 RGB input); a size that fits is found in a child first, since one a little too small can
+        # crash this process. A model no size fits loads at the default, where TFLM's own error names the cause.
+        try:
+            self._fits = arena_that_fits(self.path)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            self._fits = None
         logs: list = []
         try:
             with native_stderr(logs):
-                self.it = runtime.Interpreter.from_file(str(path))  # 10x the model: arena_bytes comes from extras()
+                self.it = runtime.Interpreter.from_file(
+                    str(path), **({"arena_size": self._fits["fits"]} if self._fits else {}))
         except (RuntimeError, ValueError) as e:
             op = _missing_op(logs)
             if op:
@@ -172,7 +192,7 @@ class TflmSession(Session):
         return self.it.invoke
 
     def extras(self, x: np.ndarray) -> dict:
-        arena = arena_search(self.path)
+        arena = arena_search(self.path, fits=self._fits)
         out = {"arena_bytes": int(arena["smallest"]), "flash_bytes": self.path.stat().st_size}
         if np.dtype(self.outputs[0]["dtype"]).kind in "iu":
             out["max_int8_steps"] = self._steps_vs_reference(x)
