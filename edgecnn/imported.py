@@ -2,9 +2,10 @@
 on-device script work on it unchanged.
 
 The run's model takes what every edgecnn model takes: float images in [0, 1] (the recorded preprocessing).
-A model trained on another input range (`--input-range 0-255` or `-1-1`) gets a Rescaling layer in front, and
-one that outputs logits a Softmax behind, so its exports take and give what the device script expects. The
-test metrics are measured on the data's test split, as `edgecnn train` measures them.
+A model trained on another input range (`--input-range 0-255` or `-1-1`, or measured on the validation images
+when left at auto) gets a Rescaling layer in front; one that outputs logits a Softmax behind; a binary
+classifier with one output unit a two-class output [1 - p, p]. So its exports take and give what the device
+script expects. The test metrics are measured on the data's test split, as `edgecnn train` measures them.
 
 Python::
 
@@ -14,7 +15,7 @@ Python::
 
 CLI::
 
-    edgecnn import mine.keras --data images/ --out runs/mine --input-range 0-255
+    edgecnn import mine.keras --data images/ --out runs/mine     # --input-range auto: measured
     edgecnn export runs/mine
 """
 from __future__ import annotations
@@ -29,6 +30,8 @@ from edgecnn.errors import ConfigError, ModelError
 
 from edgecnn.models import IMPORTED as ARCH  # the run's spec names no edgecnn architecture
 RANGES = {"0-1": (1.0, 0.0), "0-255": (255.0, 0.0), "-1-1": (2.0, -1.0)}  # input range -> (scale, offset) from [0, 1]
+AUTO = "auto"  # the range where the model classifies the validation images best
+CLEARLY_BETTER = 0.10  # validation accuracy by which another range beats the one asked for before a warning
 
 
 @dataclass(frozen=True)
@@ -39,13 +42,13 @@ class ImportConfig:
     data: str  # the data source its test metrics are measured on (digits, an .npz, an image folder)
     out: str  # the run directory to write
     image_size: Optional[tuple] = None  # (h, w) when the model's input size is not fixed
-    input_range: str = "0-1"  # what the model was trained on: 0-1, 0-255 or -1-1
+    input_range: str = AUTO  # what the model was trained on: 0-1, 0-255, -1-1, or auto (measured)
     seed: int = 0  # seeds the split, as `edgecnn train --seed`
     overwrite: bool = False  # replace a non-empty run directory
 
     def __post_init__(self):
-        if self.input_range not in RANGES:
-            raise ConfigError(f"--input-range must be one of {', '.join(RANGES)} (got {self.input_range})")
+        if self.input_range not in (*RANGES, AUTO):
+            raise ConfigError(f"--input-range must be one of {', '.join(RANGES)} or {AUTO} (got {self.input_range})")
 
 
 @dataclass
@@ -53,15 +56,62 @@ class ImportResult:
     run_dir: Path
     metrics: dict
     wrapped: list  # what was added around the model: "Rescaling x255", "Softmax"
+    input_range: str  # the range the model is fed, as asked or as measured (auto)
+    range_fit: dict  # {range: {"accuracy", "loss"}} on the validation images, for each input range
+    warnings: list  # e.g. another input range classifies the validation images clearly better
+
+
+# A Keras 2 SavedModel directory (tf.keras' `model.save("dir")` before Keras 3) loads only in tf_keras: a child
+# process (tf_keras and Keras 3 are kept apart, as for QAT) loads it and writes it as .h5, which Keras 3 reads.
+# A Lambda layer is refused, as Keras 3's safe_mode refuses one in a .keras file.
+_SAVEDMODEL_CHILD = r"""
+import sys
+import tf_keras
+m = tf_keras.models.load_model(sys.argv[1], compile=False)
+lam = [l.name for l in m.submodules if type(l).__name__ == "Lambda"]
+if lam:
+    print("it has Lambda layers (" + ", ".join(lam) + "), code edgecnn will not load"); sys.exit(3)
+m.save(sys.argv[2])
+"""
+
+
+def _from_savedmodel(path: Path, h5: Path) -> None:
+    """Write the Keras 2 SavedModel directory `path` as the .h5 file `h5`, or raise a one-line ModelError."""
+    import subprocess
+    import sys
+
+    if not (path / "saved_model.pb").is_file():
+        raise ConfigError(f"{path}: a directory, not a model: give a .keras or .h5 file, or a SavedModel directory")
+    if not (path / "keras_metadata.pb").is_file():
+        raise ModelError(f"{path}: a SavedModel without Keras metadata (tf.saved_model.save, or Keras 3's "
+                         f"model.export): edgecnn needs the Keras model; save it with model.save('mine.keras')")
+    try:
+        p = subprocess.run([sys.executable, "-c", _SAVEDMODEL_CHILD, str(path), str(h5)], capture_output=True,
+                           text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise ModelError(f"{path}: tf_keras did not load the SavedModel in 600 s") from None
+    if p.returncode != 0:
+        said = (p.stdout.strip().splitlines() or [""])[-1] if p.returncode == 3 else \
+            ([ln for ln in p.stderr.splitlines() if ln.strip()] or [f"exit {p.returncode}"])[-1]
+        raise ModelError(f"{path}: a Keras 2 SavedModel that tf_keras cannot load as a model: {said[:200]}")
 
 
 def _load(path: Path):
+    import tempfile
+
     import keras
 
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: no such model file")
     try:
-        model = keras.models.load_model(str(path), compile=False)  # safe_mode: code in a Lambda is refused
+        if path.is_dir():
+            with tempfile.TemporaryDirectory() as tmp:
+                _from_savedmodel(path, Path(tmp) / "model.h5")
+                model = keras.models.load_model(str(Path(tmp) / "model.h5"), compile=False)
+        else:
+            model = keras.models.load_model(str(path), compile=False)  # safe_mode: code in a Lambda is refused
+    except (ConfigError, ModelError):
+        raise
     except Exception as e:
         raise ModelError(f"{path}: not a Keras 3 model edgecnn can load ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:200]})") from None
@@ -74,8 +124,67 @@ def _load(path: Path):
     return model
 
 
+def _outputs_probabilities(probe: np.ndarray) -> bool:
+    """Whether the model's outputs on a probe batch are probabilities: one per class summing to 1, or one
+    sigmoid output in [0, 1] (a logit is negative on about half the images of a trained binary classifier)."""
+    if probe.shape[1] == 1:
+        return bool(np.all((probe >= -1e-6) & (probe <= 1 + 1e-6)))
+    return bool(np.all(probe >= -1e-6) and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3))
+
+
+def _two_classes(x, probs_ok: bool):
+    """A one-output binary classifier's P(second class), or its logit, as the two classes' probabilities
+    [1 - p, p]: fixed built-in layers (no custom layer), so every export and QAT's tf_keras rebuild take it."""
+    import keras
+
+    if not probs_ok:
+        x = keras.layers.Activation("sigmoid", name="sigmoid")(x)
+    # [1 - p, p] = p * [-1, 1] + [1, 0]. A logit head of Dense(2) and Softmax instead (softmax([-z/2, z/2])) is
+    # exact too, but OpenVINO's int8 CPU plugin returned a constant [0.996, 0] for it on a real model
+    return keras.layers.Dense(2, kernel_initializer=keras.initializers.Constant([[-1.0, 1.0]]), trainable=False,
+                              bias_initializer=keras.initializers.Constant([1.0, 0.0]), name="two_classes")(x)
+
+
+def _range_fit(model, x: np.ndarray, y: np.ndarray) -> dict:
+    """{range: {"accuracy", "loss"}} of the model on images `x` in [0, 1] mapped to each range (loss: the mean
+    cross-entropy of the true class). A model fed the wrong range is near chance, or, when it is a ReLU network
+    that only sees its input scaled, as accurate but with flattened probabilities: hence the loss too."""
+    out = {}
+    for name, (scale, offset) in RANGES.items():
+        p = np.asarray(model.predict(x * scale + offset, verbose=0), np.float64)
+        probs_ok = _outputs_probabilities(p)
+        if p.shape[1] == 1:  # one output: P(second class) or its logit
+            p1 = p[:, 0] if probs_ok else 1.0 / (1.0 + np.exp(-p[:, 0]))
+            p = np.stack([1.0 - p1, p1], axis=1)
+        elif not probs_ok:
+            e = np.exp(p - p.max(axis=1, keepdims=True))
+            p = e / e.sum(axis=1, keepdims=True)
+        true = p[np.arange(len(y)), y] if len(y) else np.ones(0)
+        out[name] = {"accuracy": float(np.mean(p.argmax(axis=1) == y)) if len(y) else 0.0,
+                     "loss": float(-np.mean(np.log(np.clip(true, 1e-12, 1.0)))) if len(y) else 0.0}
+    return out
+
+
+def _choose_range(asked: str, fit: dict, n: int) -> tuple[str, list]:
+    """(the range to use, warnings). The measured range: the lowest loss among those within one image of the
+    best accuracy. auto takes it; a range asked for is kept, with a warning when the measured one is clearly
+    better (10 points more accurate, or less than half the loss)."""
+    top = max(f["accuracy"] for f in fit.values())
+    near = [k for k in RANGES if fit[k]["accuracy"] >= top - 1.0 / max(n, 1) - 1e-9]
+    best = min(near, key=lambda k: fit[k]["loss"])
+    if asked == AUTO:
+        return best, []
+    a, b = fit[asked], fit[best]
+    if best != asked and (b["accuracy"] - a["accuracy"] >= CLEARLY_BETTER or b["loss"] < a["loss"] / 2):
+        return asked, [f"with --input-range {asked} the model scores validation accuracy {a['accuracy']:.3f} "
+                       f"(loss {a['loss']:.3f}), with {best} {b['accuracy']:.3f} (loss {b['loss']:.3f}): was it "
+                       f"trained on {best} pixels?"]
+    return asked, []
+
+
 def _wrap(model, input_shape, input_range: str, probs_ok: bool):
-    """The model behind a Rescaling from [0, 1] and before a Softmax, as needed: one flat functional graph."""
+    """The model behind a Rescaling from [0, 1] and before a Softmax (or a binary classifier's two-class head),
+    as needed: one flat functional graph."""
     import keras
 
     added = []
@@ -86,7 +195,10 @@ def _wrap(model, input_shape, input_range: str, probs_ok: bool):
         x = keras.layers.Rescaling(scale, offset, name="to_model_range")(x)
         added.append(f"Rescaling [0, 1] -> {input_range}")
     x = model(x)
-    if not probs_ok:
+    if int(model.outputs[0].shape[-1]) == 1:
+        x = _two_classes(x, probs_ok)
+        added.append("two-class output [1 - p, p] from its " + ("sigmoid" if probs_ok else "logit (sigmoid)"))
+    elif not probs_ok:
         x = keras.layers.Softmax(name="probs")(x)
         added.append("Softmax (the model outputs logits)")
     return (keras.Model(inputs, x, name=model.name) if added else model), added
@@ -119,12 +231,17 @@ def import_model(cfg: ImportConfig) -> ImportResult:
         raise ModelError(f"{src}: takes {c}-channel images; edgecnn runs 1 (grey) or 3 (RGB)")
     ds = load_dataset(DataConfig(source=cfg.data, image_size=size, channels=int(c), seed=cfg.seed))
     n_out = int(model.outputs[0].shape[-1])
-    if n_out != ds.num_classes:
+    if n_out == 1 and ds.num_classes != 2:
+        raise DataError(f"{src.name} has one output (a binary classifier) but {cfg.data} has {ds.num_classes} "
+                        f"classes")
+    if n_out != ds.num_classes and n_out != 1:
         raise DataError(f"{cfg.data} has {ds.num_classes} classes but {src.name} outputs {n_out}")
-    scale, offset = RANGES[cfg.input_range]
-    probe = model.predict(ds.test[:16] * scale + offset, verbose=0)
-    probs_ok = bool(np.all(probe >= -1e-6) and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3))
-    run_model, added = _wrap(model, (*size, int(c)), cfg.input_range, probs_ok)
+    n_probe = min(256, len(ds.val))
+    range_fit = _range_fit(model, ds.val[:n_probe], ds.y_val[:n_probe])
+    input_range, warnings = _choose_range(cfg.input_range, range_fit, n_probe)
+    scale, offset = RANGES[input_range]
+    probs_ok = _outputs_probabilities(model.predict(ds.val[:64] * scale + offset, verbose=0))
+    run_model, added = _wrap(model, (*size, int(c)), input_range, probs_ok)
     out = Path(cfg.out)
     with folder_lock(out, "edgecnn import"):
         prepare_out_dir(out, overwrite=cfg.overwrite)
@@ -132,12 +249,14 @@ def import_model(cfg: ImportConfig) -> ImportResult:
             run_model.save(tmp)
         write_config(out, data=DataConfig(source=cfg.data, image_size=size, channels=int(c), seed=cfg.seed).to_dict(),
                      preprocessing=ds.preprocessing, class_names=ds.class_names,
-                     model={"arch": ARCH, "input_shape": [*size, int(c)], "num_classes": n_out, "params": {},
-                            "source": str(src.resolve()), "wrapped": added},
+                     model={"arch": ARCH, "input_shape": [*size, int(c)], "num_classes": ds.num_classes, "params": {},
+                            "source": str(src.resolve()), "wrapped": added, "input_range": input_range,
+                            "input_range_val_fit": range_fit},
                      train={"imported": asdict(cfg), "seed": cfg.seed}, dataset_summary=ds.summary())
         metrics = evaluate(run_model, ds)
         write_text(out / "classification_report.txt", metrics.pop("report_text"))
         write_json(out / "metrics.json", metrics)
         write_json(out / "history.json", {})
         refresh(out)
-    return ImportResult(run_dir=out, metrics=metrics, wrapped=added)
+    return ImportResult(run_dir=out, metrics=metrics, wrapped=added, input_range=input_range,
+                        range_fit=range_fit, warnings=warnings)

@@ -74,6 +74,102 @@ def test_import_export_bench_and_the_script(plain_keras_model, tmp_path):
     assert entry["parity"]["top1_agreement"] >= 0.9
 
 
+def test_the_input_range_is_measured_when_not_given(plain_keras_model, tmp_path):
+    """The model was trained on 0-255 pixels: auto finds it, and asking for 0-1 anyway is honoured with a warning
+    that names the better range. This ReLU network is as accurate on [0, 1] (its logits shrink 255x, the argmax
+    hardly moves), so accuracy alone cannot tell: the loss does."""
+    path, keras_acc = plain_keras_model
+    res = cli("import", path, "--data", "digits", "--out", tmp_path / "auto")
+    assert res.exit_code == 0, res.output
+    assert "input range: 0-255" in res.output
+    model = json.loads((tmp_path / "auto" / "config.json").read_text())["model"]
+    fit = model["input_range_val_fit"]
+    assert model["input_range"] == "0-255" and fit["0-255"]["loss"] < fit["0-1"]["loss"] / 2
+    assert fit["0-255"]["accuracy"] > fit["-1-1"]["accuracy"] + 0.1
+    metrics = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == pytest.approx(keras_acc, abs=1e-9)
+    res = cli("import", path, "--data", "digits", "--out", tmp_path / "asked", "--input-range", "0-1")
+    assert res.exit_code == 0, res.output
+    assert "warning: with --input-range 0-1 the model scores" in res.output
+    assert "was it trained on 0-255 pixels?" in res.output
+    assert json.loads((tmp_path / "asked" / "config.json").read_text())["model"]["input_range"] == "0-1"
+
+
+@pytest.mark.parametrize("head", ["logit", "sigmoid"])
+def test_a_binary_classifier_with_augmentation_layers_exports_with_ptq_and_qat(head, tmp_path):
+    """Keras' tutorial model: augmentation layers and Rescaling(1/255) inside, one output unit (a logit, or a
+    sigmoid probability) for two classes. Import gives it the two-class output every edgecnn model has, and
+    QAT's tf_keras rebuild leaves the augmentation out (it is the identity at inference)."""
+    import keras
+
+    from conftest import make_npz
+    from edgecnn.data import DataConfig, load_dataset
+
+    data = make_npz(tmp_path / "two.npz", n_train=160, n_test=60, shape=(16, 16), classes=2)
+    ds = load_dataset(DataConfig(source=str(data)))
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 1))
+    x = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05)],
+                         name="data_augmentation")(inp)
+    x = keras.layers.Rescaling(1.0 / 255)(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    z = keras.layers.Dense(1)(x)
+    model = keras.Model(inp, z if head == "logit" else keras.layers.Activation("sigmoid")(z))
+    model.compile(keras.optimizers.Adam(0.01), keras.losses.BinaryCrossentropy(from_logits=head == "logit"))
+    model.fit(ds.x_train * 255.0, ds.y_train, epochs=20, batch_size=16, verbose=0)
+    out = model.predict(ds.x_test * 255.0, verbose=0)[:, 0]
+    p1 = out if head == "sigmoid" else 1.0 / (1.0 + np.exp(-out))
+    assert np.mean((p1 > 0.5) == ds.y_test) >= 0.9  # a model worth importing, not a coin toss on every image
+    assert np.median(np.abs(p1 - 0.5)) > 0.1
+    model.save(tmp_path / "binary.keras")
+    run = tmp_path / "run"
+    res = cli("import", tmp_path / "binary.keras", "--data", data, "--out", run)
+    assert res.exit_code == 0, res.output
+    assert "input range: 0-255" in res.output and "two-class output" in res.output
+    imported = keras.models.load_model(run / "model.keras")
+    assert np.allclose(imported.predict(ds.x_test, verbose=0), np.stack([1 - p1, p1], axis=1), atol=1e-5)
+    assert cli("export", run, "--formats", "tflite_int8").exit_code == 0
+    entry = json.loads((run / "export" / "manifest.json").read_text())["artifacts"]["tflite_int8"]
+    assert entry["parity"]["top1_agreement"] >= 0.95
+    qat = cli("export", run, "--quant", "qat", "--qat-epochs", "1", "--formats", "tflite_int8")
+    assert qat.exit_code == 0, qat.output
+    entry = json.loads((run / "export" / "manifest.json").read_text())["artifacts"]["tflite_int8"]
+    assert entry["quant"] == "qat" and entry["parity"]["top1_agreement"] >= 0.9
+    assert entry["details"]["qat"]["float_accuracy"] == pytest.approx(np.mean((p1 > 0.5) == ds.y_test), abs=1e-6)
+
+
+def test_a_keras_2_savedmodel_directory_imports(tmp_path):
+    """tf.keras' `model.save("dir")` (Keras 2) wrote a SavedModel: a tf_keras child reads it, and the run's model
+    gives the same probabilities. One without Keras metadata is a one-line error saying what to do."""
+    from edgecnn.data import DataConfig, load_dataset
+
+    ds = load_dataset(DataConfig())
+    np.save(tmp_path / "x.npy", ds.x_test[:32])
+    make = ("import sys, numpy as np, tf_keras as k\n"
+            "k.utils.set_random_seed(0)\n"
+            "m = k.Sequential([k.Input((8, 8, 1)), k.layers.Conv2D(8, 3, activation='relu'), k.layers.Flatten(),"
+            " k.layers.Dense(10, activation='softmax')])\n"
+            "m.save(sys.argv[1] + '/k2_model')\n"
+            "np.save(sys.argv[1] + '/y.npy', m.predict(np.load(sys.argv[1] + '/x.npy'), verbose=0))\n")
+    p = subprocess.run([sys.executable, "-c", make, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "k2_model" / "keras_metadata.pb").is_file()  # a Keras 2 SavedModel, not a .keras file
+    run = tmp_path / "run"
+    res = cli("import", tmp_path / "k2_model", "--data", "digits", "--out", run, "--input-range", "0-1")
+    assert res.exit_code == 0, res.output
+    import keras
+
+    model = keras.models.load_model(run / "model.keras")
+    assert np.allclose(model.predict(ds.x_test[:32], verbose=0), np.load(tmp_path / "y.npy"), atol=1e-6)
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "saved_model.pb").write_bytes(b"")
+    res = cli("import", tmp_path / "bare", "--data", "digits", "--out", tmp_path / "r2")
+    assert res.exit_code == 2 and "a SavedModel without Keras metadata" in res.output
+    res = cli("import", tmp_path, "--data", "digits", "--out", tmp_path / "r3")
+    assert res.exit_code == 2 and "a directory, not a model" in res.output
+
+
 def test_qat_names_a_layer_tf_keras_cannot_rebuild(tmp_path):
     import keras
 
@@ -101,6 +197,12 @@ def test_import_refuses_what_it_cannot_take(plain_keras_model, tmp_path):
     make_npz(tmp_path / "three.npz", shape=(8, 8))
     res = cli("import", path, "--data", tmp_path / "three.npz", "--out", tmp_path / "r")
     assert res.exit_code == 2 and "3 classes but mine.keras outputs 10" in res.output
+    binary = tmp_path / "binary.keras"
+    import keras
+
+    keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(1)]).save(binary)
+    res = cli("import", binary, "--data", tmp_path / "three.npz", "--out", tmp_path / "r3")
+    assert res.exit_code == 2 and "one output (a binary classifier) but" in res.output and "has 3 classes" in res.output
     (tmp_path / "bad.keras").write_text("not a model")
     res = cli("import", tmp_path / "bad.keras", "--data", "digits", "--out", tmp_path / "r2")
     assert res.exit_code == 2 and "not a Keras 3 model" in res.output

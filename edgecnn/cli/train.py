@@ -265,25 +265,32 @@ def tune(max_trials, trial_epochs, as_json, workers, worker_threads, chief, work
 
 
 @click.command("import", short_help="Make a run directory from a Keras model trained elsewhere, to export and bench.")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--data", required=True, help="Data its test metrics are measured on: digits, an .npz or an image "
                                             "folder (the class order must be the model's).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--image-size", nargs=2, type=int, default=None, metavar="H W",
               help="Input size, when the model's is not fixed. Default: the model's.")
-@click.option("--input-range", type=click.Choice(["0-1", "0-255", "-1-1"]), default="0-1", show_default=True,
-              help="The pixel range the model was trained on (a Rescaling layer maps edgecnn's [0, 1] to it).")
+@click.option("--input-range", type=click.Choice(["auto", "0-1", "0-255", "-1-1"]), default="auto", show_default=True,
+              help="The pixel range the model was trained on (a Rescaling layer maps edgecnn's [0, 1] to it); auto: "
+                   "measured on the validation images (accuracy, then loss).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split of data without a test split.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty run directory.")
 @user_errors
 def import_(model, data, out, image_size, input_range, seed, overwrite):
-    """Make a run directory from a Keras 3 model (.keras, Sequential or functional) trained elsewhere: its
-    preprocessing recorded, its test metrics measured, so export, bench, predict and the on-device script work on
-    it. QAT needs an edgecnn architecture: export imported models with --quant ptq."""
+    """Make a run directory from a Keras model trained elsewhere (MODEL: a .keras or .h5 file from Keras 3 or 2,
+    or a Keras 2 SavedModel directory; Sequential or functional): its input range, its output (logits, a binary
+    classifier's one unit) and its preprocessing recorded, its test metrics measured, so export (PTQ, QAT or
+    auto), bench, predict and the on-device script work on it."""
     from edgecnn.imported import ImportConfig, import_model
 
     result = import_model(ImportConfig(model=model, data=data, out=out, image_size=tuple(image_size) if image_size
                                        else None, input_range=input_range, seed=seed, overwrite=overwrite))
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if input_range == "auto":
+        tried = ", ".join(f"{k} {v['accuracy']:.3f} / {v['loss']:.3f}" for k, v in result.range_fit.items())
+        click.echo(f"input range: {result.input_range} (validation accuracy / loss with each: {tried})")
     added = f" (added: {', '.join(result.wrapped)})" if result.wrapped else ""
     click.echo(f"wrote {result.run_dir}: test accuracy {result.metrics['test_accuracy']:.4f} on "
                f"{result.metrics['test_samples']} images{added}; next: edgecnn export {result.run_dir}")

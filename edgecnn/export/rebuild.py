@@ -4,7 +4,9 @@ no architecture for (an imported one).
 tfmot takes only tf_keras models, and a Keras 3 config does not load in tf_keras (different serialization).
 `describe` (Keras 3 side) flattens the model, nested models included, into a list of layers with their
 configs, inputs and weights; `rebuild` (the tf_keras child) makes each layer from its tf_keras twin and wires
-them the same way. A layer with no twin (a custom or Keras-3-only class), a shared layer, or a setting tf_keras
+them the same way. Augmentation layers (RandomFlip, RandomRotation, ..., as the Keras tutorials put in the model)
+return their input at inference and are left out: the rebuilt model is the one that is exported. A layer with no
+twin (a custom or Keras-3-only class), a shared layer, or a setting tf_keras
 does not have is a one-line error naming the layer.
 """
 from __future__ import annotations
@@ -17,6 +19,13 @@ from edgecnn.errors import ExportError
 
 SUGGEST = "export it with --quant ptq"
 _MODELS = ("Functional", "Sequential", "Model")
+# Keras 3's image augmentation layers: each returns its input unchanged at inference (checked for every one in
+# Keras 3.15 with training=False). RandomCrop is not among them: it resizes and crops whatever the phase.
+AUGMENTATION = frozenset({
+    "AugMix", "CutMix", "MixUp", "RandAugment", "RandomBrightness", "RandomColorDegeneration", "RandomColorJitter",
+    "RandomContrast", "RandomElasticTransform", "RandomErasing", "RandomFlip", "RandomGaussianBlur",
+    "RandomGrayscale", "RandomHue", "RandomInvert", "RandomPerspective", "RandomPosterization", "RandomRotation",
+    "RandomSaturation", "RandomSharpness", "RandomShear", "RandomTranslation", "RandomZoom"})
 
 
 def _history(args) -> list:
@@ -65,6 +74,8 @@ def describe(model) -> tuple[dict, dict]:
         return out
 
     def add(layer, inputs: list, scope: str) -> str:
+        if type(layer).__name__ in AUGMENTATION and type(layer).__module__.split(".")[0] == "keras":
+            return inputs[0]  # the identity at inference
         if id(layer) in seen:
             raise ExportError(f"QAT cannot rebuild layer '{layer.name}' ({type(layer).__name__}): it is shared "
                               f"(called more than once); {SUGGEST}")
