@@ -113,6 +113,10 @@ def _load(path: Path):
     except (ConfigError, ModelError):
         raise
     except Exception as e:
+        if "deserialization of a `Lambda` layer" in str(e):
+            raise ModelError(f"{path}: it has a Lambda layer (Python code), which edgecnn does not load (Keras' "
+                             f"safe_mode): rebuild the model with built-in layers (no Lambda is needed for the "
+                             f"input range: --input-range does it), copy the weights over and save it again") from None
         raise ModelError(f"{path}: not a Keras 3 model edgecnn can load ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:200]})") from None
     if len(model.inputs) != 1 or len(model.outputs) != 1:

@@ -191,6 +191,8 @@ def test_qat_names_a_layer_tf_keras_cannot_rebuild(tmp_path):
 
 
 def test_import_refuses_what_it_cannot_take(plain_keras_model, tmp_path):
+    import keras
+
     from conftest import make_npz
 
     path, _ = plain_keras_model
@@ -198,11 +200,14 @@ def test_import_refuses_what_it_cannot_take(plain_keras_model, tmp_path):
     res = cli("import", path, "--data", tmp_path / "three.npz", "--out", tmp_path / "r")
     assert res.exit_code == 2 and "3 classes but mine.keras outputs 10" in res.output
     binary = tmp_path / "binary.keras"
-    import keras
-
     keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(1)]).save(binary)
     res = cli("import", binary, "--data", tmp_path / "three.npz", "--out", tmp_path / "r3")
     assert res.exit_code == 2 and "one output (a binary classifier) but" in res.output and "has 3 classes" in res.output
     (tmp_path / "bad.keras").write_text("not a model")
     res = cli("import", tmp_path / "bad.keras", "--data", "digits", "--out", tmp_path / "r2")
     assert res.exit_code == 2 and "not a Keras 3 model" in res.output
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(keras.layers.Lambda(lambda t: t / 8.0 - 1.0)(inp))
+    keras.Model(inp, keras.layers.Dense(10, activation="softmax")(x)).save(tmp_path / "lambda.keras")
+    res = cli("import", tmp_path / "lambda.keras", "--data", "digits", "--out", tmp_path / "r4")
+    assert res.exit_code == 2 and "it has a Lambda layer (Python code)" in res.output
