@@ -30,6 +30,8 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1100
 h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: .5rem 0; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; } td.n { text-align: right; white-space: nowrap; }
+td.w { overflow-wrap: anywhere; min-width: 9rem; } table.wide { font-size: 13px; }
+div.scroll { overflow-x: auto; }
 tr.skipped td { color: #888; } tr.failed td { color: #b00; }
 img { max-width: 100%; border: 1px solid #eee; margin: .5rem 0; display: block; }
 pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: 12px; }
@@ -48,6 +50,8 @@ window.addEventListener('load', () => {
   document.body.dataset.images = imgs.length;
   document.body.dataset.broken = broken;
   document.body.dataset.errors = window.__errors.length;
+  document.body.dataset.overflow = Array.from(document.querySelectorAll('table, pre, img'))
+    .filter(t => t.getBoundingClientRect().right > document.body.getBoundingClientRect().right + 1).length;
   const f = document.getElementById('selfcheck');
   if (f) f.textContent = imgs.length + ' image(s), ' + broken + ' not drawn';
 });
@@ -73,14 +77,18 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _table(headers, rows, numeric=(), row_class=None) -> str:
+def _table(headers, rows, numeric=(), row_class=None, wrap=()) -> str:
+    """An HTML table; `numeric` columns right-aligned, `wrap` columns (long notes naming libraries and paths) may
+    break inside a word, and a table with such a column is set smaller, so it fits a 1100-pixel page; on a
+    narrower window it scrolls by itself rather than the page."""
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = []
     for i, r in enumerate(rows):
         cls = f' class="{_e(row_class[i])}"' if row_class else ""
-        body.append(f"<tr{cls}>" + "".join(f'<td{" class=n" if j in numeric else ""}>{_e(c)}</td>'
-                                           for j, c in enumerate(r)) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+        body.append(f"<tr{cls}>" + "".join(f'<td{" class=n" if j in numeric else " class=w" if j in wrap else ""}>'
+                                           f'{_e(c)}</td>' for j, c in enumerate(r)) + "</tr>")
+    table = f"<table{' class=wide' if wrap else ''}><tr>{head}</tr>{''.join(body)}</table>"
+    return f'<div class="scroll">{table}</div>'
 
 
 def _f(v, spec: str) -> str:
@@ -94,11 +102,19 @@ def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
             ("preprocessing", json.dumps(config.get("preprocessing"))),
             ("model", f"{model.get('arch')} {json.dumps(model.get('params') or {})}, input "
                       f"{'x'.join(map(str, model.get('input_shape', [])))}")]
+    imported = "source" in model  # `edgecnn import`: trained elsewhere
+    if imported:
+        fit = model.get("input_range_val_fit") or {}
+        rows[-1] = ("model", f"imported from {model['source']}, input {'x'.join(map(str, model.get('input_shape', [])))}")
+        rows += [("input range", f"{model.get('input_range', '')}" + (
+                     " (validation accuracy / loss with each: " + ", ".join(
+                         f"{k} {v['accuracy']:.3f} / {v['loss']:.3f}" for k, v in fit.items()) + ")" if fit else "")),
+                 ("added", ", ".join(model.get("wrapped") or []) or "nothing")]
     if metrics:
         rows += [("test accuracy", _f(metrics.get("test_accuracy"), ".4f")),
                  ("test loss", _f(metrics.get("test_loss"), ".4f")), ("macro F1", _f(metrics.get("macro_f1"), ".4f"))]
     out = ["<h2>Data and model</h2>", _table(("", "value"), rows)]
-    out += ["<h2>Training</h2>", _img(run / "curves.png", "training curves"),
+    out += ["<h2>Imported model</h2>" if imported else "<h2>Training</h2>", _img(run / "curves.png", "training curves"),
             _img(run / "confusion_matrix.png", "confusion matrix on the test split")]
     report = (metrics or {}).get("report_text") or ((run / "classification_report.txt").read_text()
                                                      if (run / "classification_report.txt").is_file() else "")
@@ -218,13 +234,13 @@ def _bench_section(bench_dir: Path, doc: dict) -> str:
     out = ["<h2>Bench</h2>",
            f"<p class=muted>{_e(host.get('cpu'))}, {_e(host.get('cpus'))} CPUs, {_e(host.get('os'))}; "
            f"{_e(doc.get('settings', {}).get('threads'))} thread(s); {_e(doc.get('settings', {}).get('timing'))}</p>",
-           verdict, _table(headers, rows, numeric=(4, 5, 6, 7, 8, 9), row_class=classes)]
+           verdict, _table(headers, rows, numeric=(4, 5, 6, 7, 8, 9), row_class=classes, wrap=(11,))]
     for png in ("latency.png", "accuracy_vs_latency.png"):
         out.append(_img(bench_dir / png, png))
     for png in sorted(bench_dir.glob("confusion_*_vs_keras.png")):
         out.append(_img(png, png.name))
     if boards:
-        out += ["<h2>Devices and boards</h2>", _table(("device", *headers), boards, numeric=(5, 6, 7, 8, 9, 10))]
+        out += ["<h2>Devices and boards</h2>", _table(("device", *headers), boards, numeric=(5, 6, 7, 8, 9, 10), wrap=(12,))]
     return "\n".join(out)
 
 

@@ -88,6 +88,9 @@ def test_the_input_range_is_measured_when_not_given(plain_keras_model, tmp_path)
     assert fit["0-255"]["accuracy"] > fit["-1-1"]["accuracy"] + 0.1
     metrics = json.loads((tmp_path / "auto" / "metrics.json").read_text())
     assert metrics["test_accuracy"] == pytest.approx(keras_acc, abs=1e-9)
+    page = (tmp_path / "auto" / "report.html").read_text()
+    assert "Imported model" in page and f"imported from {path}" in page
+    assert "Rescaling [0, 1] -&gt; 0-255" in page and "validation accuracy / loss with each" in page
     res = cli("import", path, "--data", "digits", "--out", tmp_path / "asked", "--input-range", "0-1")
     assert res.exit_code == 0, res.output
     assert "warning: with --input-range 0-1 the model scores" in res.output
