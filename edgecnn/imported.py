@@ -144,7 +144,8 @@ def _two_classes(x, probs_ok: bool):
     if not probs_ok:
         x = keras.layers.Activation("sigmoid", name="sigmoid")(x)
     # [1 - p, p] = p * [-1, 1] + [1, 0]. A logit head of Dense(2) and Softmax instead (softmax([-z/2, z/2])) is
-    # exact too, but OpenVINO's int8 CPU plugin returned a constant [0.996, 0] for it on a real model
+    # exact too, but OpenVINO 2026.4's int8 CPU plugin returns a constant [0.996, 0] for a batch-1 model where a
+    # one-unit Dense feeds Dense(2) and Softmax (README, import)
     return keras.layers.Dense(2, kernel_initializer=keras.initializers.Constant([[-1.0, 1.0]]), trainable=False,
                               bias_initializer=keras.initializers.Constant([1.0, 0.0]), name="two_classes")(x)
 
