@@ -60,6 +60,33 @@ def not_delegated(ops, delegates) -> list[dict]:
     return [{"index": int(o["index"]), "op": o["op_name"]} for o in ops if o["index"] not in inside]
 
 
+# TFLite's int8 Softmax, on the reference kernels (and so TFLite Micro's), requires beta * input_scale * 2^26 > 1
+# (PreprocessSoftmaxScaling) and aborts the process otherwise; XNNPACK and the builtin optimized kernels run it.
+# An input scale that small means logits within ~4e-6 of zero on every calibration image: an untrained network.
+SOFTMAX_MIN_INPUT_SCALE = 2.0 ** -26
+
+
+def tiny_softmax_inputs(ops, tensors) -> list[dict]:
+    """Integer SOFTMAX ops whose input scale is below SOFTMAX_MIN_INPUT_SCALE: [{"index", "scale"}]."""
+    out = []
+    for o in ops:
+        if o["op_name"] != "SOFTMAX" or not len(o["inputs"]):
+            continue
+        t = tensors[int(o["inputs"][0])]
+        scale = float((t.get("quantization") or (0.0, 0))[0])
+        if np.dtype(t["dtype"]).kind in "iu" and 0 < scale < SOFTMAX_MIN_INPUT_SCALE:
+            out.append({"index": int(o["index"]), "scale": scale})
+    return out
+
+
+def tiny_softmax_reason(found: list[dict]) -> str:
+    """Why a model with `tiny_softmax_inputs` cannot run on the reference kernels, in one line."""
+    return (f"its int8 Softmax input scale is {found[0]['scale']:.2g} (op #{found[0]['index']}), below "
+            f"{SOFTMAX_MIN_INPUT_SCALE:.2g}, the least TFLite's reference kernels and TFLite Micro take (they abort "
+            f"the process below it): the logits were within {found[0]['scale'] * 128:.1g} of zero on every "
+            f"calibration image, as an untrained network's are")
+
+
 _OP_LINE = re.compile(r"^\s*Op#(\d+)\s+([A-Z0-9_]+)\(")
 _GPU_WARN = "GPU COMPATIBILITY WARNING:"
 

@@ -173,6 +173,24 @@ def test_a_keras_2_savedmodel_directory_imports(tmp_path):
     assert res.exit_code == 2 and "a directory, not a model" in res.output
 
 
+def test_an_untrained_model_is_refused_at_export_in_one_line(tmp_path):
+    """keras.applications' models with weights=None give logits of about zero, and TFLite's reference kernels
+    abort the process on the int8 Softmax that follows (export verifies on them): the export stops with one
+    line instead, before any interpreter allocates it. In a child process: a regression would abort pytest."""
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, kernel_initializer="zeros"), keras.layers.Softmax()])
+    model.save(tmp_path / "untrained.keras")
+    run = tmp_path / "run"
+    assert cli("import", tmp_path / "untrained.keras", "--data", "digits", "--out", run).exit_code == 0
+    p = subprocess.run([sys.executable, "-m", "edgecnn", "export", str(run), "--formats", "tflite_int8"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "int8 Softmax input scale" in lines[0] and "is the model trained?" in lines[0], lines
+
+
 def test_qat_names_a_layer_tf_keras_cannot_rebuild(tmp_path):
     import keras
 

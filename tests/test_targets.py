@@ -124,6 +124,39 @@ def test_tflm_runs_a_model_whose_arena_is_over_ten_times_its_size(tmp_path):
     assert arena > 10 * model.stat().st_size and _allocates(model, arena)
 
 
+def test_a_softmax_the_reference_kernels_abort_on_is_refused_in_one_line(tmp_path):
+    """An untrained network's logits are all about zero, so its int8 Softmax input scale is tiny, and TFLite's
+    reference kernels (and TFLite Micro) abort the whole process on it (PreprocessSoftmaxScaling). The sessions
+    refuse it before allocating: a failed row, not a dead bench. Run in a child: a regression would abort."""
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 1], tf.float32)])
+    def f(image):
+        return {"probs": tf.nn.softmax(tf.reshape(image, [1, 64])[:, :10] * 1e-9)}
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([x[i:i + 1]] for i in range(16))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    model = tmp_path / "untrained.tflite"
+    model.write_bytes(conv.convert())
+    code = ("import sys\nfrom edgecnn.errors import ModelError\n"
+            "from edgecnn.runtimes import RuntimeOptions, open_session\n"
+            "for name, opts in (('tflite', RuntimeOptions()), ('tflite', RuntimeOptions(reference_kernels=True)),"
+            " ('tflm', RuntimeOptions())):\n"
+            "    try:\n        open_session(name, sys.argv[1], opts).close(); print(name, 'opened')\n"
+            "    except ModelError as e:\n        print(name, 'refused:', e)\n")
+    p = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.strip().splitlines()
+    assert lines[0] == "tflite opened"  # XNNPACK runs it
+    for line in lines[1:]:
+        assert "refused: untrained.tflite: its int8 Softmax input scale is" in line and "abort" in line, line
+
+
 def test_ethos_u_row_has_the_compiler_figures(rows):
     r = rows[("tflite_int8", "ethos-u")]
     assert r.status == "ok", r.reason

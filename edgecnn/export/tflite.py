@@ -58,6 +58,14 @@ def build_int8(ctx) -> Built:
         info = {"method": "tf.lite.TFLiteConverter post-training full-integer quantization"}
         quant = "ptq"
     info.update({"calibration_samples": int(len(ctx.calib)), "io": ctx.config.io.value})
+    from edgecnn.errors import ModelError
+    from edgecnn.runtimes.tflite import check_softmax_scale
+
+    try:
+        check_softmax_scale(path)
+    except ModelError as e:
+        raise ExportError(f"{e}; is the model trained? (--formats tflite_fp32,onnx_fp32 exports the float path)") \
+            from None
     if quant != "auto" or not info["auto"]["kept_float"]:  # auto may keep layers in float on purpose
         check_fully_int8(path)
     return Built(path, quant=quant, info=info)

@@ -99,6 +99,9 @@ class TfliteSession(Session):
         try:
             with native_stderr():
                 self.it = Interpreter(**kwargs)
+            if opts.reference_kernels:  # they abort the process on such a Softmax: refuse it before allocating
+                _refuse_tiny_softmax(self.it, path)
+            with native_stderr():
                 self.it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{path}: not a usable TFLite model ({str(e).splitlines()[0][:200]})") from None
@@ -169,6 +172,26 @@ def io_of(path) -> tuple:
     ins, outs = it.get_input_details(), it.get_output_details()
     single_io(len(ins), len(outs))
     return details_info(ins[0], ins[0]["name"]), details_info(outs[0], outs[0]["name"])
+
+
+def _refuse_tiny_softmax(it, path) -> None:
+    from edgecnn.graph import tiny_softmax_inputs, tiny_softmax_reason
+
+    found = tiny_softmax_inputs(it._get_ops_details(), {t["index"]: t for t in it.get_tensor_details()})
+    if found:
+        raise ModelError(f"{Path(path).name}: {tiny_softmax_reason(found)}")
+
+
+def check_softmax_scale(path) -> None:
+    """Raise ModelError when the reference kernels (TFLite Micro's arithmetic) would abort on the model's int8
+    Softmax (`edgecnn.graph.tiny_softmax_inputs`); read without allocating, so without running it."""
+    Interpreter = load_runtime()[0]
+    try:
+        with native_stderr():
+            it = Interpreter(model_path=str(path))
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: not a usable TFLite model ({str(e).splitlines()[0][:200]})") from None
+    _refuse_tiny_softmax(it, path)
 
 
 def float_ops(path) -> list:

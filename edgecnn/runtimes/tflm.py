@@ -153,6 +153,12 @@ class TflmSession(Session):
         self.accelerator = "reference kernels"
         self.threads = 1  # a microcontroller interpreter is single-threaded
         self.note = "latency: TFLite Micro's portable kernels on this host's CPU, not a microcontroller"
+        try:  # TFLM's Softmax aborts the process on a tiny int8 input scale, as the reference kernels do
+            from edgecnn.runtimes.tflite import check_softmax_scale
+
+            check_softmax_scale(self.path)
+        except Unavailable:
+            pass
         # TFLM's default arena (10x the model) is too small for a model whose activations outweigh its weights
         # (a 64x64 RGB input); a size that fits is found in a child first, since one a little too small can
         # crash this process. A model no size fits loads at the default, where TFLM's own error names the cause.
