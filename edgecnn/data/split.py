@@ -20,7 +20,8 @@ import numpy as np
 from edgecnn.errors import DataError
 from edgecnn.script.edgecnn_infer import preprocess
 
-EVAL_CHUNK = 1024  # images preprocessed at a time when a split is evaluated in pieces
+EVAL_CHUNK = 1024  # images preprocessed at a time when a split is evaluated in pieces...
+CHUNK_BYTES = 128 << 20  # ...and at most this much float32 (222 RGB images at 224x224, all 1024 of digits)
 
 
 def check_pixels(x: np.ndarray, where: str) -> None:
@@ -224,7 +225,8 @@ class Split:
         return a.astype(dtype) if dtype is not None else a
 
     def chunks(self, size: int = EVAL_CHUNK) -> Iterator[np.ndarray]:
-        """The preprocessed images, `size` at a time, in order."""
+        """The preprocessed images, `size` at a time (fewer when they would exceed CHUNK_BYTES), in order."""
+        size = max(1, min(size, CHUNK_BYTES // max(4 * int(np.prod(self.shape[1:])), 1)))
         for start in range(0, len(self), size):
             yield self[start:start + size]
 

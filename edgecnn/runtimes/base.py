@@ -18,6 +18,9 @@ from edgecnn.script.edgecnn_infer import KERNEL_FLAGS, dequantize, quantize
 from edgecnn.errors import ConfigError
 
 EVAL_CHUNK = 64  # images per call when evaluating a split on a runtime with a dynamic batch
+# ... and at most this many bytes of float input per call: a runtime's activations grow with the batch, and 256
+# MobileNetV2 images at 224x224 took onnxruntime to 5.5 GB; 16 MiB is 27 such images, all of digits' 8x8 ones
+BATCH_INPUT_BYTES = 16 << 20
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 
 
@@ -172,8 +175,10 @@ def from_output(y: np.ndarray, info: dict) -> np.ndarray:
 
 
 def batches(x: np.ndarray, fixed: Optional[int], chunk: int = EVAL_CHUNK):
-    """(batch, n) pieces of `x`: `chunk` images at a time, or the model's fixed batch with the last one padded."""
-    step = fixed or chunk
+    """(batch, n) pieces of `x`: `chunk` images at a time (fewer when they would exceed BATCH_INPUT_BYTES of float
+    input), or the model's fixed batch with the last one padded."""
+    image_bytes = 4 * int(np.prod(x.shape[1:])) if len(x.shape) > 1 else 4
+    step = fixed or max(1, min(chunk, BATCH_INPUT_BYTES // max(image_bytes, 1)))
     for start in range(0, len(x), step):
         part = x[start:start + step]
         n = len(part)
