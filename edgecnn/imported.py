@@ -30,8 +30,8 @@ from edgecnn.errors import ConfigError, ModelError
 
 from edgecnn.models import IMPORTED as ARCH  # the run's spec names no edgecnn architecture
 RANGES = {"0-1": (1.0, 0.0), "0-255": (255.0, 0.0), "-1-1": (2.0, -1.0)}  # input range -> (scale, offset) from [0, 1]
-AUTO = "auto"  # the range where the model classifies the validation images best
-CLEARLY_BETTER = 0.10  # validation accuracy by which another range beats the one asked for before a warning
+AUTO = "auto"  # the range measured on the validation images: the best accuracy, then the lowest loss
+CLEARLY_BETTER = 0.10  # accuracy by which the measured range beats one asked for, for a warning (or half its loss)
 
 
 @dataclass(frozen=True)

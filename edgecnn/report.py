@@ -97,18 +97,18 @@ def _f(v, spec: str) -> str:
 
 def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
     model, data, ds = config.get("model", {}), config.get("data", {}), config.get("dataset", {})
+    shape = "x".join(map(str, model.get("input_shape", [])))
+    imported = "source" in model  # `edgecnn import`: trained elsewhere
     rows = [("data", f"{data.get('source')}: train {ds.get('train')} / val {ds.get('val')} / test {ds.get('test')}"
                      f" images, {ds.get('classes')} classes"),
             ("preprocessing", json.dumps(config.get("preprocessing"))),
-            ("model", f"{model.get('arch')} {json.dumps(model.get('params') or {})}, input "
-                      f"{'x'.join(map(str, model.get('input_shape', [])))}")]
-    imported = "source" in model  # `edgecnn import`: trained elsewhere
+            ("model", f"imported from {model['source']}, input {shape}" if imported else
+             f"{model.get('arch')} {json.dumps(model.get('params') or {})}, input {shape}")]
     if imported:
         fit = model.get("input_range_val_fit") or {}
-        rows[-1] = ("model", f"imported from {model['source']}, input {'x'.join(map(str, model.get('input_shape', [])))}")
-        rows += [("input range", f"{model.get('input_range', '')}" + (
-                     " (validation accuracy / loss with each: " + ", ".join(
-                         f"{k} {v['accuracy']:.3f} / {v['loss']:.3f}" for k, v in fit.items()) + ")" if fit else "")),
+        tried = ", ".join(f"{k} {v['accuracy']:.3f} / {v['loss']:.3f}" for k, v in fit.items())
+        rows += [("input range", str(model.get("input_range", "")) +
+                  (f" (validation accuracy / loss with each: {tried})" if fit else "")),
                  ("added", ", ".join(model.get("wrapped") or []) or "nothing")]
     if metrics:
         rows += [("test accuracy", _f(metrics.get("test_accuracy"), ".4f")),
@@ -240,7 +240,8 @@ def _bench_section(bench_dir: Path, doc: dict) -> str:
     for png in sorted(bench_dir.glob("confusion_*_vs_keras.png")):
         out.append(_img(png, png.name))
     if boards:
-        out += ["<h2>Devices and boards</h2>", _table(("device", *headers), boards, numeric=(5, 6, 7, 8, 9, 10), wrap=(12,))]
+        out += ["<h2>Devices and boards</h2>",
+                _table(("device", *headers), boards, numeric=(5, 6, 7, 8, 9, 10), wrap=(12,))]
     return "\n".join(out)
 
 
