@@ -174,11 +174,15 @@ def from_output(y: np.ndarray, info: dict) -> np.ndarray:
     return dequantize(np.asarray(y), q["scale"], q["zero_point"])
 
 
+def images_per_batch(image_shape, cap: int) -> int:
+    """Images per inference call: `cap`, or fewer when they would exceed BATCH_INPUT_BYTES of float input."""
+    return max(1, min(cap, BATCH_INPUT_BYTES // max(4 * int(np.prod(image_shape)), 1)))
+
+
 def batches(x: np.ndarray, fixed: Optional[int], chunk: int = EVAL_CHUNK):
     """(batch, n) pieces of `x`: `chunk` images at a time (fewer when they would exceed BATCH_INPUT_BYTES of float
     input), or the model's fixed batch with the last one padded."""
-    image_bytes = 4 * int(np.prod(x.shape[1:])) if len(x.shape) > 1 else 4
-    step = fixed or max(1, min(chunk, BATCH_INPUT_BYTES // max(image_bytes, 1)))
+    step = fixed or images_per_batch(x.shape[1:], chunk)
     for start in range(0, len(x), step):
         part = x[start:start + step]
         n = len(part)

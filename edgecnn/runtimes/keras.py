@@ -7,7 +7,7 @@ import numpy as np
 
 from edgecnn.contracts.manifest import tensor_info
 from edgecnn.errors import ModelError
-from edgecnn.runtimes.base import Runtime, Session, Unavailable, single_io
+from edgecnn.runtimes.base import Runtime, Session, Unavailable, images_per_batch, single_io
 
 
 class KerasSession(Session):
@@ -38,7 +38,8 @@ class KerasSession(Session):
             self.note = "TensorFlow's default thread pool (--threads does not apply to the keras row)"
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(x, batch_size=256, verbose=0), dtype=np.float32)
+        return np.asarray(self.model.predict(x, batch_size=images_per_batch(x.shape[1:], 256), verbose=0),
+                          dtype=np.float32)
 
     def runner(self, x: np.ndarray):
         model = self.model
