@@ -150,13 +150,49 @@ def _two_classes(x, probs_ok: bool):
                               bias_initializer=keras.initializers.Constant([1.0, 0.0]), name="two_classes")(x)
 
 
+def _predicted(p: np.ndarray) -> np.ndarray:
+    """Predicted classes from a model's outputs (probabilities, logits, or one binary unit)."""
+    if p.shape[1] == 1:
+        return (p[:, 0] > (0.5 if _outputs_probabilities(p) else 0.0)).astype(np.int64)
+    return p.argmax(axis=1)
+
+
+def _class_order_warning(pred: np.ndarray, y: np.ndarray, class_names: list) -> list:
+    """A warning when the validation images are classified far better with the model's outputs matched to the
+    classes in another order (the best one-to-one assignment on the confusion matrix): a model trained with
+    another class order than the data's sorted names."""
+    order, best = _matched(pred, y, len(class_names))
+    plain = float(np.mean(pred == y)) if len(y) else 0.0
+    if best - plain < 0.2:
+        return []
+    order = [class_names[k] for k in order]
+    return [f"validation accuracy {plain:.3f} with the classes in the data's order ({', '.join(class_names)}), "
+            f"{best:.3f} if the model's outputs are in the order {', '.join(order)}: was it trained with another "
+            f"class order? (a folder's classes are sorted by name)"]
+
+
+def _matched(pred: np.ndarray, y: np.ndarray, k: int) -> tuple[list, float]:
+    """(the class each output j stands for, accuracy) under the best one-to-one matching of outputs to classes
+    (the assignment that maximizes the confusion matrix's matched counts)."""
+    from scipy.optimize import linear_sum_assignment
+
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    rows, cols = linear_sum_assignment(-confusion)
+    order = [int(r) for r, _ in sorted(zip(rows, cols), key=lambda rc: rc[1])]
+    return order, float(confusion[rows, cols].sum() / max(len(y), 1))
+
+
 def _range_fit(model, x: np.ndarray, y: np.ndarray) -> dict:
-    """{range: {"accuracy", "loss"}} of the model on images `x` in [0, 1] mapped to each range (loss: the mean
-    cross-entropy of the true class). A model fed the wrong range is near chance, or, when it is a ReLU network
-    that only sees its input scaled, as accurate but with flattened probabilities: hence the loss too."""
+    """{range: {"accuracy", "matched_accuracy", "loss"}} of the model on images `x` in [0, 1] mapped to each range
+    (matched: with its outputs matched one-to-one to the classes at best, so a model trained with another class
+    order still shows which range it takes; loss: the mean cross-entropy of the true class). A model fed the wrong
+    range is near chance, or, when it is a ReLU network that only sees its input scaled, as accurate but with
+    flattened probabilities: hence the loss too."""
     out = {}
     for name, (scale, offset) in RANGES.items():
         p = np.asarray(model.predict(x * scale + offset, verbose=0), np.float64)
+        pred = _predicted(p)
         probs_ok = _outputs_probabilities(p)
         if p.shape[1] == 1:  # one output: P(second class) or its logit
             p1 = p[:, 0] if probs_ok else 1.0 / (1.0 + np.exp(-p[:, 0]))
@@ -165,22 +201,23 @@ def _range_fit(model, x: np.ndarray, y: np.ndarray) -> dict:
             e = np.exp(p - p.max(axis=1, keepdims=True))
             p = e / e.sum(axis=1, keepdims=True)
         true = p[np.arange(len(y)), y] if len(y) else np.ones(0)
-        out[name] = {"accuracy": float(np.mean(p.argmax(axis=1) == y)) if len(y) else 0.0,
+        out[name] = {"accuracy": float(np.mean(pred == y)) if len(y) else 0.0,
+                     "matched_accuracy": _matched(pred, y, p.shape[1])[1],
                      "loss": float(-np.mean(np.log(np.clip(true, 1e-12, 1.0)))) if len(y) else 0.0}
     return out
 
 
 def _choose_range(asked: str, fit: dict, n: int) -> tuple[str, list]:
     """(the range to use, warnings). The measured range: the lowest loss among those within one image of the
-    best accuracy. auto takes it; a range asked for is kept, with a warning when the measured one is clearly
-    better (10 points more accurate, or less than half the loss)."""
-    top = max(f["accuracy"] for f in fit.values())
-    near = [k for k in RANGES if fit[k]["accuracy"] >= top - 1.0 / max(n, 1) - 1e-9]
+    best matched accuracy. auto takes it; a range asked for is kept, with a warning when the measured one is
+    clearly better (10 points more accurate, or less than half the loss)."""
+    top = max(f["matched_accuracy"] for f in fit.values())
+    near = [k for k in RANGES if fit[k]["matched_accuracy"] >= top - 1.0 / max(n, 1) - 1e-9]
     best = min(near, key=lambda k: fit[k]["loss"])
     if asked == AUTO:
         return best, []
     a, b = fit[asked], fit[best]
-    if best != asked and (b["accuracy"] - a["accuracy"] >= CLEARLY_BETTER or b["loss"] < a["loss"] / 2):
+    if best != asked and (b["matched_accuracy"] - a["matched_accuracy"] >= CLEARLY_BETTER or b["loss"] < a["loss"] / 2):
         return asked, [f"with --input-range {asked} the model scores validation accuracy {a['accuracy']:.3f} "
                        f"(loss {a['loss']:.3f}), with {best} {b['accuracy']:.3f} (loss {b['loss']:.3f}): was it "
                        f"trained on {best} pixels?"]
@@ -245,7 +282,9 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     range_fit = _range_fit(model, ds.val[:n_probe], ds.y_val[:n_probe])
     input_range, warnings = _choose_range(cfg.input_range, range_fit, n_probe)
     scale, offset = RANGES[input_range]
-    probs_ok = _outputs_probabilities(model.predict(ds.val[:64] * scale + offset, verbose=0))
+    probe = model.predict(ds.val[:n_probe] * scale + offset, verbose=0)
+    probs_ok = _outputs_probabilities(probe)
+    warnings += _class_order_warning(_predicted(probe), ds.y_val[:n_probe], list(ds.class_names))
     run_model, added = _wrap(model, (*size, int(c)), input_range, probs_ok)
     out = Path(cfg.out)
     with folder_lock(out, "edgecnn import"):

@@ -130,6 +130,14 @@ def test_a_binary_classifier_with_augmentation_layers_exports_with_ptq_and_qat(h
     res = cli("import", tmp_path / "binary.keras", "--data", data, "--out", run)
     assert res.exit_code == 0, res.output
     assert "input range: 0-255" in res.output and "two-class output" in res.output
+    assert "class order" not in res.output
+    if head == "logit":  # the same images with the labels swapped: the model's outputs are in the other order
+        arrays = dict(np.load(data))
+        swapped = tmp_path / "swapped.npz"
+        np.savez(swapped, **{k: (1 - v if k.startswith("y_") else v) for k, v in arrays.items()})
+        res = cli("import", tmp_path / "binary.keras", "--data", swapped, "--out", tmp_path / "swapped_run")
+        assert res.exit_code == 0, res.output
+        assert "if the model's outputs are in the order 1, 0: was it trained with another class order?" in res.output
     imported = keras.models.load_model(run / "model.keras")
     assert np.allclose(imported.predict(ds.x_test, verbose=0), np.stack([1 - p1, p1], axis=1), atol=1e-5)
     assert cli("export", run, "--formats", "tflite_int8").exit_code == 0
