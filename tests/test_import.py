@@ -143,6 +143,8 @@ def test_a_binary_classifier_with_augmentation_layers_exports_with_ptq_and_qat(h
     assert cli("export", run, "--formats", "tflite_int8").exit_code == 0
     entry = json.loads((run / "export" / "manifest.json").read_text())["artifacts"]["tflite_int8"]
     assert entry["parity"]["top1_agreement"] >= 0.95
+    if head == "sigmoid":
+        return  # QAT's rebuild (the augmentation left out) does not depend on the head: the logit case runs it
     qat = cli("export", run, "--quant", "qat", "--qat-epochs", "1", "--formats", "tflite_int8")
     assert qat.exit_code == 0, qat.output
     entry = json.loads((run / "export" / "manifest.json").read_text())["artifacts"]["tflite_int8"]
