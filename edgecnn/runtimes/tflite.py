@@ -160,15 +160,24 @@ class TfliteSession(Session):
             self.it = None
 
 
-def io_of(path) -> tuple:
-    """(input record, output record) of a .tflite file, read by the interpreter without allocating it
-    (CompiledModel and OpenVINO do not report quantization parameters)."""
+def _unallocated(path):
+    """An interpreter on `path` that has read the model and allocated nothing (nothing runs).
+
+    Raises:
+        ModelError: not a TFLite model the runtime reads.
+    """
     Interpreter = load_runtime()[0]
     try:
         with native_stderr():
-            it = Interpreter(model_path=str(path))
+            return Interpreter(model_path=str(path))
     except (ValueError, RuntimeError) as e:
         raise ModelError(f"{path}: not a usable TFLite model ({str(e).splitlines()[0][:200]})") from None
+
+
+def io_of(path) -> tuple:
+    """(input record, output record) of a .tflite file, read by the interpreter without allocating it
+    (CompiledModel and OpenVINO do not report quantization parameters)."""
+    it = _unallocated(path)
     ins, outs = it.get_input_details(), it.get_output_details()
     single_io(len(ins), len(outs))
     return details_info(ins[0], ins[0]["name"]), details_info(outs[0], outs[0]["name"])
@@ -185,13 +194,7 @@ def _refuse_tiny_softmax(it, path) -> None:
 def check_softmax_scale(path) -> None:
     """Raise ModelError when the reference kernels (TFLite Micro's arithmetic) would abort on the model's int8
     Softmax (`edgecnn.graph.tiny_softmax_inputs`); read without allocating, so without running it."""
-    Interpreter = load_runtime()[0]
-    try:
-        with native_stderr():
-            it = Interpreter(model_path=str(path))
-    except (ValueError, RuntimeError) as e:
-        raise ModelError(f"{path}: not a usable TFLite model ({str(e).splitlines()[0][:200]})") from None
-    _refuse_tiny_softmax(it, path)
+    _refuse_tiny_softmax(_unallocated(path), path)
 
 
 def float_ops(path) -> list:
