@@ -284,7 +284,12 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     scale, offset = RANGES[input_range]
     probe = model.predict(ds.val[:n_probe] * scale + offset, verbose=0)
     probs_ok = _outputs_probabilities(probe)
-    warnings += _class_order_warning(_predicted(probe), ds.y_val[:n_probe], list(ds.class_names))
+    pred = _predicted(probe)
+    if len(pred) > 1 and len(np.unique(pred)) == 1:  # an untrained network, or BatchNorm statistics not settled
+        warnings.append(f"the model predicts {ds.class_names[int(pred[0])]} for all {len(pred)} validation images: "
+                        f"is it trained (and its BatchNorm moving statistics settled)?")
+    else:
+        warnings += _class_order_warning(pred, ds.y_val[:n_probe], list(ds.class_names))
     run_model, added = _wrap(model, (*size, int(c)), input_range, probs_ok)
     out = Path(cfg.out)
     with folder_lock(out, "edgecnn import"):

@@ -193,7 +193,8 @@ def test_an_untrained_model_is_refused_at_export_in_one_line(tmp_path):
                               keras.layers.Dense(10, kernel_initializer="zeros"), keras.layers.Softmax()])
     model.save(tmp_path / "untrained.keras")
     run = tmp_path / "run"
-    assert cli("import", tmp_path / "untrained.keras", "--data", "digits", "--out", run).exit_code == 0
+    res = cli("import", tmp_path / "untrained.keras", "--data", "digits", "--out", run)
+    assert res.exit_code == 0 and "for all 256 validation images: is it trained" in res.output, res.output
     p = subprocess.run([sys.executable, "-m", "edgecnn", "export", str(run), "--formats", "tflite_int8"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
