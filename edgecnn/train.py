@@ -204,12 +204,19 @@ def fit_inputs(ds: Dataset, batch_size: int, seed: int, stream: str, augment=Non
     return {"x": data.prefetch(2), "validation_data": val, "shuffle": False}  # shuffled above; Keras warns otherwise
 
 
-def data_errors(e: BaseException, kind: type = DataError) -> None:
-    """A DataError raised while tf.data prepared a batch reaches us wrapped in a TensorFlow error: raise it as
-    `kind` (DataError or a subclass), one line; return when `e` carries none."""
-    line = next((ln for ln in str(e).splitlines() if "DataError" in ln), None)
-    if line is not None:
-        raise kind(line.split("DataError:", 1)[-1].strip()) from None
+@contextlib.contextmanager
+def data_errors(kind: type = DataError):
+    """Inside: a DataError raised while tf.data prepared a batch reaches us wrapped in a TensorFlow error; it
+    leaves as `kind` (DataError or a subclass), one line. Other errors, and DataErrors already ours, pass."""
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as e:
+        line = next((ln for ln in str(e).splitlines() if "DataError" in ln), None)
+        if line is not None:
+            raise kind(line.split("DataError:", 1)[-1].strip()) from None
+        raise
 
 
 def _callbacks(out: Path, cfg: TrainConfig, history: dict) -> list:
@@ -259,13 +266,13 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     try:
         fit_kw = dict(fit_inputs(ds, cfg.batch_size, cfg.seed, cfg.stream, cfg.augment),
                       callbacks=callbacks + list(extra_callbacks), verbose=cfg.verbose)
-        if cfg.freeze_epochs:
-            _fit_transfer(model, spec, cfg, out, fit_kw, strategy)
-        else:
-            model.fit(**fit_kw, epochs=cfg.epochs)
-    except BaseException as e:
+        with data_errors():
+            if cfg.freeze_epochs:
+                _fit_transfer(model, spec, cfg, out, fit_kw, strategy)
+            else:
+                model.fit(**fit_kw, epochs=cfg.epochs)
+    except BaseException:
         checkpoint.flush()  # Ctrl-C or an error: `--resume` continues from the last completed epoch
-        data_errors(e)
         raise
     best = checkpoint.best_weights or load_best(out)  # this session's best, else the one before an interruption
     if best is not None:

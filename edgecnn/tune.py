@@ -128,11 +128,7 @@ def tune(cfg: TuneConfig) -> TuneResult:
         raise ConfigError(f"{out}: nothing to resume (no tuner state there)")
     with folder_lock(out, "edgecnn tune"):  # a second writer of the same run is refused, not silently lost
         prepare_out_dir(out, overwrite=tcfg.overwrite, resume=tcfg.resume)
-        try:
-            return _search(cfg, tcfg, out, ds)
-        except Exception as e:  # a fit outside the trials (the defaults' score) meets a broken file the same way
-            data_errors(e)
-            raise
+        return _search(cfg, tcfg, out, ds)
 
 
 def _score(history, objective: str):
@@ -177,12 +173,9 @@ def _tuner_class(keras_tuner, say, cfg):
             from keras_tuner.src.engine import tuner_utils
 
             t0 = time.perf_counter()
-            try:
+            # a file that breaks breaks every trial: a FatalError ends the search now, where KerasTuner would
+            with data_errors(SearchDataError):  # print a traceback per failed trial and give up after three
                 histories = super().run_trial(trial, *args, **kwargs)
-            except Exception as e:  # a file that breaks breaks every trial: a FatalError ends the search now,
-                # where KerasTuner would print a traceback per failed trial and give up after three
-                data_errors(e, SearchDataError)
-                raise
             took = round(time.perf_counter() - t0, 2)
             metrics = tuner_utils.convert_to_metrics_dict(histories, keras_tuner.Objective(objective, "max"))
             metrics.update({SECONDS: took, WORKER: float(worker_index())})
@@ -289,7 +282,8 @@ def _defaults_score(cfg, tcfg, ds, probe) -> tuple:
     spec = ModelSpec(tcfg.arch, tuple(ds.input_shape), ds.num_classes, dict(tcfg.params))
     seed_everything(tcfg.seed)
     model = compile_model(build(spec), spec)
-    history = model.fit(**search_kwargs(cfg, ds, 0))
+    with data_errors():  # outside the trials (with --workers, the chief's only fit), a broken file is one line too
+        history = model.fit(**search_kwargs(cfg, ds, 0))
     figures = None
     if cfg.budget is not None:
         from edgecnn.tune_device import measure
