@@ -226,7 +226,9 @@ class Split:
 
     def chunks(self, size: int = EVAL_CHUNK) -> Iterator[np.ndarray]:
         """The preprocessed images, `size` at a time (fewer when they would exceed CHUNK_BYTES), in order."""
-        size = max(1, min(size, CHUNK_BYTES // max(4 * int(np.prod(self.shape[1:])), 1)))
+        from edgecnn.runtimes.base import images_per_batch
+
+        size = images_per_batch(self.shape[1:], size, CHUNK_BYTES)
         for start in range(0, len(self), size):
             yield self[start:start + size]
 

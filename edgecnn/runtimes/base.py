@@ -174,9 +174,9 @@ def from_output(y: np.ndarray, info: dict) -> np.ndarray:
     return dequantize(np.asarray(y), q["scale"], q["zero_point"])
 
 
-def images_per_batch(image_shape, cap: int) -> int:
-    """Images per inference call: `cap`, or fewer when they would exceed BATCH_INPUT_BYTES of float input."""
-    return max(1, min(cap, BATCH_INPUT_BYTES // max(4 * int(np.prod(image_shape)), 1)))
+def images_per_batch(image_shape, cap: int, budget: int = BATCH_INPUT_BYTES) -> int:
+    """Images per piece: `cap`, or fewer when their float32 pixels would exceed `budget` bytes (at least one)."""
+    return max(1, min(cap, budget // max(4 * int(np.prod(image_shape)), 1)))
 
 
 def batches(x: np.ndarray, fixed: Optional[int], chunk: int = EVAL_CHUNK):
