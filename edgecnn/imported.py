@@ -183,28 +183,25 @@ def _matched(pred: np.ndarray, y: np.ndarray, k: int) -> tuple[list, float]:
     return order, float(confusion[rows, cols].sum() / max(len(y), 1))
 
 
-def _range_fit(model, x: np.ndarray, y: np.ndarray) -> dict:
-    """{range: {"accuracy", "matched_accuracy", "loss"}} of the model on images `x` in [0, 1] mapped to each range
-    (matched: with its outputs matched one-to-one to the classes at best, so a model trained with another class
-    order still shows which range it takes; loss: the mean cross-entropy of the true class). A model fed the wrong
-    range is near chance, or, when it is a ReLU network that only sees its input scaled, as accurate but with
-    flattened probabilities: hence the loss too."""
-    out = {}
-    for name, (scale, offset) in RANGES.items():
-        p = np.asarray(model.predict(x * scale + offset, verbose=0), np.float64)
-        pred = _predicted(p)
-        probs_ok = _outputs_probabilities(p)
-        if p.shape[1] == 1:  # one output: P(second class) or its logit
-            p1 = p[:, 0] if probs_ok else 1.0 / (1.0 + np.exp(-p[:, 0]))
-            p = np.stack([1.0 - p1, p1], axis=1)
-        elif not probs_ok:
-            e = np.exp(p - p.max(axis=1, keepdims=True))
-            p = e / e.sum(axis=1, keepdims=True)
-        true = p[np.arange(len(y)), y] if len(y) else np.ones(0)
-        out[name] = {"accuracy": float(np.mean(pred == y)) if len(y) else 0.0,
-                     "matched_accuracy": _matched(pred, y, p.shape[1])[1],
-                     "loss": float(-np.mean(np.log(np.clip(true, 1e-12, 1.0)))) if len(y) else 0.0}
-    return out
+def _fit(p: np.ndarray, y: np.ndarray) -> dict:
+    """{"accuracy", "matched_accuracy", "loss"} of a model's outputs `p` on images labelled `y` (matched: with its
+    outputs matched one-to-one to the classes at best, so a model trained with another class order still shows
+    which input range it takes; loss: the mean cross-entropy of the true class). Fed the wrong range, a model is
+    near chance, or, when it is a ReLU network that only sees its input scaled, as accurate but with flattened
+    probabilities: hence the loss too."""
+    p = np.asarray(p, np.float64)
+    pred = _predicted(p)
+    probs_ok = _outputs_probabilities(p)
+    if p.shape[1] == 1:  # one output: P(second class) or its logit
+        p1 = p[:, 0] if probs_ok else 1.0 / (1.0 + np.exp(-p[:, 0]))
+        p = np.stack([1.0 - p1, p1], axis=1)
+    elif not probs_ok:
+        e = np.exp(p - p.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+    true = p[np.arange(len(y)), y] if len(y) else np.ones(0)
+    return {"accuracy": float(np.mean(pred == y)) if len(y) else 0.0,
+            "matched_accuracy": _matched(pred, y, p.shape[1])[1],
+            "loss": float(-np.mean(np.log(np.clip(true, 1e-12, 1.0)))) if len(y) else 0.0}
 
 
 def _choose_range(asked: str, fit: dict, n: int) -> tuple[str, list]:
@@ -271,7 +268,8 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     size = tuple(cfg.image_size or (int(h), int(w)))
     if c not in (1, 3):
         raise ModelError(f"{src}: takes {c}-channel images; edgecnn runs 1 (grey) or 3 (RGB)")
-    ds = load_dataset(DataConfig(source=cfg.data, image_size=size, channels=int(c), seed=cfg.seed))
+    data = DataConfig(source=cfg.data, image_size=size, channels=int(c), seed=cfg.seed)
+    ds = load_dataset(data)
     n_out = int(model.outputs[0].shape[-1])
     if n_out == 1 and ds.num_classes != 2:
         raise DataError(f"{src.name} has one output (a binary classifier) but {cfg.data} has {ds.num_classes} "
@@ -279,24 +277,25 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     if n_out != ds.num_classes and n_out != 1:
         raise DataError(f"{cfg.data} has {ds.num_classes} classes but {src.name} outputs {n_out}")
     n_probe = min(256, len(ds.val))
-    range_fit = _range_fit(model, ds.val[:n_probe], ds.y_val[:n_probe])
+    x_val, y_val = ds.val[:n_probe], ds.y_val[:n_probe]
+    outputs = {name: model.predict(x_val * scale + offset, verbose=0) for name, (scale, offset) in RANGES.items()}
+    range_fit = {name: _fit(p, y_val) for name, p in outputs.items()}
     input_range, warnings = _choose_range(cfg.input_range, range_fit, n_probe)
-    scale, offset = RANGES[input_range]
-    probe = model.predict(ds.val[:n_probe] * scale + offset, verbose=0)
+    probe = outputs[input_range]
     probs_ok = _outputs_probabilities(probe)
     pred = _predicted(probe)
     if len(pred) > 1 and len(np.unique(pred)) == 1:  # an untrained network, or BatchNorm statistics not settled
         warnings.append(f"the model predicts {ds.class_names[int(pred[0])]} for all {len(pred)} validation images: "
                         f"is it trained (and its BatchNorm moving statistics settled)?")
     else:
-        warnings += _class_order_warning(pred, ds.y_val[:n_probe], list(ds.class_names))
+        warnings += _class_order_warning(pred, y_val, list(ds.class_names))
     run_model, added = _wrap(model, (*size, int(c)), input_range, probs_ok)
     out = Path(cfg.out)
     with folder_lock(out, "edgecnn import"):
         prepare_out_dir(out, overwrite=cfg.overwrite)
         with atomic_path(out / "model.keras") as tmp:
             run_model.save(tmp)
-        write_config(out, data=DataConfig(source=cfg.data, image_size=size, channels=int(c), seed=cfg.seed).to_dict(),
+        write_config(out, data=data.to_dict(),
                      preprocessing=ds.preprocessing, class_names=ds.class_names,
                      model={"arch": ARCH, "input_shape": [*size, int(c)], "num_classes": ds.num_classes, "params": {},
                             "source": str(src.resolve()), "wrapped": added, "input_range": input_range,
