@@ -6,8 +6,8 @@ tfmot takes only tf_keras models, and a Keras 3 config does not load in tf_keras
 configs, inputs and weights; `rebuild` (the tf_keras child) makes each layer from its tf_keras twin and wires
 them the same way. Augmentation layers (RandomFlip, RandomRotation, ..., as the Keras tutorials put in the model)
 return their input at inference and are left out: the rebuilt model is the one that is exported. A layer with no
-twin (a custom or Keras-3-only class), a shared layer, or a setting tf_keras
-does not have is a one-line error naming the layer.
+twin (a custom or Keras-3-only class), a shared layer, or a setting tf_keras does not have is a one-line error
+naming the layer.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from edgecnn.errors import ExportError
 SUGGEST = "export it with --quant ptq"
 _MODELS = ("Functional", "Sequential", "Model")
 # Keras 3's image augmentation layers: each returns its input unchanged at inference (checked for every one in
-# Keras 3.15 with training=False). RandomCrop is not among them: it resizes and crops whatever the phase.
+# Keras 3.15 with training=False). RandomCrop is kept out: Keras documents it as resizing and cropping at inference
+# too (one check here saw it return a 32x32 input unchanged, so neither claim is relied on).
 AUGMENTATION = frozenset({
     "AugMix", "CutMix", "MixUp", "RandAugment", "RandomBrightness", "RandomColorDegeneration", "RandomColorJitter",
     "RandomContrast", "RandomElasticTransform", "RandomErasing", "RandomFlip", "RandomGaussianBlur",
