@@ -163,7 +163,8 @@ def _auto_html(name: str, auto: dict) -> str:
 
 
 def _kernels_html(artifacts: dict) -> str:
-    """The int8 TFLite's figures on each kernel set the manifest records (XNNPACK, builtin, reference)."""
+    """The int8 artifacts' figures on each arithmetic the manifest records: the TFLite's kernel sets (XNNPACK,
+    builtin, reference), the ONNX's Q/DQ applied in float ("qdq")."""
     def row(name, kernels, b):
         return (name, kernels, _f(b.get("accuracy"), ".4f"), _f(b.get("accuracy_drop"), "+.2f"),
                 _f(b.get("top1_agreement"), ".4f"), b.get("runtime") or b.get("skipped") or "")
@@ -176,7 +177,9 @@ def _kernels_html(artifacts: dict) -> str:
     if not rows:
         return ""
     return ("<h3>int8 on each kernel set</h3><p class=muted>The kernels round int8 differently; the device's figures "
-            "are those of the kernels it runs (TFLite Micro: the reference kernels).</p>"
+            "are those of the kernels it runs (TFLite Micro: the reference kernels). qdq: the int8 ONNX with its "
+            "Q/DQ pairs applied in float, the file's own arithmetic, which onnxruntime's int8 kernels should match "
+            "to a rounding step.</p>"
             + _table(("artifact", "kernels", "accuracy", "drop (pts)", "agreement", "runtime"), rows,
                      numeric=(2, 3, 4)))
 

@@ -56,10 +56,8 @@ def print_export_summary(result, gates=None) -> None:
         p = a["parity"]
         for kernels, b in (a.get("parity_kernels") or {}).items():
             if "accuracy" in b and (b["accuracy"], b["top1_agreement"]) != (p["accuracy"], p["top1_agreement"]):
-                click.echo(wrap(f"{a['name']} on the {kernels} kernels"
-                                + {"reference": " (TFLite Micro's arithmetic)", "builtin": " (XNNPACK off)"}.get(
-                                    kernels, " (LiteRT's default)")
-                                + f": accuracy {b['accuracy']:.4f}, drop {b['accuracy_drop']:+.2f} pts, agreement "
+                click.echo(wrap(f"{a['name']} {KERNEL_TEXT.get(kernels, f'on the {kernels} kernels')}"
+                                f": accuracy {b['accuracy']:.4f}, drop {b['accuracy_drop']:+.2f} pts, agreement "
                                 f"{b['top1_agreement'] * 100:.2f}%; the kernels round int8 differently and this "
                                 "model is sensitive to it (the manifest records each)"))
         qat = a["details"].get("qat")
@@ -99,6 +97,13 @@ def print_export_summary(result, gates=None) -> None:
     if result.written:
         files = ", ".join([a["file"] for a in result.artifacts] + ["manifest.json", "edgecnn_infer.py"])
         click.echo(wrap(f"wrote {result.export_dir} ({files}) in {result.seconds:.1f} s"))
+
+
+KERNEL_TEXT = {  # how the summary names each arithmetic an int8 artifact's `parity_kernels` records
+    "xnnpack": "on the xnnpack kernels (LiteRT's default)", "builtin": "on the builtin kernels (XNNPACK off)",
+    "reference": "on the reference kernels (TFLite Micro's arithmetic)",
+    "qdq": "with its Q/DQ applied in float (onnxruntime's basic graph optimization: the file's own arithmetic)",
+}
 
 
 @click.command()

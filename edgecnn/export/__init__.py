@@ -267,12 +267,24 @@ def _remove_stale(export_dir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def _other_kernels(fmt, path: Path, ds, reference: np.ndarray, kernels: str) -> dict:
+    """An int8 artifact's parity on the arithmetic export did not verify it with: a .tflite's other CPU kernel
+    sets, an .onnx's Q/DQ applied in float (see `verify.qdq_parity`)."""
+    from edgecnn.export.verify import kernel_parity, qdq_parity
+
+    if fmt.precision != "int8":
+        return {}
+    if fmt.format == "tflite":
+        return kernel_parity(path, ds.test, ds.y_test, reference, skip=kernels)
+    return qdq_parity(path, ds.test, ds.y_test, reference)
+
+
 def _export(run, config: ExportConfig, t0: float) -> ExportResult:
     from edgecnn.contracts.manifest import ArtifactEntry, write_manifest
     from edgecnn.export.calibration import calibration_images
     from edgecnn.export.context import ExportContext
     from edgecnn.export.manifest import FILENAME, build_manifest
-    from edgecnn.export.verify import kernel_parity, verify
+    from edgecnn.export.verify import verify
     from edgecnn.io import sha256
 
     spec = run.model_spec
@@ -305,8 +317,7 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
                 file=fmt.file, format=fmt.format, precision=fmt.precision, quant=built.quant,
                 sha256=sha256(built.path), size_bytes=built.path.stat().st_size, inputs=tuple(ins),
                 outputs=tuple(outs), parity=par, runtime=used, details=dict(built.info),
-                parity_kernels=(kernel_parity(built.path, ds.test, ds.y_test, reference, skip=config.kernels)
-                                if fmt.format == "tflite" and fmt.precision == "int8" else {}),
+                parity_kernels=_other_kernels(fmt, built.path, ds, reference, config.kernels),
             )
         for name, ratio in _size_ratios(entries).items():
             entries[name].details["size_ratio_to_fp32"] = ratio

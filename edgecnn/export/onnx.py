@@ -15,6 +15,11 @@ wins (never the test split, which reports the result):
     (and so QAT's benefit under `--quant qat`), int8 I/O and the TFLite batch of 1.
 The figures of both go into the manifest, so the choice can be checked.
 
+Each candidate is judged on onnxruntime as it runs here, with its fused int8 kernels, and also with its Q/DQ pairs
+applied in float (the file's own arithmetic). Where the two disagree (x86-64 CPUs with AVX2 and no VNNI, whose
+int8 kernels saturate on full-range 8-bit weights), a third route joins: "quantize_static_7bit", 7-bit weights
+(onnxruntime's `reduce_range`), which those kernels compute without saturating.
+
 Python::
 
     from edgecnn.export import ExportConfig, export
@@ -23,6 +28,8 @@ Python::
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from edgecnn.errors import ExportError
 from edgecnn.export.calibration import onnx_reader
@@ -80,18 +87,20 @@ def build_fp32(ctx) -> Built:
 CALIB_METHODS = ("minmax", "percentile")  # onnxruntime calibrations of the quantize_static route
 
 
-def static_name(method: str, percentile: float) -> str:
-    """The candidate name of a quantize_static calibration: "quantize_static" (MinMax) or
-    "quantize_static_p99.999"."""
-    return "quantize_static" if method == "minmax" else f"quantize_static_p{percentile:g}"
+def static_name(method: str, percentile: float, reduce_range: bool = False) -> str:
+    """The candidate name of a quantize_static calibration: "quantize_static" (MinMax), "quantize_static_p99.999",
+    and "_7bit" after either for 7-bit weights."""
+    name = "quantize_static" if method == "minmax" else f"quantize_static_p{percentile:g}"
+    return name + ("_7bit" if reduce_range else "")
 
 
-def _quantize_static(ctx, fp32: Path, method: str = "minmax", percentile: float = 99.999) -> Path:
+def _quantize_static(ctx, fp32: Path, method: str = "minmax", percentile: float = 99.999,
+                     reduce_range: bool = False) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = ctx.staging / "model_fp32.pre.onnx"
-    out = ctx.staging / f"model_int8.{static_name(method, percentile)}.onnx"
+    out = ctx.staging / f"model_int8.{static_name(method, percentile, reduce_range)}.onnx"
     calibrate = {"minmax": (CalibrationMethod.MinMax, {}),
                  "percentile": (CalibrationMethod.Percentile, {"CalibPercentile": percentile})}[method]
     with quiet():
@@ -99,7 +108,7 @@ def _quantize_static(ctx, fp32: Path, method: str = "minmax", percentile: float 
             quant_pre_process(str(fp32), str(pre))
         quantize_static(str(pre), str(out), onnx_reader(ctx.calib), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=calibrate[0], extra_options=calibrate[1])
+                        calibrate_method=calibrate[0], extra_options=calibrate[1], reduce_range=reduce_range)
     return out
 
 
@@ -127,11 +136,42 @@ def _from_tflite(ctx, tflite_int8: Path) -> Path:
     return _save(_name_io(proto), ctx.staging / "model_int8.from_tflite.onnx")
 
 
-def build_int8(ctx) -> Built:
-    """model_int8.onnx: both int8 routes built, the more accurate on the validation split kept."""
+KERNEL_PROBE = 256  # validation images each candidate also runs on with its Q/DQ applied in float
+KERNEL_SLACK = 0.02  # share of them whose top-1 may differ between onnxruntime's int8 kernels and the float Q/DQ
+
+
+def _judge(path: Path, ds, val_ref: np.ndarray) -> dict:
+    """A candidate's validation figures on onnxruntime as it runs here (its fused int8 kernels), and how often its
+    top-1 on the first KERNEL_PROBE validation images matches the same file with its Q/DQ applied in float."""
     from edgecnn.contracts.parity import parity
     from edgecnn.data import map_chunks
     from edgecnn.export.verify import open_runner
+
+    runner = open_runner(path)
+    try:
+        probs = map_chunks(runner.predict, ds.val)
+    finally:
+        runner.close()
+    p = parity(probs, val_ref, ds.y_val)
+    n = min(KERNEL_PROBE, len(ds.val))
+    qdq = open_runner(path, graph_optimization="basic")
+    try:
+        in_float = qdq.predict(ds.val[:n])
+    finally:
+        qdq.close()
+    same = float(np.mean(in_float.argmax(1) == probs[:n].argmax(1))) if n else 1.0
+    return {"path": path, "val_accuracy": p.accuracy, "val_agreement": p.agreement, "kernels_agree_qdq": same}
+
+
+def build_int8(ctx) -> Built:
+    """model_int8.onnx: every route built, the most accurate on the validation split kept.
+
+    Each candidate also runs with its Q/DQ pairs applied in float (the file's own arithmetic). When onnxruntime's
+    int8 kernels here disagree with that on more than KERNEL_SLACK of the probe images, quantize_static with 7-bit
+    weights (onnxruntime's `reduce_range`, its remedy for CPUs without VNNI) joins the candidates."""
+    from functools import partial
+
+    from edgecnn.runtimes.onnxruntime import saturation_note
 
     routes = _routes(ctx)
     # the sources are built outside the try: their failure (a QAT error, say) is the user's to see
@@ -139,20 +179,31 @@ def build_int8(ctx) -> Built:
     ds = ctx.ds
     val_ref = ctx.cached("val_reference", lambda: ds.val.predict_with(ctx.model))
     candidates, errors = {}, {}
-    for name, (_, make, _) in routes.items():
+
+    def run(name):
         try:
-            path = make(ctx, sources[name])
-            runner = open_runner(path)
-            try:
-                p = parity(map_chunks(runner.predict, ds.val), val_ref, ds.y_val)
-            finally:
-                runner.close()
-        except Exception as e:  # one route failing leaves the other; both failing is an error below
+            candidates[name] = _judge(routes[name][1](ctx, sources[name]), ds, val_ref)
+        except Exception as e:  # one route failing leaves the others; all failing is an error below
             errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            continue
-        candidates[name] = {"path": path, "val_accuracy": p.accuracy, "val_agreement": p.agreement}
+
+    for name in list(routes):
+        run(name)
+    diverged = {k: v["kernels_agree_qdq"] for k, v in candidates.items() if v["kernels_agree_qdq"] < 1 - KERNEL_SLACK}
+    if diverged:
+        cfg = ctx.config
+        name = static_name(cfg.calib_method, cfg.calib_percentile, reduce_range=True)
+        routes[name] = ("onnx_fp32", partial(_quantize_static, method=cfg.calib_method,
+                                             percentile=cfg.calib_percentile, reduce_range=True),
+                        routes[static_name(cfg.calib_method, cfg.calib_percentile)][2] + ", 7-bit weights")
+        sources[name] = ctx.artifact("onnx_fp32").path
+        run(name)
+        n = min(KERNEL_PROBE, len(ds.val))
+        after = f", which they agree with on {candidates[name]['kernels_agree_qdq']:.0%}" if name in candidates else ""
+        ctx.warn(f"int8 ONNX: onnxruntime's int8 kernels on this machine differ in top-1 from the model's own Q/DQ "
+                 f"arithmetic on {', '.join(f'{1 - v:.0%} ({k})' for k, v in diverged.items())} of {n} validation "
+                 f"images: {saturation_note()}added {name} (7-bit weights, onnxruntime's remedy){after}")
     if not candidates:
-        raise ExportError("int8 ONNX failed by both routes: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+        raise ExportError("int8 ONNX failed by every route: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
     # better validation accuracy wins, then agreement; on a full tie the order of `routes` decides
     best = max(candidates, key=lambda k: (candidates[k]["val_accuracy"], candidates[k]["val_agreement"],
                                           -list(routes).index(k)))
@@ -164,6 +215,8 @@ def build_int8(ctx) -> Built:
         "calibration": routes[best][2],
         "candidates": {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in candidates.items()},
     }
+    if diverged:
+        info["kernels_diverged"] = diverged
     if errors:
         info["failed_candidates"] = errors
         ctx.warn("int8 ONNX: route(s) failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
