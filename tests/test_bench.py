@@ -260,3 +260,23 @@ def test_remote_rows_join_the_table_with_parity(exported, monkeypatch):
         assert r.accuracy == local[r.artifact].accuracy and r.agreement == local[r.artifact].agreement
         assert r.accuracy_drop is not None and r.size_bytes > 0 and r.device == "Pi 5 (pi@board:22)"
     assert "cannot reach pi@dead:1" in boards[2].reason
+
+
+def test_an_int8_row_far_below_its_export_figures_on_a_saturating_cpu_says_why(monkeypatch):
+    """An onnxruntime or OpenVINO int8 row more than 2 points of agreement below what export verified, on an x86 CPU
+    whose int8 kernels saturate (AVX2, no VNNI), carries a note naming the cause; close figures, float models and
+    other CPUs carry none."""
+    from types import SimpleNamespace
+
+    import edgecnn.runtimes.base as base
+    from edgecnn.bench.core import _saturated
+
+    int8 = SimpleNamespace(precision="int8", parity={"top1_agreement": 0.9638})
+    monkeypatch.setattr(base, "saturation_note", lambda: "this CPU has AVX2 and no VNNI, where ... saturate; ")
+    note = _saturated(int8, 0.8245)
+    assert note.startswith("agreement 0.8245 against 0.9638 where export verified it: this CPU has AVX2")
+    assert "7-bit weights avoid it" in note
+    assert _saturated(int8, 0.95) is None
+    assert _saturated(SimpleNamespace(precision="fp32", parity={"top1_agreement": 1.0}), 0.5) is None
+    monkeypatch.setattr(base, "saturation_note", lambda: "")
+    assert _saturated(int8, 0.8245) is None

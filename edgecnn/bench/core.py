@@ -137,6 +137,8 @@ def _measure(artifact, backend, variant, target, cfg, ref, device, session, load
         if artifact.entry is not None and row.backend in ("tflite", "tflm"):  # TFLite Micro: the reference kernels
             row.add_note(manifest_mismatch(artifact.entry.to_dict(), "reference" if row.backend == "tflm"
                                            else row.accelerator, row.accuracy, row.agreement, len(target.y)))
+        if artifact.entry is not None and row.backend in ("onnxruntime", "openvino"):
+            row.add_note(_saturated(artifact.entry, row.agreement))
         if cfg.timing:
             _throughput(row, sess, target.x, cfg)
         row.timing_includes_copies = bool(sess.includes_copies) if cfg.timing else None
@@ -180,6 +182,20 @@ def _integrity(row: Row, artifact: Artifact, target: Target, cfg: BenchConfig) -
         row.add_note(f"unverified: {artifact.path.name} is not in the manifest")
     elif row.integrity.startswith("modified"):
         row.add_note("the file differs from the manifest's sha256: run with --allow-modified")
+
+
+def _saturated(entry, agreement: Optional[float]) -> Optional[str]:
+    """A note when an int8 model agrees with the Keras model more than 2 points less than export measured, on a CPU
+    whose x86 int8 kernels saturate on full-range 8-bit weights; None otherwise."""
+    from edgecnn.runtimes.base import saturation_note
+
+    verified = (entry.parity or {}).get("top1_agreement")
+    if entry.precision != "int8" or agreement is None or not isinstance(verified, (int, float)) \
+            or agreement >= verified - 0.02:
+        return None
+    why = saturation_note()
+    return (f"agreement {agreement:.4f} against {verified:.4f} where export verified it: {why}7-bit weights avoid it "
+            "(export adds them to the int8 ONNX on such a CPU)") if why else None
 
 
 def _throughput(row: Row, sess, x: np.ndarray, cfg: BenchConfig) -> None:

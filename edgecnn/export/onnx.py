@@ -171,7 +171,7 @@ def build_int8(ctx) -> Built:
     weights (onnxruntime's `reduce_range`, its remedy for CPUs without VNNI) joins the candidates."""
     from functools import partial
 
-    from edgecnn.runtimes.onnxruntime import saturation_note
+    from edgecnn.runtimes.base import saturation_note
 
     routes = _routes(ctx)
     # the sources are built outside the try: their failure (a QAT error, say) is the user's to see

@@ -201,3 +201,26 @@ def fixed_batch(shape) -> Optional[int]:
     """The batch a model fixes, or None when its batch dimension is dynamic."""
     d = list(shape)[0] if len(shape) else None
     return int(d) if isinstance(d, (int, np.integer)) and int(d) > 0 else None
+
+
+def saturation_note() -> str:
+    """"this CPU has AVX2 and no VNNI, where ...; " when x86 int8 kernels saturate here, else "".
+
+    On such x86-64 CPUs onnxruntime (MLAS) and OpenVINO (oneDNN) multiply uint8 activations by int8 weights with
+    VPMADDUBSW, which adds each pair of products in 16 bits: 255 * 127 * 2 does not fit. Measured here (2026-12-01,
+    AMD EPYC, onnxruntime 1.32.0, OpenVINO 2026.4): one conv whose weights all quantize to 127 gives half its value
+    on a white image in both. The remedy is 7-bit weights (onnxruntime's `reduce_range`); LiteRT's kernels and
+    those of CPUs with VNNI or of ARM do not saturate."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return ""
+    if "avx2" in flags and not any("vnni" in f for f in flags):
+        return ("this CPU has AVX2 and no VNNI, where onnxruntime's and OpenVINO's int8 kernels add pairs of 8-bit "
+                "products in 16 bits and saturate; ")
+    return ""

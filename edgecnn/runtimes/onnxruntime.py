@@ -63,26 +63,6 @@ def provider_name(name: str) -> str:
     return full
 
 
-def saturation_note() -> str:
-    """"this CPU has AVX2 and no VNNI, where ...; " when onnxruntime's int8 kernels saturate here, else "".
-
-    On such x86-64 CPUs MLAS multiplies uint8 activations by int8 weights with VPMADDUBSW, which adds each pair of
-    products in 16 bits: 255 * 127 * 2 does not fit. onnxruntime's remedy is 7-bit weights (`reduce_range`)."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return ""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        return ""
-    if "avx2" in flags and not any("vnni" in f for f in flags):
-        return ("this CPU has AVX2 and no VNNI, where onnxruntime's int8 kernels add pairs of 8-bit products in 16 "
-                "bits and saturate; ")
-    return ""
-
-
 def _variants(opts) -> list:
     return [provider_name(p) for p in (opts.providers or ("cpu",))]
 
