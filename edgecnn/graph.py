@@ -141,9 +141,41 @@ def onnx_float_ops(g, onnx) -> tuple[list, bool]:
     def is_float(name):
         return (inits[name].data_type if name in inits else elem.get(name)) in float_types
 
+    def const(name):
+        return onnx.numpy_helper.to_array(inits[name]) if name in inits else None
+
+    def clamps(q, lo, hi) -> bool:  # the QuantizeLinear's range lies within [lo, hi]: an activation before it is moot
+        # (Q(clip(x)) == Q(x) for every x)
+        scale, zp = const(q.input[1]), const(q.input[2]) if len(q.input) > 2 and q.input[2] else np.uint8(0)
+        if scale is None or zp is None or np.size(scale) != 1:
+            return False
+        info = np.iinfo(zp.dtype)
+        low, high = (float(info.min) - float(zp)) * float(scale), (float(info.max) - float(zp)) * float(scale)
+        half = 0.5 * abs(float(scale))  # within half a step of the end, the clamp and the rounding agree
+        return lo <= low + half and hi >= high - half
+
+    def folded(n) -> bool:
+        """A Relu or Clip whose QuantizeLinear consumers clamp to its range anyway: onnxruntime drops it (its
+        ReluQuantFusion / ClipQuantFusion) and the op before it runs in int8 (tf2onnx's from_tflite graphs)."""
+        qs = consumers.get(n.output[0]) or []
+        if n.op_type not in ("Relu", "Clip") or not qs or any(q.op_type != "QuantizeLinear" for q in qs):
+            return False
+        if n.op_type == "Relu":
+            lo, hi = 0.0, np.inf
+        else:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+            bounds = [const(i) if i else None for i in list(n.input[1:3]) + [""] * (3 - len(n.input))][:2]
+            lo = float(bounds[0]) if bounds[0] is not None else float(attrs.get("min", -np.inf))
+            hi = float(bounds[1]) if bounds[1] is not None else float(attrs.get("max", np.inf))
+        return all(clamps(q, lo, hi) for q in qs)
+
+    def drained(o) -> bool:
+        cs = consumers.get(o)
+        return bool(cs) and all(c.op_type == "QuantizeLinear" or (folded(c) and drained(c.output[0])) for c in cs)
+
     bad, io_edge = [], False
     for idx, n in enumerate(g.node):
-        if n.op_type in ONNX_QDQ or n.op_type in ONNX_SHAPE_OPS:
+        if n.op_type in ONNX_QDQ or n.op_type in ONNX_SHAPE_OPS or folded(n):
             continue
         data_in = [i for i in n.input if i and i not in inits and is_float(i)]
         float_consts = [i for i in n.input if i in inits and is_float(i)]
@@ -154,8 +186,7 @@ def onnx_float_ops(g, onnx) -> tuple[list, bool]:
             io_edge = True
             continue
         fed = all(i in producer and producer[i].op_type == "DequantizeLinear" for i in data_in)
-        drained = all(consumers.get(o) and all(c.op_type == "QuantizeLinear" for c in consumers[o]) for o in float_out)
-        if not (fed and drained) or float_consts:
+        if not (fed and all(drained(o) for o in float_out)) or float_consts:
             bad.append({"index": idx, "op": n.op_type, "name": n.name, "dtypes": ["float32"]})
     return bad, io_edge
 

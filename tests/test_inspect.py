@@ -74,12 +74,49 @@ def test_onnx(artifacts):
     assert q["ops"].get("QuantizeLinear", 0) > 0 and q["parameters"] > 30_000
 
 
+def test_an_activation_its_quantizer_makes_moot_runs_in_int8(artifacts, tmp_path):
+    """tf2onnx's translation of an int8 TFLite keeps each fused activation as Conv -> Relu/Clip -> QuantizeLinear;
+    onnxruntime drops a Relu or Clip whose quantizer clamps to its range anyway, so the conv runs in int8. A Relu
+    before a quantizer that keeps negative values is not moot: it and the conv compute in float."""
+    import onnx
+    import tf2onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    export_dir, _, _ = artifacts
+    proto, _ = tf2onnx.convert.from_tflite(str(export_dir / "model_int8.tflite"), opset=17)
+    onnx.save(proto, str(tmp_path / "from_tflite.onnx"))
+    r = inspect_model(tmp_path / "from_tflite.onnx")
+    assert {"Relu", "Conv"} <= set(r["ops"]) and r["not_int8_ops"] == [] and r["fully_int8"]
+
+    def relu_conv(zero_point: int):
+        def init(name, a):
+            return numpy_helper.from_array(np.asarray(a), name)
+
+        nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["xf"]),
+                 helper.make_node("DequantizeLinear", ["w", "s", "z"], ["wf"]),
+                 helper.make_node("Conv", ["xf", "wf"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+                 helper.make_node("QuantizeLinear", ["r", "s", "zo"], ["y"])]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.INT8, [1, 1, 4, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.INT8, [1, 1, 2, 2])],
+                                  [init("s", np.float32(0.1)), init("z", np.int8(0)), init("zo", np.int8(zero_point)),
+                                   init("w", np.ones((1, 1, 3, 3), np.int8))])
+        path = tmp_path / f"relu_{zero_point}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return inspect_model(path)
+
+    assert relu_conv(-128)["not_int8_ops"] == []
+    assert [o["op"] for o in relu_conv(0)["not_int8_ops"]] == ["Conv", "Relu"]
+
+
 def test_keras(artifacts):
     import keras
 
     _, _, keras_path = artifacts
     r = inspect_model(keras_path)
     assert r["format"] == "keras" and not r["fully_int8"]
+    res = CliRunner().invoke(main, ["inspect", str(keras_path)])
+    assert res.exit_code == 0, res.output
+    assert "precision" in res.output and "fully int8" not in res.output  # float by construction, not a finding
     assert r["parameters"] == keras.models.load_model(keras_path, compile=False).count_params()
     assert r["ops"]["Conv2D"] == 2 and r["inputs"][0]["shape"] == [None, 8, 8, 1]
 
