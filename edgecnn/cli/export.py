@@ -187,7 +187,9 @@ def print_inspect(report) -> None:
     acc = report.get("acceleration") or {}
     rows = [("format", report["format"]), ("size", f"{_kb(report['size_bytes'])} ({report['size_bytes']} bytes)"),
             ("parameters", f"{report['parameters']:,}"), ("ops", str(report["num_ops"]))]
-    if report["fully_int8"]:
+    if report["format"] == "keras":  # float by construction: export makes the int8 models
+        rows.append(("precision", "float (a Keras model; `edgecnn export` makes the int8 ones)"))
+    elif report["fully_int8"]:
         rows.append(("fully int8", "yes"))
     else:
         what = "int8 except the float I/O edges" if report.get("int8_except_io") else f"{len(report['not_int8_ops'])} op(s) in float"
