@@ -154,8 +154,8 @@ def test_manifest_records_the_int8_figures_of_each_cpu_kernel_set(exported, data
     entry = m["artifacts"]["tflite_int8"]
     assert entry["runtime"].endswith("(xnnpack)")
     kernels = entry["parity_kernels"]
-    assert set(kernels) == {"builtin", "reference"}
-    assert kernels["builtin"]["runtime"].endswith("(builtin)")
+    assert set(kernels) == {"builtin", "reference", "tflm"}
+    assert kernels["builtin"]["runtime"].endswith("(builtin)") and kernels["tflm"]["runtime"].startswith("tflite-micro")
     assert kernels["reference"]["runtime"].endswith("(reference)")
     assert all(k["n"] == len(dataset.y_test) for k in kernels.values())
     assert all(not m["artifacts"][a].get("parity_kernels") for a in ("tflite_fp32", "onnx_fp32"))
@@ -259,7 +259,8 @@ def test_7bit_weights_are_computed_right_where_onnxruntimes_int8_kernels_saturat
 def test_an_int8_onnx_the_kernels_here_miscompute_gives_way_to_7bit_weights(digits_run, tmp_path, monkeypatch):
     """When onnxruntime's int8 kernels here disagree with a candidate's own Q/DQ arithmetic (simulated: the fused
     session of both 8-bit candidates returns every other image's probabilities reversed), quantize_static with 7-bit
-    weights joins, wins on validation, and the manifest and a warning say why."""
+    weights joins, wins on validation, and the manifest and a warning say why. --onnx-weight-bits 7 makes only
+    7-bit candidates (for a device with such a CPU, whatever the CPU that exports)."""
     import edgecnn.export.verify as verify
     from edgecnn.export import ExportConfig, export
 
@@ -295,6 +296,16 @@ def test_an_int8_onnx_the_kernels_here_miscompute_gives_way_to_7bit_weights(digi
     assert entry["parity"]["accuracy_drop"] <= 1.0
     assert any("added quantize_static_7bit" in w for w in result.warnings)
 
+    import onnx
+    from onnx import numpy_helper
+
+    result = export(run, ExportConfig(formats=("onnx_int8",), onnx_weight_bits="7"))  # for a device with such a CPU
+    (entry,) = result.artifacts
+    assert list(entry["details"]["candidates"]) == ["quantize_static_7bit"] and "kernels_diverged" not in entry["details"]
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(run / "export" / "model_int8.onnx")).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2]
+    assert weights and max(int(np.abs(w.astype(int)).max()) for w in weights) <= 64
+
 
 def test_export_verifies_on_the_kernels_asked_for(digits_run, tmp_path):
     """--kernels reference: the table, the gates and `parity` are the reference kernels' (a microcontroller's
@@ -305,7 +316,7 @@ def test_export_verifies_on_the_kernels_asked_for(digits_run, tmp_path):
     run = copy_run(digits_run, tmp_path / "run")
     result = export(run, ExportConfig(formats=("tflite_int8",), kernels="reference", min_agreement=0.9))
     (entry,) = result.artifacts
-    assert entry["runtime"].endswith("(reference)") and set(entry["parity_kernels"]) == {"xnnpack", "builtin"}
+    assert entry["runtime"].endswith("(reference)") and set(entry["parity_kernels"]) == {"xnnpack", "builtin", "tflm"}
     assert result.failures == []
     with pytest.raises(ConfigError, match="unknown kernels 'gpu'"):
         ExportConfig(kernels="gpu").validate()
@@ -339,13 +350,17 @@ def test_percentile_calibration_narrows_the_onnx_activation_ranges(exported, dat
     assert all(pct[k] <= minmax[k] * (1 + 1e-6) for k in minmax)
     assert sum(pct[k] < minmax[k] * 0.99 for k in minmax) >= 2
 
-    def names(quant, method="minmax"):
-        cfg = SimpleNamespace(quant=quant, calib_method=method, calib_percentile=99.9)
+    def names(quant, method="minmax", bits="auto"):
+        cfg = SimpleNamespace(quant=quant, calib_method=method, calib_percentile=99.9, onnx_weight_bits=bits)
         return list(_routes(SimpleNamespace(config=cfg)))
 
-    assert names(Quantization.PTQ) == ["quantize_static", "from_tflite"]
+    assert names(Quantization.PTQ) == ["quantize_static", "from_tflite"] == names(Quantization.PTQ, bits="8")
+    assert names(Quantization.PTQ, bits="7") == ["quantize_static_7bit"]  # from_tflite carries 8-bit weights
+    assert names(Quantization.AUTO, bits="7") == ["quantize_static_7bit", "quantize_static_p99.9_7bit"]
     assert names(Quantization.PTQ, "percentile") == ["quantize_static_p99.9", "from_tflite"]
     assert names(Quantization.AUTO) == ["quantize_static", "quantize_static_p99.9", "from_tflite"]
+    with pytest.raises(ConfigError, match="--onnx-weight-bits '6'"):
+        ExportConfig(onnx_weight_bits="6").validate()
     with pytest.raises(ConfigError, match="--calib-method 'mse'"):
         ExportConfig(calib_method="mse").validate()
     with pytest.raises(ConfigError, match="--calib-percentile"):

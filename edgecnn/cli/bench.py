@@ -35,7 +35,7 @@ def _split(values) -> tuple:
 @click.option("--xnnpack/--no-xnnpack", default=True, show_default=True,
               help="tflite: LiteRT's default XNNPACK delegate, or builtin kernels only.")
 @click.option("--reference-kernels", is_flag=True,
-              help="tflite: the builtin reference kernels, which TFLite Micro matches bit for bit (slow).")
+              help="tflite: the builtin reference kernels, whose arithmetic TFLite Micro shares (slow).")
 @click.option("--delegate", default=None, metavar="PATH[:k=v,...]",
               help="tflite: external delegate library with options, e.g. libedgetpu.so.1 or "
                    "libarmnnDelegate.so:backends=CpuAcc.")

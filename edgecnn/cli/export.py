@@ -102,6 +102,7 @@ def print_export_summary(result, gates=None) -> None:
 KERNEL_TEXT = {  # how the summary names each arithmetic an int8 artifact's `parity_kernels` records
     "xnnpack": "on the xnnpack kernels (LiteRT's default)", "builtin": "on the builtin kernels (XNNPACK off)",
     "reference": "on the reference kernels (TFLite Micro's arithmetic)",
+    "tflm": "on TFLite Micro (its reference kernels, which round a per-channel FULLY_CONNECTED twice)",
     "qdq": "with its Q/DQ applied in float (onnxruntime's basic graph optimization: the file's own arithmetic)",
 }
 
@@ -122,6 +123,10 @@ KERNEL_TEXT = {  # how the summary names each arithmetic an int8 artifact's `par
                    "only.")
 @click.option("--calib-percentile", type=float, default=99.999, show_default=True,
               help="--calib-method percentile: the percentile kept.")
+@click.option("--onnx-weight-bits", type=click.Choice(["auto", "8", "7"]), default="auto", show_default=True,
+              help="Weights of the int8 ONNX. 7: onnxruntime's reduce_range, for x86 CPUs with AVX2 and no VNNI, whose "
+                   "int8 kernels (onnxruntime's, OpenVINO's) saturate on 8-bit weights. auto: 8 bits, and 7 joins "
+                   "the candidates when the kernels here miscompute 8-bit ones.")
 @click.option("--io", "io_type", type=click.Choice(["int8", "float"]), default="int8", show_default=True,
               help="Input/output type of the int8 TFLite model.")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (13-18).")
@@ -144,16 +149,16 @@ KERNEL_TEXT = {  # how the summary names each arithmetic an int8 artifact's `par
               help="Where the run's data is now, if it moved since training (checked against the run's record).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @user_errors
-def export(run_dir, formats, quant, calib_samples, calib_method, calib_percentile, io_type, opset, seed, qat_epochs,
-           qat_lr, min_int8_macs, auto_qat, kernels, max_acc_drop, min_agreement, max_abs_diff, max_size_ratio, strict,
-           data, as_json):
+def export(run_dir, formats, quant, calib_samples, calib_method, calib_percentile, onnx_weight_bits, io_type, opset,
+           seed, qat_epochs, qat_lr, min_int8_macs, auto_qat, kernels, max_acc_drop, min_agreement, max_abs_diff,
+           max_size_ratio, strict, data, as_json):
     """Export RUN_DIR to int8/float TFLite and ONNX, verify each artifact against the Keras model, and write
     RUN_DIR/export/ (artifacts, manifest.json, edgecnn_infer.py). Artifacts of formats left out are removed."""
     from edgecnn.export import ExportConfig, ThresholdError, export as run_export, resolve_formats
 
     config = ExportConfig(formats=resolve_formats(formats), quant=quant, calib_samples=calib_samples, io=io_type,
                           calib_method=calib_method, calib_percentile=calib_percentile,
-                          opset=opset, seed=seed, qat_epochs=qat_epochs, qat_lr=qat_lr, strict=strict,
+                          onnx_weight_bits=onnx_weight_bits, opset=opset, seed=seed, qat_epochs=qat_epochs, qat_lr=qat_lr, strict=strict,
                           min_int8_macs=min_int8_macs, auto_qat=auto_qat, kernels=kernels,
                           max_acc_drop=max_acc_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,
                           max_size_ratio=max_size_ratio, progress=sys.stdout.isatty() and not as_json)

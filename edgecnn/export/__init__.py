@@ -111,6 +111,7 @@ class ExportConfig:
     calib_samples: int = 300  # calibration images drawn from the training split
     calib_method: str = "minmax"  # ONNX quantize_static activation ranges: minmax | percentile (onnx.CALIB_METHODS)
     calib_percentile: float = 99.999  # calib_method "percentile": the histogram percentile kept
+    onnx_weight_bits: str = "auto"  # int8 ONNX weights: "8", "7" (quantize_static's reduce_range) or "auto" (onnx.py)
     io: IoType = IoType.INT8  # int8 TFLite input/output type
     opset: int = 17  # ONNX opset
     tflite_batch: Optional[int] = 1  # fixed TFLite batch (None: dynamic, which XNNPACK does not fully take)
@@ -148,6 +149,9 @@ class ExportConfig:
         if not 50 < self.calib_percentile <= 100:
             raise ConfigError(f"--calib-percentile is a percentile above 50 and at most 100 "
                               f"(got {self.calib_percentile})")
+        if self.onnx_weight_bits not in _onnx.WEIGHT_BITS:
+            raise ConfigError(f"--onnx-weight-bits {self.onnx_weight_bits!r} is not one of "
+                              f"{', '.join(_onnx.WEIGHT_BITS)}")
         if not 0 <= self.min_int8_macs <= 1:
             raise ConfigError(f"--min-int8-macs is a fraction between 0 and 1 (got {self.min_int8_macs})")
         if self.opset not in _onnx.OPSETS:

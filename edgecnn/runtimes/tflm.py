@@ -1,9 +1,11 @@
 """tflm: TensorFlow Lite for Microcontrollers (pip `tflite-micro`), the interpreter a Cortex-M runs, on this host.
 
 Its kernels are the TFLite reference kernels, so an int8 model's outputs here are what a microcontroller
-computes (bit for bit with the tflite runtime's builtin reference kernels, `reference_kernels=True`: the row's
-`max_int8_steps` says how far they are, 0 when exact; the builtin optimized kernels, XNNPACK off, are not
-bit-exact with them: 85 output steps apart on an int8 MobileNetV2). The row adds `arena_bytes`, the smallest
+computes. They match the tflite runtime's builtin reference kernels (`reference_kernels=True`) but for a
+per-channel FULLY_CONNECTED, which TFLM rounds twice and LiteRT 2.3 once (up to 4 output steps apart on a digits
+model): the row's `max_int8_steps` says how far they are, 0 when exact, and export records TFLM's own figures
+(`parity_kernels.tflm`). The builtin optimized kernels, XNNPACK off, are further: 85 output steps apart on an int8
+MobileNetV2. The row adds `arena_bytes`, the smallest
 tensor arena that allocates and runs the model (searched by bisection, each size in its own child process: TFLM's
 Python API only prints its allocations, defaults to 10x the model, and can crash on an arena a little too small;
 the session itself opens with an arena a child found to fit, since 10x is too small for a model whose activations

@@ -301,7 +301,7 @@ def interpreter_options(path: str, threads: int, delegate, xnnpack: bool, load, 
                         reference: bool = False):
     """(Interpreter keyword arguments, accelerator name) for a delegate spec, or the CPU kernels: "xnnpack"
     (LiteRT's default delegate), "builtin" (XNNPACK off: the builtin optimized kernels) or "reference"
-    (`reference`: the builtin reference kernels, which TensorFlow Lite Micro computes bit for bit; slow). The
+    (`reference`: the builtin reference kernels, whose arithmetic TensorFlow Lite Micro shares; slow). The
     three round int8 arithmetic differently: on a sensitive model they disagree on whole predictions.
 
     `load(lib, options)` loads an external delegate; `resolver` is the runtime's OpResolverType (None when it
