@@ -180,6 +180,35 @@ def test_manifest_records_the_int8_figures_of_each_cpu_kernel_set(exported, data
     assert kernels["reference"]["predictions_sha256"] == predictions_digest(pred)
 
 
+def test_a_model_tflite_micro_cannot_load_skips_its_record_and_keeps_the_others(exported, dataset, monkeypatch):
+    """TFLite Micro lacking an op (or taking batch 1 only) is a skipped tflm record, not a failed export; an error on
+    LiteRT's own kernels still fails it."""
+    from edgecnn.errors import ModelError
+    from edgecnn.export import verify
+
+    run, _ = exported
+    entry = json.loads((run / "export" / "manifest.json").read_text())["artifacts"]["tflite_int8"]
+    real = verify.open_session
+
+    def no_micro(runtime, path, *a, **k):
+        if runtime == "tflm":
+            raise ModelError(f"{path.name}: TFLite Micro has no kernel for MADE_UP_OP")
+        return real(runtime, path, *a, **k)
+
+    monkeypatch.setattr(verify, "open_session", no_micro)
+    x, y = dataset.x_test[:16], dataset.y_test[:16]
+    records = verify.kernel_parity(run / "export" / entry["file"], x, y, np.eye(10, dtype=np.float32)[y])
+    assert records["tflm"] == {"skipped": f"{entry['file']}: TFLite Micro has no kernel for MADE_UP_OP"}
+    assert records["reference"]["n"] == 16 and records["builtin"]["n"] == 16
+
+    def broken(runtime, path, *a, **k):
+        raise ModelError("broken")
+
+    monkeypatch.setattr(verify, "open_session", broken)
+    with pytest.raises(ModelError):
+        verify.kernel_parity(run / "export" / entry["file"], x, y, np.eye(10, dtype=np.float32)[y])
+
+
 def test_the_int8_onnx_records_its_own_qdq_arithmetic(exported, dataset):
     """The int8 ONNX's figures with its Q/DQ pairs applied in float (onnxruntime's basic graph optimization, no
     fused int8 kernels) are in parity_kernels["qdq"], and onnxruntime called directly reproduces them."""

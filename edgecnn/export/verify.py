@@ -122,6 +122,11 @@ def kernel_parity(path, x, y: np.ndarray, reference: np.ndarray, budget_s: float
         except Unavailable as e:
             out[kernels] = {"skipped": str(e)}
             continue
+        except ModelError as e:  # TFLite Micro lacks an op, or takes batch 1 only: the export stands without it
+            if kernels != "tflm":
+                raise
+            out[kernels] = {"skipped": str(e)}
+            continue
         try:
             estimate = _seconds_for(runners[0], x) / len(runners)
             if estimate > budget_s:
@@ -152,7 +157,7 @@ def qdq_parity(path, x, y: np.ndarray, reference: np.ndarray, budget_s: float = 
     optimization level): the file's own arithmetic, which any runtime's int8 kernels should reproduce to a rounding
     step. onnxruntime's fused kernels do not on every CPU: on x86-64 with AVX2 and no VNNI they add pairs of 8-bit
     products in 16 bits and saturate (an int8 MobileNetV2 from the int8 TFLite: test agreement with the float
-    model 0.822 fused against 0.964 in float, measured 2026-12-01; 0.964 both ways under an emulated SSE4-only CPU).
+    model 0.822 fused against 0.964 in float, measured 2026-12-01; under QEMU as an SSE4-only CPU the two agreed).
 
     Returns:
         {"qdq": parity record + "runtime"}, or {"qdq": {"skipped": why}} when it would take over `budget_s`.
