@@ -98,7 +98,8 @@ def test_the_input_range_is_measured_when_not_given(plain_keras_model, tmp_path)
     assert json.loads((tmp_path / "asked" / "config.json").read_text())["model"]["input_range"] == "0-1"
 
 
-@pytest.mark.parametrize("head", ["logit", "sigmoid"])
+# the tutorial's head (a logit) by default; a sigmoid unit with -m slow
+@pytest.mark.parametrize("head", ["logit", pytest.param("sigmoid", marks=pytest.mark.slow)])
 def test_a_binary_classifier_with_augmentation_layers_exports_with_ptq_and_qat(head, tmp_path):
     """Keras' tutorial model: augmentation layers and Rescaling(1/255) inside, one output unit (a logit, or a
     sigmoid probability) for two classes. Import gives it the two-class output every edgecnn model has, and
@@ -152,6 +153,7 @@ def test_a_binary_classifier_with_augmentation_layers_exports_with_ptq_and_qat(h
     assert entry["details"]["qat"]["float_accuracy"] == pytest.approx(np.mean((p1 > 0.5) == ds.y_test), abs=1e-6)
 
 
+@pytest.mark.slow  # 20 s: a tf_keras child process writes the SavedModel
 def test_a_keras_2_savedmodel_directory_imports(tmp_path):
     """tf.keras' `model.save("dir")` (Keras 2) wrote a SavedModel: a tf_keras child reads it, and the run's model
     gives the same probabilities. One without Keras metadata is a one-line error saying what to do."""

@@ -131,6 +131,7 @@ def test_a_file_that_breaks_mid_trial_ends_the_search_in_one_line(tmp_path):
     assert res.output.strip().splitlines()[-1].startswith("error: ") and "3.png" in res.output, res.output
 
 
+@pytest.mark.slow  # 16 s: 1,200 images at 96x96 in a child process
 def test_the_command_exits_after_a_file_breaks_mid_epoch(tmp_path):
     """Seen on a folder of photos: the error was printed, then the process hung forever at exit (TF 2.21 destroys
     the pipeline the failed fit left behind during Python's shutdown; see `edgecnn.cli.run`). Without the fix,

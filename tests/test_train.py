@@ -201,6 +201,7 @@ def test_resume_after_a_hard_kill_trains_the_lost_epochs_again(tmp_path, monkeyp
     assert not (out / "backup").exists() and not (out / checkpoint.BEST).exists()
 
 
+@pytest.mark.slow  # 15 s: a child process with two logical CPU devices
 def test_mirrored_strategy_trains_on_two_logical_cpu_devices(tmp_path):
     """--strategy mirrored splits each batch across the devices (issue 14): two logical CPUs stand in for two GPUs."""
     import subprocess
@@ -292,6 +293,7 @@ def test_tune_reports_trials_table_times_and_the_defaults(tmp_path):
         assert "nothing better than the defaults" in r.output
 
 
+@pytest.mark.slow  # 20 s: training and QAT in its child process
 def test_a_custom_architecture_from_python_trains_exports_and_quantizes(tmp_path, monkeypatch):
     """--arch package.module:function (issue 11): the built-in builder signature, recorded in config.json, rebuilt
     in tf_keras by QAT's child process."""

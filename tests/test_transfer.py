@@ -4,6 +4,7 @@ layers below --fine-tune-at, and every BatchNorm, as they were loaded."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 SIZE = 96
@@ -31,6 +32,7 @@ def _cache(home):
     return {layer.name: [np.array(w) for w in layer.get_weights()] for layer in base.layers}
 
 
+@pytest.mark.slow  # 26 s: two epochs of MobileNetV2 at 96x96
 def test_imagenet_weights_from_the_cache_and_the_fine_tune_recipe(tmp_path, monkeypatch):
     import keras
 

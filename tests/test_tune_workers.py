@@ -14,6 +14,7 @@ import pytest
 from edgecnn.errors import ConfigError
 
 
+@pytest.mark.slow  # 38 s: a chief and three worker processes, each importing TensorFlow
 def test_a_killed_worker_loses_no_trial(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "edgecnn", "tune", "--out", str(run), "--max-trials", "4", "--trial-epochs", "3",
