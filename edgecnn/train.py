@@ -18,7 +18,6 @@ The run directory layout is described in `edgecnn.rundir`.
 from __future__ import annotations
 
 import contextlib
-
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,10 +29,10 @@ from edgecnn.checkpoint import (BACKUP_DIR, BEST, LOG_CSV, epochs_done, load_bes
                                 trim_log)
 from edgecnn.data import DataConfig, Dataset, load_dataset
 from edgecnn.errors import ConfigError, DataError
-from edgecnn.io import atomic_path, write_json, write_text
 from edgecnn.models import ModelSpec, build, compile_model
-from edgecnn.io import folder_lock
+from edgecnn.io import atomic_path, folder_lock, write_json, write_text
 from edgecnn.rundir import MODEL, prepare_out_dir, write_config
+from edgecnn import transfer
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,11 @@ def distribution(name: str):
     import tensorflow as tf
 
     return tf.distribute.MirroredStrategy() if name == "mirrored" else tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _scope(strategy):
+    """The strategy's scope, where the model's variables are made (a null context without a strategy)."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,7 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
         for stale in (out / LOG_CSV, out / BEST):
             stale.unlink(missing_ok=True)
     strategy = distribution(cfg.strategy)
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+    with _scope(strategy):
         model = compile_model(build(spec), spec)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     callbacks = _callbacks(out, cfg, read_log(out / LOG_CSV))
@@ -268,7 +272,7 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
                       callbacks=callbacks + list(extra_callbacks), verbose=cfg.verbose)
         with data_errors():
             if cfg.freeze_epochs:
-                _fit_transfer(model, spec, cfg, out, fit_kw, strategy)
+                transfer.fit(model, spec, cfg, out, fit_kw, scope=lambda: _scope(strategy))
             else:
                 model.fit(**fit_kw, epochs=cfg.epochs)
     except BaseException:
@@ -294,54 +298,6 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     return TrainResult(run_dir=out, metrics=metrics, history=history, spec=spec, dataset=ds.summary(),
                        seconds=time.perf_counter() - t0, files=files, replicas=replicas)
-
-
-def is_head(layer) -> bool:
-    """The classifier head a transfer-learning recipe trains first: layers named head_* and the output `probs`."""
-    return layer.name.startswith("head_") or layer.name == "probs"
-
-
-def set_trainable(model, phase: str, fine_tune_at=None) -> None:
-    """`head`: only the head trains (the base frozen; its BatchNorm layers run in inference mode).
-    `fine`: layers from `fine_tune_at` (an index or a layer name; None: all) train too, BatchNorm kept frozen.
-    `all`: every layer trainable again, as the architecture built it (what model.keras records)."""
-    import keras
-
-    start = 0
-    if isinstance(fine_tune_at, str):
-        names = [layer.name for layer in model.layers]
-        if fine_tune_at not in names:
-            raise ConfigError(f"--fine-tune-at {fine_tune_at}: no layer of that name in {model.name}")
-        start = names.index(fine_tune_at)
-    elif fine_tune_at is not None:
-        start = int(fine_tune_at)
-    for i, layer in enumerate(model.layers):
-        if phase == "all":
-            layer.trainable = True
-        elif phase == "head":
-            layer.trainable = is_head(layer)
-        else:
-            layer.trainable = is_head(layer) or (i >= start and not isinstance(layer, keras.layers.BatchNormalization))
-
-
-def _fit_transfer(model, spec, cfg: "TrainConfig", out: Path, fit_kw: dict, strategy) -> None:
-    """The usual transfer-learning recipe: `freeze_epochs` epochs of the head alone on a frozen base, then the
-    layers from `fine_tune_at` unfrozen at `fine_tune_lr` (default: a tenth of the learning rate)."""
-    lr = float(spec.resolved()["learning_rate"])
-    def scope():
-        return strategy.scope() if strategy is not None else contextlib.nullcontext()
-
-    if not (cfg.resume and epochs_done(out) >= cfg.freeze_epochs):  # a resumed run past phase 1 skips it
-        set_trainable(model, "head")
-        with scope():
-            compile_model(model, spec)
-        model.fit(**fit_kw, epochs=cfg.freeze_epochs)
-    set_trainable(model, "fine", cfg.fine_tune_at)
-    with scope():
-        compile_model(model, spec, learning_rate=cfg.fine_tune_lr or lr / 10)
-    if cfg.epochs > cfg.freeze_epochs:
-        model.fit(**fit_kw, epochs=cfg.epochs, initial_epoch=cfg.freeze_epochs)
-    set_trainable(model, "all")
 
 
 def evaluate(model, ds: Dataset) -> dict:
