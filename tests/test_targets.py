@@ -90,27 +90,36 @@ def test_tflm_compares_with_the_reference_kernels_without_running_the_split_twic
 
 
 def test_arena_search_counts_a_crashing_size_as_too_small(monkeypatch, tmp_path):
-    """TFLM segfaults on some arenas a little too small (an int8 MobileNetV2 does): each size is tried in its own
-    child, so a crash only means "does not fit" and the search goes on."""
+    """TFLM segfaults on some arenas a little too small (an int8 MobileNetV2 does): the search runs in a child,
+    a size that kills it only means "does not fit", and a new child goes on from there."""
     import json
     import types
 
     from edgecnn.runtimes import tflm
 
-    tried = []
+    tried, children = [], []
 
     def child(path, mode, *args, timeout):
         if mode == "record":
             return types.SimpleNamespace(returncode=0, stdout=json.dumps({"fits": 100_000, "recorded": 60_000}),
                                          stderr="")
-        n = int(args[0])
-        tried.append(n)
-        return types.SimpleNamespace(returncode=0 if n >= 51_234 else -11, stdout="",
-                                     stderr="Failed to allocate tail memory")
+        lo, hi = map(int, args)
+        children.append((lo, hi))
+        lines = []
+        while lo < hi:  # the child's bisection; every size below 51,234 crashes it
+            mid = (lo + hi) // 2
+            tried.append(mid)
+            lines.append(f"try {mid}")
+            if mid < 51_234:
+                return types.SimpleNamespace(returncode=-11, stdout="\n".join(lines), stderr="Failed to allocate")
+            lines.append(f"fit {mid}")
+            hi = mid
+        lines.append(f"done {hi}")
+        return types.SimpleNamespace(returncode=0, stdout="\n".join(lines), stderr="")
 
     monkeypatch.setattr(tflm, "_child", child)
     assert tflm.arena_search(tmp_path / "m.tflite") == {"smallest": 51_234, "recorded": 60_000}
-    assert any(n < 51_234 for n in tried)  # crashing sizes were tried, and the search went on
+    assert any(n < 51_234 for n in tried) and len(children) > 1  # crashing sizes were tried, and the search went on
 
 
 def test_tflm_names_an_op_it_lacks(tmp_path):

@@ -6,8 +6,9 @@ per-channel FULLY_CONNECTED, which TFLM rounds twice and LiteRT 2.3 once (up to 
 model): the row's `max_int8_steps` says how far they are, 0 when exact, and export records TFLM's own figures
 (`parity_kernels.tflm`). The builtin optimized kernels, XNNPACK off, are further: 85 output steps apart on an int8
 MobileNetV2. The row adds `arena_bytes`, the smallest
-tensor arena that allocates and runs the model (searched by bisection, each size in its own child process: TFLM's
-Python API only prints its allocations, defaults to 10x the model, and can crash on an arena a little too small;
+tensor arena that allocates and runs the model (searched by bisection in a child process, a new one after a size
+that crashes it: TFLM's Python API only prints its allocations, defaults to 10x the model, and can crash on an arena
+a little too small;
 the session itself opens with an arena a child found to fit, since 10x is too small for a model whose activations
 outweigh its weights), and `flash_bytes`, the flatbuffer an MCU keeps in flash (code not included).
 Latency is this host's CPU running TFLM's portable kernels, not a microcontroller's: the note says so.
@@ -34,10 +35,12 @@ from edgecnn.errors import ModelError
 from edgecnn.native import native_stderr, package_version
 from edgecnn.runtimes.base import Runtime, RuntimeOptions, Session, Unavailable, from_output, to_input
 
-# Run in a child, one arena size per process: TFLM can crash (SIGSEGV) on an arena a little too small, as it does
-# on an int8 MobileNetV2 ("Failed to allocate tail memory"), so a crash must only mean "does not fit".
-# `probe N`: exit 0 when an N-byte arena allocates and invokes. `record`: the smallest power-of-two multiple of 10x
-# the model that fits, and TFLM's own total there (print_allocations prints it and returns nothing).
+# Run in a child: TFLM can crash (SIGSEGV) on an arena a little too small, as it does on an int8 MobileNetV2
+# ("Failed to allocate tail memory"), so a crash must only mean "does not fit".
+# `search LO HI`: bisection for the smallest arena in [LO, HI] that allocates and invokes, printing "try N" before
+# each size and "fit N" or "nofit N" after it (flushed), then "done N": a crash leaves "try N" last, and the parent
+# goes on from there in a new child. `record`: the smallest power-of-two multiple of 10x the model that fits, and
+# TFLM's own total there (print_allocations prints it and returns nothing).
 _ARENA_CHILD = r"""
 import json, os, sys, tempfile
 import numpy as np
@@ -52,8 +55,16 @@ def ok(n):
         return it
     except RuntimeError:
         return None
-if sys.argv[2] == "probe":
-    sys.exit(0 if ok(int(sys.argv[3])) else 1)
+if sys.argv[2] == "search":
+    lo, hi = int(sys.argv[3]), int(sys.argv[4])
+    while lo < hi:
+        mid = (lo + hi) // 2
+        print("try", mid, flush=True)
+        fit = ok(mid) is not None
+        print("fit" if fit else "nofit", mid, flush=True)
+        lo, hi = (lo, mid) if fit else (mid + 1, hi)
+    print("done", hi, flush=True)
+    sys.exit(0)
 hi = max(len(data) * 10, 4096)
 while not ok(hi):
     hi *= 2
@@ -106,11 +117,13 @@ def arena_that_fits(path, timeout: float = 120.0) -> dict:
 
 def arena_search(path, timeout: float = 300.0, fits: dict | None = None) -> dict:
     """{"smallest": bytes, "recorded": TFLM's own total} for `path`: the smallest arena in [recorded / 2, the size
-    that fits] that allocates and invokes, by bisection, each size tried in its own child process (a crash
-    there is a size that does not fit, not a failed search). `fits`: `arena_that_fits`' answer, when known.
+    that fits] that allocates and invokes, by bisection in a child process; a size that crashes the child is one
+    that does not fit, and the search goes on from there in a new child. `fits`: `arena_that_fits`' answer, when
+    known.
 
     Raises:
-        RuntimeError: the model does not run in TFLM at any arena size, with the child's last line.
+        RuntimeError: the model does not run in TFLM at any arena size, with the child's last line; the search
+            took over `timeout` seconds.
     """
     import time
 
@@ -119,14 +132,29 @@ def arena_search(path, timeout: float = 300.0, fits: dict | None = None) -> dict
     recorded, hi = out["recorded"], int(out["fits"])
     lo = max(1024, (recorded or 2048) // 2)
     while lo < hi:
-        mid = (lo + hi) // 2
         left = deadline - time.monotonic()
         if left <= 0:
             raise RuntimeError(f"TFLite Micro arena search took over {timeout:.0f} s")
-        if _child(path, "probe", mid, timeout=left).returncode == 0:
-            hi = mid
-        else:
-            lo = mid + 1
+        try:
+            p = _child(path, "search", lo, hi, timeout=left)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"TFLite Micro arena search took over {timeout:.0f} s") from None
+        trying = None
+        for word, n in (ln.split() for ln in p.stdout.splitlines() if ln.strip()):
+            n = int(n)
+            if word == "try":
+                trying = n
+            elif word == "fit":
+                hi, trying = n, None
+            elif word == "nofit":
+                lo, trying = n + 1, None
+            elif word == "done":
+                hi, lo, trying = n, n, None
+        if trying is not None:  # the child died on this size: it does not fit
+            lo = trying + 1
+        elif p.returncode != 0 and lo < hi:
+            tail = [ln for ln in p.stderr.splitlines() if ln.strip()][-1:] or [f"exit {p.returncode}"]
+            raise RuntimeError(f"TFLite Micro arena search failed: {tail[0]}")
     return {"smallest": hi, "recorded": recorded}
 
 
