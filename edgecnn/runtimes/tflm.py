@@ -140,7 +140,7 @@ def arena_search(path, timeout: float = 300.0, fits: dict | None = None) -> dict
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"TFLite Micro arena search took over {timeout:.0f} s") from None
         trying = None
-        for word, n in (ln.split() for ln in p.stdout.splitlines() if ln.strip()):
+        for word, n in re.findall(r"^(try|fit|nofit|done) (\d+)$", p.stdout, flags=re.M):  # TFLM's own lines aside
             n = int(n)
             if word == "try":
                 trying = n
