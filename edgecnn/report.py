@@ -31,6 +31,7 @@ h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-botto
 table { border-collapse: collapse; margin: .5rem 0; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; } td.n { text-align: right; white-space: nowrap; }
 td.w { overflow-wrap: anywhere; min-width: 9rem; } table.wide { font-size: 13px; }
+table.wide th, table.wide td { padding: 3px 6px; }
 div.scroll { overflow-x: auto; }
 tr.skipped td { color: #888; } tr.failed td { color: #b00; }
 img { max-width: 100%; border: 1px solid #eee; margin: .5rem 0; display: block; }
@@ -50,8 +51,9 @@ window.addEventListener('load', () => {
   document.body.dataset.images = imgs.length;
   document.body.dataset.broken = broken;
   document.body.dataset.errors = window.__errors.length;
+  const right = document.body.getBoundingClientRect().right - parseFloat(getComputedStyle(document.body).paddingRight);
   document.body.dataset.overflow = Array.from(document.querySelectorAll('table, pre, img'))
-    .filter(t => t.getBoundingClientRect().right > document.body.getBoundingClientRect().right + 1).length;
+    .filter(t => t.getBoundingClientRect().right > right + 1).length;  // past the text column, not the page's margin
   const f = document.getElementById('selfcheck');
   if (f) f.textContent = imgs.length + ' image(s), ' + broken + ' not drawn';
 });

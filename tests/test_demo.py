@@ -37,6 +37,7 @@ def test_demo_runs_the_whole_pipeline_and_passes_its_gates(tmp_path):
     if _browser.CHROMIUM:  # the done-when of issue 13: the demo's report renders with every image drawn
         seen = _browser.load(out / "report.html")
         assert seen["images"] >= 6 and seen["broken"] == 0 and seen["errors"] == 0 and not seen["console"], seen
+        assert seen["overflow"] == 0, seen  # the bench table (every backend's row) fits a 1300-pixel window
 
 
 def test_demo_refuses_a_used_run_directory_in_one_line(tmp_path):
