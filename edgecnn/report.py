@@ -30,8 +30,8 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1100
 h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: .5rem 0; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; } td.n { text-align: right; white-space: nowrap; }
-td.w { overflow-wrap: anywhere; min-width: 9rem; } table.wide { font-size: 13px; }
-table.wide th, table.wide td { padding: 3px 6px; }
+td.w { overflow-wrap: anywhere; min-width: 8rem; } table.wide { font-size: 13px; }
+table.wide th, table.wide td { padding: 3px 5px; }
 div.scroll { overflow-x: auto; }
 tr.skipped td { color: #888; } tr.failed td { color: #b00; }
 img { max-width: 100%; border: 1px solid #eee; margin: .5rem 0; display: block; }
@@ -246,7 +246,7 @@ def _bench_section(bench_dir: Path, doc: dict) -> str:
         out.append(_img(png, png.name))
     if boards:
         out += ["<h2>Devices and boards</h2>",
-                _table(("device", *headers), boards, numeric=(5, 6, 7, 8, 9, 10), wrap=(12,))]
+                _table(("device", *headers), boards, numeric=(5, 6, 7, 8, 9, 10), wrap=(0, 12))]
     return "\n".join(out)
 
 

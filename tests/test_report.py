@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -49,6 +50,23 @@ def test_report_renders_in_a_browser_with_every_image(benched):
     assert seen["images"] >= 5 and seen["broken"] == 0 and seen["errors"] == 0 and not seen["console"], seen
     # every table fits a 1300-pixel window: the notes naming libraries and paths break inside words
     assert seen["overflow"] == 0, seen
+
+
+@needs_chromium
+def test_board_rows_fit_the_page_beside_the_local_ones(benched, tmp_path):
+    """Rows measured on a board (bench --remote) get their own table, one column wider: it fits a 1300-pixel
+    window too, the board's description wrapping rather than pushing the notes behind a scrollbar."""
+    run = copy_run(benched, tmp_path / "run")
+    shutil.copytree(benched / "bench", run / "bench")
+    doc = json.loads((run / "bench" / "bench.json").read_text())
+    board = "pi@raspberrypi.local (Raspberry Pi 5 Model B Rev 1.0, aarch64, Debian 12)"
+    doc["rows"] += [dict(r, device=board) for r in doc["rows"] if r["backend"] == "tflite"]
+    (run / "bench" / "bench.json").write_text(json.dumps(doc))
+    assert cli("report", run).exit_code == 0
+    page = run / "report.html"
+    assert "Devices and boards" in page.read_text() and "raspberrypi.local" in page.read_text()
+    seen = _browser.load(page)
+    assert seen["overflow"] == 0 and seen["errors"] == 0, seen
 
 
 def test_report_command_writes_the_page(exported, tmp_path):
