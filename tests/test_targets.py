@@ -122,6 +122,28 @@ def test_arena_search_counts_a_crashing_size_as_too_small(monkeypatch, tmp_path)
     assert any(n < 51_234 for n in tried) and len(children) > 1  # crashing sizes were tried, and the search went on
 
 
+def test_arena_search_fails_at_once_when_the_child_ends_without_an_answer(monkeypatch, tmp_path):
+    """A child that exits without finishing and without dying on a size (say, tflite_micro fails to import) is a
+    failed search with its last line, not the same range tried again until the timeout."""
+    import types
+
+    from edgecnn.runtimes import tflm
+
+    calls = []
+
+    def child(path, mode, *args, timeout):
+        calls.append(mode)
+        return types.SimpleNamespace(returncode=1, stdout="", stderr="ModuleNotFoundError: No module named 'x'")
+
+    monkeypatch.setattr(tflm, "_child", child)
+    with pytest.raises(RuntimeError, match="arena search failed: ModuleNotFoundError"):
+        tflm.arena_search(tmp_path / "m.tflite", fits={"fits": 100_000, "recorded": 60_000})
+    assert calls == ["search"]
+    monkeypatch.setattr(tflm, "_child", lambda *a, timeout: types.SimpleNamespace(returncode=0, stdout="", stderr=""))
+    with pytest.raises(RuntimeError, match="arena search failed: exit 0"):
+        tflm.arena_search(tmp_path / "m.tflite", fits={"fits": 100_000, "recorded": 60_000})
+
+
 def test_tflm_names_an_op_it_lacks(tmp_path):
     import tensorflow as tf
 

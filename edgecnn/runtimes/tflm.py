@@ -131,14 +131,15 @@ def arena_search(path, timeout: float = 300.0, fits: dict | None = None) -> dict
     out = fits or arena_that_fits(path, timeout)
     recorded, hi = out["recorded"], int(out["fits"])
     lo = max(1024, (recorded or 2048) // 2)
+    too_long = f"TFLite Micro arena search took over {timeout:.0f} s"
     while lo < hi:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise RuntimeError(f"TFLite Micro arena search took over {timeout:.0f} s")
+            raise RuntimeError(too_long)
         try:
             p = _child(path, "search", lo, hi, timeout=left)
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f"TFLite Micro arena search took over {timeout:.0f} s") from None
+            raise RuntimeError(too_long) from None
         trying = None
         for word, n in re.findall(r"^(try|fit|nofit|done) (\d+)$", p.stdout, flags=re.M):  # TFLM's own lines aside
             n = int(n)
@@ -152,7 +153,7 @@ def arena_search(path, timeout: float = 300.0, fits: dict | None = None) -> dict
                 hi, lo, trying = n, n, None
         if trying is not None:  # the child died on this size: it does not fit
             lo = trying + 1
-        elif p.returncode != 0 and lo < hi:
+        elif lo < hi:  # it ended without finishing and not on a size: a failure, never a retry of the same range
             tail = [ln for ln in p.stderr.splitlines() if ln.strip()][-1:] or [f"exit {p.returncode}"]
             raise RuntimeError(f"TFLite Micro arena search failed: {tail[0]}")
     return {"smallest": hi, "recorded": recorded}
