@@ -458,6 +458,7 @@ def test_strict_threshold_fails_and_writes_nothing(digits_run, tmp_path):
     assert not (run / "export" / "model_int8.tflite").exists() and not (run / "export" / "manifest.json").exists()
 
 
+@pytest.mark.slow  # 18-32 s of QAT child process; QAT stays in the default suite through imports and --quant auto
 def test_qat_tiny_model(digits_run, tmp_path):
     """QAT in its child process: int8 written, accuracy before/after reported, Keras 3 process untouched."""
     from edgecnn.export import ExportConfig, export
