@@ -216,6 +216,8 @@ def _export_section(manifest: dict, run: Optional[Path] = None) -> str:
 
 
 def _bench_section(bench_dir: Path, doc: dict) -> str:
+    from edgecnn.contracts.rows import skipped_groups
+
     rows, classes, boards = [], [], []
     for r in doc.get("rows", []):
         lat = r.get("latency") or {}
@@ -224,9 +226,13 @@ def _bench_section(bench_dir: Path, doc: dict) -> str:
                  _f(r.get("max_abs_diff"), ".2g"), _f(lat.get("median_ms"), ".4g"), _f(lat.get("p90_ms"), ".4g"),
                  r.get("integrity"), r.get("reason") or r.get("note") or "")
         local = not r.get("device") or str(r.get("device")).startswith("local")
-        (rows if local else boards).append(cells if local else (r.get("device"), *cells))
-        if local:
+        if not local:
+            boards.append((r.get("device"), *cells))
+        elif r.get("status") != "skipped":  # skipped rows: below, each runtime's reason once
+            rows.append(cells)
             classes.append(r.get("status") or "")
+    groups = [g for g in skipped_groups(doc.get("rows", [])) if not g[1] or str(g[1]).startswith("local")]
+    skipped = [(b, ", ".join(arts), why) for b, _, arts, why in groups]
     headers = ("artifact", "backend", "accelerator", "status", "accuracy", "drop (pts)", "agreement", "max |dp|",
                "median ms", "p90 ms", "integrity", "reason / note")
     violations = doc.get("violations") or []
@@ -239,7 +245,11 @@ def _bench_section(bench_dir: Path, doc: dict) -> str:
     out = ["<h2>Bench</h2>",
            f"<p class=muted>{_e(host.get('cpu'))}, {_e(host.get('cpus'))} CPUs, {_e(host.get('os'))}; "
            f"{_e(doc.get('settings', {}).get('threads'))} thread(s); {_e(doc.get('settings', {}).get('timing'))}</p>",
-           verdict, _table(headers, rows, numeric=(4, 5, 6, 7, 8, 9), row_class=classes, wrap=(11,))]
+           verdict, _table(headers, rows, numeric=(4, 5, 6, 7, 8, 9), row_class=classes, wrap=(11,)) if rows else ""]
+    if skipped:
+        out += [f"<p class=muted>Skipped: {sum(len(g[2]) for g in groups)} row(s), each "
+                "runtime's reason once (bench.json has every row).</p>",
+                _table(("backend", "artifacts", "reason"), skipped, row_class=["skipped"] * len(skipped), wrap=(2,))]
     for png in ("latency.png", "accuracy_vs_latency.png"):
         out.append(_img(bench_dir / png, png))
     for png in sorted(bench_dir.glob("confusion_*_vs_keras.png")):

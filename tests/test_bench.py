@@ -74,6 +74,27 @@ def test_accelerator_rows_are_skipped_with_the_runtimes_reason(full):
                 assert r.reason.startswith(f"no {word}") and "(" in r.reason and r.latency is None
             else:
                 assert r.status == "ok" and "is_fully_accelerated" in r.note
+        if all(r.status == "skipped" for r in rows):  # the same reason for each artifact: reports say it once
+            assert len({r.reason for r in rows}) == 1, [r.reason for r in rows]
+
+
+def test_a_missing_vulkan_loader_reads_the_same_with_or_without_litert_s_log(monkeypatch):
+    """LiteRT logs "Couldn't load Vulkan" on a process's first GPU attempt only; the reason must not change."""
+    import ctypes
+
+    from edgecnn.runtimes.litert import _gpu_reason
+
+    logs = ["WebGPU environment: INTERNAL: No adapters found",
+            "Couldn't load Vulkan: libvulkan.so.1: cannot open shared object file: No such file or directory"]
+
+    def no_loader(name, *a, **k):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_loader)
+    first, later = _gpu_reason(logs, RuntimeError("x")), _gpu_reason(logs[:1], RuntimeError("x"))
+    assert first == later and "no Vulkan loader (libvulkan.so.1)" in first and "WebGPU: INTERNAL" in first
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: object())  # a loader, and what Vulkan itself said
+    assert "Vulkan: libvulkan.so.1: cannot open" in _gpu_reason(logs, RuntimeError("x"))
 
 
 def test_reports_json_md_and_plots(full):

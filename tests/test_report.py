@@ -68,6 +68,40 @@ def test_board_rows_fit_the_page_beside_the_local_ones(benched, tmp_path):
     assert seen["overflow"] == 0 and seen["errors"] == 0, seen
 
 
+def test_a_runtime_that_skips_every_artifact_says_why_once(benched, tmp_path):
+    """A runtime that is not installed or has no hardware skips each artifact for the same reason: the terminal
+    footnotes, bench.md and the page say it once, naming the artifacts, and the page's bench table holds the rows
+    that ran; failed rows keep a line each; bench.json keeps every row."""
+    from types import SimpleNamespace
+
+    from edgecnn.bench.report import footnotes
+    from edgecnn.contracts.rows import Row
+
+    why = "no GPU: LiteRT's GPU accelerator could not start (WebGPU: no adapter; Vulkan: no loader)"
+    extra = [Row(artifact=a, backend="litert-gpu", status="skipped", reason=why)
+             for a in ("tflite_fp32", "tflite_int8")]
+    extra += [Row(artifact="tflite_fp32", backend="ethos-u", status="skipped", reason="not int8: 0 ops on the NPU"),
+              Row(artifact="onnx_int8", backend="openvino", status="failed", reason="boom"),
+              Row(artifact="tflite_int8", backend="litert-gpu", status="skipped", reason=why, device="pi@board")]
+    lines = footnotes(SimpleNamespace(rows=extra, settings={}))
+    assert lines[:4] == ["failed: onnx_int8 on openvino: boom",
+                         f"skipped: tflite_fp32, tflite_int8 on litert-gpu: {why}",
+                         "skipped: tflite_fp32 on ethos-u: not int8: 0 ops on the NPU",
+                         f"skipped: tflite_int8 on litert-gpu @pi@board: {why}"]
+
+    run = shutil.copytree(benched, tmp_path / "run")
+    doc = json.loads((run / "bench" / "bench.json").read_text())
+    ran = [r for r in doc["rows"] if r["status"] != "skipped"]
+    doc["rows"] = ran + [r.to_dict() for r in extra[:4]]
+    (run / "bench" / "bench.json").write_text(json.dumps(doc))
+    assert cli("report", run).exit_code == 0
+    page = (run / "report.html").read_text()
+    bench_html = page[page.index("<h2>Bench</h2>"):]
+    assert bench_html.count("WebGPU: no adapter") == 1 and "tflite_fp32, tflite_int8" in bench_html
+    assert bench_html.count('<tr class="skipped">') == 2 and "Skipped: 3 row(s)" in bench_html  # two reasons
+    assert bench_html.count('<tr class="failed">') == 1 and bench_html.count('<tr class="ok">') == len(ran)
+
+
 def test_report_command_writes_the_page(exported, tmp_path):
     run = copy_run(exported, tmp_path / "run")
     (run / "report.html").unlink(missing_ok=True)

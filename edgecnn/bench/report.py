@@ -7,6 +7,7 @@ from typing import Optional
 
 import numpy as np
 
+from edgecnn.contracts.rows import skipped_groups
 from edgecnn.io import atomic_path, write_json, write_text
 
 def ms(v: Optional[float]) -> str:
@@ -82,12 +83,16 @@ def target_figures(r) -> Optional[str]:
 
 
 def footnotes(result) -> list:
-    """Reasons of skipped and failed rows, row notes, and how the timing was taken."""
-    def where(r) -> str:
-        return f"{r.artifact} on {r.backend}" + ("" if not r.device or r.device.startswith("local") else
-                                                 f" @{r.device}")
+    """Reasons of skipped rows (once for the artifacts one runtime skips alike) and of failed rows, row notes,
+    and how the timing was taken."""
+    def on(backend, device) -> str:
+        return f" on {backend}" + ("" if not device or device.startswith("local") else f" @{device}")
 
-    lines = [f"{r.status}: {where(r)}: {r.reason}" for r in result.rows if r.status != "ok"]
+    def where(r) -> str:
+        return r.artifact + on(r.backend, r.device)
+
+    lines = [f"failed: {where(r)}: {r.reason}" for r in result.rows if r.status == "failed"]
+    lines += [f"skipped: {', '.join(arts)}{on(b, d)}: {why}" for b, d, arts, why in skipped_groups(result.rows)]
     lines += [f"{r.backend}: {where(r)}: {target_figures(r)}" for r in result.rows if target_figures(r)]
     lines += [f"note: {where(r)}: {r.note}" for r in result.rows if r.note]
     lines.append(f"timing: {result.settings.get('timing')}; latency at batch 1, throughput at batch "

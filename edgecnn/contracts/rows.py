@@ -49,4 +49,17 @@ Row = dataclasses.make_dataclass(
 )
 Row.__module__ = __name__
 
-__all__ = ["INTEGRITY", "REFUSED", "Row", "ROW_KEYS", "STATUSES"]
+
+def skipped_groups(rows) -> list:
+    """The skipped rows (`Row`s or bench.json dicts) grouped by runtime, device and reason, in the order they
+    first appear, as (backend, device, [artifacts], reason): a runtime that is not installed or has no hardware
+    skips every artifact for the same reason, which a report says once."""
+    groups: dict = {}
+    for r in rows:
+        get = r.get if isinstance(r, dict) else lambda k, r=r: getattr(r, k)
+        if get("status") == "skipped":
+            groups.setdefault((get("backend"), get("device"), get("reason")), []).append(get("artifact"))
+    return [(b, d, arts, why) for (b, d, why), arts in groups.items()]
+
+
+__all__ = ["INTEGRITY", "REFUSED", "Row", "ROW_KEYS", "STATUSES", "skipped_groups"]

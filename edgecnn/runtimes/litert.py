@@ -39,9 +39,14 @@ def _pick(logs: list, patterns) -> list:
 
 
 def _vulkan_state(logs: list) -> str:
-    """What Vulkan (WebGPU's backend on Linux) said, or what is missing."""
+    """What is missing for Vulkan (WebGPU's backend on Linux), or what it said. The missing loader is checked
+    first: LiteRT logs it on the first attempt in a process only, and every row must give the same reason."""
     import ctypes
 
+    try:
+        ctypes.CDLL("libvulkan.so.1")
+    except OSError:
+        return "no Vulkan loader (libvulkan.so.1) on this machine"
     for pattern, text in ((r"Couldn't load Vulkan: (.*)", "{}"),
                           (r"vkCreateInstance: (Found no drivers)", "no Vulkan driver: vkCreateInstance found no ICD "
                            "(in a container, NVIDIA_DRIVER_CAPABILITIES must include 'graphics')")):
@@ -49,10 +54,6 @@ def _vulkan_state(logs: list) -> str:
             m = re.search(pattern, ln)
             if m:
                 return text.format(m.group(1))
-    try:
-        ctypes.CDLL("libvulkan.so.1")
-    except OSError:
-        return "no Vulkan loader (libvulkan.so.1) on this machine"
     return ""
 
 
