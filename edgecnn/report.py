@@ -143,16 +143,19 @@ def _auto_html(name: str, auto: dict) -> str:
            f"conv/dense MACs on int8. Chosen: <b>{_e(auto.get('chosen'))}</b>, "
            f"{_f(share, '.1%') or '-'} of the MACs on int8; "
            + (f"kept in float: {_e(', '.join(kept))}." if kept else "fully int8.") + "</p>"]
+    attempts = auto.get("attempts", [])
+    tested = any("test_flips" in a for a in attempts)  # one attempt: its test figures are the artifact's, above
     rows = [(a.get("name"), len(a.get("kept_float") or []), _f(a.get("int8_mac_share"), ".1%"),
              f"{a['size_bytes'] / 1024:.1f} KiB" if a.get("size_bytes") else "",
              _f(a.get("val_agreement"), ".4f"), _differ(a, "val"), _f(a.get("val_accuracy_drop_pts"), "+.2f"),
-             _f(a.get("test_agreement"), ".4f"), _differ(a, "test"), _f(a.get("test_accuracy_drop_pts"), "+.2f"),
+             *((_f(a.get("test_agreement"), ".4f"), _differ(a, "test"), _f(a.get("test_accuracy_drop_pts"), "+.2f"))
+               if tested else ()),
              "yes" if a.get("meets") else ("error: " + a["error"] if a.get("error") else "no"))
-            for a in auto.get("attempts", [])]
-    out.append(_table(("attempt", "layers in float", "int8 MACs", "size", "val agreement", "val differ",
-                       "val drop (pts)", "test agreement", "test differ", "test drop (pts)", "meets targets"),
-                      rows, numeric=(1, 2, 3, 4, 5, 6, 7, 8, 9)))
-    if any("test_flips" in a for a in auto.get("attempts", [])):
+            for a in attempts]
+    headers = ("attempt", "layers in float", "int8 MACs", "size", "val agreement", "val differ", "val drop (pts)",
+               *(("test agreement", "test differ", "test drop (pts)") if tested else ()), "meets targets")
+    out.append(_table(headers, rows, numeric=tuple(range(1, len(headers) - 1))))
+    if tested:
         out.append("<p class=muted>Test figures are measured after the choice and never used for it.</p>")
     floors = auto.get("rounding_floors") or {}
     if floors:

@@ -29,6 +29,10 @@ def test_auto_keeps_plain_ptq_when_it_meets_the_targets(digits_run, tmp_path):
     assert entry["quant"] == "auto" and auto["chosen"] == "ptq" and auto["kept_float"] == []
     assert len(auto["attempts"]) == 1 and auto["int8_mac_share"] == 1.0  # fully int8, as plain PTQ
     assert "test_flips" not in auto["attempts"][0]  # one attempt: its test figures are the artifact's parity
+    from edgecnn.report import write_report
+
+    page = write_report(run).read_text()  # so the recipe's table has no empty test columns
+    assert "<h3>--quant auto (tflite_int8)</h3>" in page and "val differ" in page and "test differ" not in page
     assert auto["targets"] == {"min_agreement": 0.9, "max_acc_drop_pts": 5.0, "min_int8_macs": 0.8,
                                "split": "validation"}
 
