@@ -180,6 +180,21 @@ def test_manifest_records_the_int8_figures_of_each_cpu_kernel_set(exported, data
     assert kernels["reference"]["predictions_sha256"] == predictions_digest(pred)
 
 
+def test_the_summary_says_once_what_several_kernel_sets_share():
+    from edgecnn.cli.export import kernel_lines
+
+    fig = {"accuracy": 0.9889, "accuracy_drop": -0.28, "top1_agreement": 0.9972}
+    a = {"name": "tflite_int8", "parity": {"accuracy": 0.9861, "top1_agreement": 1.0},
+         "parity_kernels": {"builtin": dict(fig), "reference": dict(fig), "tflm": dict(fig),
+                            "qdq": {"accuracy": 0.9861, "accuracy_drop": 0.0, "top1_agreement": 1.0},  # as verified
+                            "other": {"accuracy": 0.98, "accuracy_drop": 0.56, "top1_agreement": 0.99}}}
+    lines = kernel_lines(a)
+    assert len(lines) == 2 and lines[0].startswith("tflite_int8 on the builtin kernels (XNNPACK off), on the "
+                                                   "reference kernels (TFLite Micro's arithmetic) and on TFLite Micro")
+    assert "accuracy 0.9889, drop -0.28 pts, agreement 99.72%" in lines[0]
+    assert lines[1].startswith("tflite_int8 on the other kernels: accuracy 0.9800, drop +0.56 pts, agreement 99.00%")
+
+
 def test_a_model_tflite_micro_cannot_load_skips_its_record_and_keeps_the_others(exported, dataset, monkeypatch):
     """TFLite Micro lacking an op (or taking batch 1 only) is a skipped tflm record, not a failed export; an error on
     LiteRT's own kernels still fails it."""

@@ -35,6 +35,20 @@ def _attempt_text(t: dict) -> str:
     return text
 
 
+def kernel_lines(a: dict) -> list:
+    """A line for each figure an int8 artifact has on other kernels than those it was verified on: kernel sets
+    with the same figures share one line (TFLite Micro and the reference kernels usually do)."""
+    p, groups = a["parity"], {}
+    for kernels, b in (a.get("parity_kernels") or {}).items():
+        if "accuracy" in b and (b["accuracy"], b["top1_agreement"]) != (p["accuracy"], p["top1_agreement"]):
+            groups.setdefault((b["accuracy"], b["accuracy_drop"], b["top1_agreement"]), []).append(
+                KERNEL_TEXT.get(kernels, f"on the {kernels} kernels"))
+    return [f"{a['name']} {' and '.join([', '.join(where[:-1]), where[-1]] if len(where) > 1 else where)}: "
+            f"accuracy {acc:.4f}, drop {drop:+.2f} pts, agreement {agree * 100:.2f}%; the kernels round int8 "
+            "differently and this model is sensitive to it (the manifest records each)"
+            for (acc, drop, agree), where in groups.items()]
+
+
 def print_export_summary(result, gates=None) -> None:
     """The per-artifact table: size and int8/fp32 ratio, accuracy, drop, agreement, max abs diff."""
     from edgecnn.reporting import print_table
@@ -53,13 +67,8 @@ def print_export_summary(result, gates=None) -> None:
     print_table(title, ("artifact", "quant", "size", "int8/fp32", "accuracy", "drop pts", "agreement", "max |diff|"),
                 rows, console=_console(), no_wrap=True)
     for a in result.artifacts:
-        p = a["parity"]
-        for kernels, b in (a.get("parity_kernels") or {}).items():
-            if "accuracy" in b and (b["accuracy"], b["top1_agreement"]) != (p["accuracy"], p["top1_agreement"]):
-                click.echo(wrap(f"{a['name']} {KERNEL_TEXT.get(kernels, f'on the {kernels} kernels')}"
-                                f": accuracy {b['accuracy']:.4f}, drop {b['accuracy_drop']:+.2f} pts, agreement "
-                                f"{b['top1_agreement'] * 100:.2f}%; the kernels round int8 differently and this "
-                                "model is sensitive to it (the manifest records each)"))
+        for line in kernel_lines(a):
+            click.echo(wrap(line))
         qat = a["details"].get("qat")
         if qat:
             vs = a["details"].get("against_ptq")
