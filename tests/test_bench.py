@@ -94,7 +94,10 @@ def test_a_missing_vulkan_loader_reads_the_same_with_or_without_litert_s_log(mon
     first, later = _gpu_reason(logs, RuntimeError("x")), _gpu_reason(logs[:1], RuntimeError("x"))
     assert first == later and "no Vulkan loader (libvulkan.so.1)" in first and "WebGPU: INTERNAL" in first
     monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: object())  # a loader, and what Vulkan itself said
-    assert "Vulkan: libvulkan.so.1: cannot open" in _gpu_reason(logs, RuntimeError("x"))
+    monkeypatch.setattr("edgecnn.runtimes.litert._VULKAN_SAID", {})
+    nodriver = logs[:1] + ["vkCreateInstance: Found no drivers!"]
+    first, later = _gpu_reason(nodriver, RuntimeError("x")), _gpu_reason(logs[:1], RuntimeError("x"))
+    assert first == later and "no Vulkan driver: vkCreateInstance found no ICD" in first
 
 
 def test_reports_json_md_and_plots(full):

@@ -38,9 +38,12 @@ def _pick(logs: list, patterns) -> list:
     return [ln.strip().lstrip("└ ").strip() for ln in logs if any(p in ln for p in patterns)]
 
 
+_VULKAN_SAID: dict = {}  # what Vulkan said in this process: LiteRT logs it on the first GPU attempt only
+
+
 def _vulkan_state(logs: list) -> str:
-    """What is missing for Vulkan (WebGPU's backend on Linux), or what it said. The missing loader is checked
-    first: LiteRT logs it on the first attempt in a process only, and every row must give the same reason."""
+    """What is missing for Vulkan (WebGPU's backend on Linux), or what it said, the same for every row of a
+    process (LiteRT logs Vulkan's failure on the first attempt only)."""
     import ctypes
 
     try:
@@ -53,8 +56,9 @@ def _vulkan_state(logs: list) -> str:
         for ln in logs:
             m = re.search(pattern, ln)
             if m:
-                return text.format(m.group(1))
-    return ""
+                _VULKAN_SAID["text"] = text.format(m.group(1))
+                return _VULKAN_SAID["text"]
+    return _VULKAN_SAID.get("text", "")
 
 
 def _gpu_reason(logs: list, err: Exception) -> str:
