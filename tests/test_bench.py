@@ -76,6 +76,8 @@ def test_accelerator_rows_are_skipped_with_the_runtimes_reason(full):
                 assert r.status == "ok" and "is_fully_accelerated" in r.note
         if all(r.status == "skipped" for r in rows):  # the same reason for each artifact: reports say it once
             assert len({r.reason for r in rows}) == 1, [r.reason for r in rows]
+    int8_cpu = full.row("tflite_int8", "litert-cpu")  # int8 SOFTMAX is not XNNPACK's: the note says where to look
+    assert int8_cpu.note.startswith("LiteRT is_fully_accelerated: no (`edgecnn inspect model_int8.tflite` lists")
 
 
 def test_a_missing_vulkan_loader_reads_the_same_with_or_without_litert_s_log(monkeypatch):

@@ -143,7 +143,9 @@ class LitertSession(Session):
         self.out_dtype = np.dtype(self.outputs[0]["dtype"])
         self.fully = self.model.is_fully_accelerated()
         self.accelerator = variant
-        self.note = f"LiteRT is_fully_accelerated: {'yes' if self.fully else 'no'}"
+        self.note = f"LiteRT is_fully_accelerated: {'yes' if self.fully else 'no'}" + (
+            f" (`edgecnn inspect {Path(path).name}` lists the ops XNNPACK leaves to the builtin kernels)"
+            if variant == "cpu" and not self.fully else "")
         self.ibuf = self.model.create_input_buffer_by_name(self.sig, self.in_name)
         self.obuf = self.model.create_output_buffer_by_name(self.sig, self.out_name)
         self.imap, self.omap = {self.in_name: self.ibuf}, {self.out_name: self.obuf}
