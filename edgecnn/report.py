@@ -219,7 +219,7 @@ def _export_section(manifest: dict, run: Optional[Path] = None) -> str:
 
 
 def _bench_section(bench_dir: Path, doc: dict) -> str:
-    from edgecnn.contracts.rows import skipped_groups
+    from edgecnn.contracts.rows import is_local, skipped_groups
 
     rows, classes, boards = [], [], []
     for r in doc.get("rows", []):
@@ -228,13 +228,12 @@ def _bench_section(bench_dir: Path, doc: dict) -> str:
                  _f(r.get("accuracy"), ".4f"), _f(r.get("accuracy_drop"), "+.2f"), _f(r.get("agreement"), ".4f"),
                  _f(r.get("max_abs_diff"), ".2g"), _f(lat.get("median_ms"), ".4g"), _f(lat.get("p90_ms"), ".4g"),
                  r.get("integrity"), r.get("reason") or r.get("note") or "")
-        local = not r.get("device") or str(r.get("device")).startswith("local")
-        if not local:
+        if not is_local(r.get("device")):
             boards.append((r.get("device"), *cells))
         elif r.get("status") != "skipped":  # skipped rows: below, each runtime's reason once
             rows.append(cells)
             classes.append(r.get("status") or "")
-    groups = [g for g in skipped_groups(doc.get("rows", [])) if not g[1] or str(g[1]).startswith("local")]
+    groups = [g for g in skipped_groups(doc.get("rows", [])) if is_local(g[1])]
     skipped = [(b, ", ".join(arts), why) for b, _, arts, why in groups]
     headers = ("artifact", "backend", "accelerator", "status", "accuracy", "drop (pts)", "agreement", "max |dp|",
                "median ms", "p90 ms", "integrity", "reason / note")

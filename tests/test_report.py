@@ -70,8 +70,8 @@ def test_board_rows_fit_the_page_beside_the_local_ones(benched, tmp_path):
 
 def test_a_runtime_that_skips_every_artifact_says_why_once(benched, tmp_path):
     """A runtime that is not installed or has no hardware skips each artifact for the same reason: the terminal
-    footnotes, bench.md and the page say it once, naming the artifacts, and the page's bench table holds the rows
-    that ran; failed rows keep a line each; bench.json keeps every row."""
+    footnotes (which bench.md prints too) and the page say it once, naming the artifacts, and the page's bench
+    table holds the rows that ran; failed rows keep a line each."""
     from types import SimpleNamespace
 
     from edgecnn.bench.report import footnotes

@@ -14,7 +14,7 @@ from edgecnn.bench.config import BenchConfig, BenchResult
 from edgecnn.bench.sources import Artifact, Target, from_model, from_run
 from edgecnn.bench.timing import timed_stats
 from edgecnn.contracts.parity import manifest_mismatch, parity
-from edgecnn.contracts.rows import REFUSED, Row
+from edgecnn.contracts.rows import REFUSED, Row, at_device
 from edgecnn.data.split import map_chunks
 from edgecnn.errors import ConfigError, IntegrityError, ShapeError
 from edgecnn.native import MemoryWindow, native_stderr, one_line
@@ -51,7 +51,7 @@ def _parity(row: Row, probs: np.ndarray, y: np.ndarray, ref: _Reference) -> None
 def label(r: Row) -> str:
     """How a row is named in gate messages: 'tflite_int8 on tflite (xnnpack) @ pi@board'."""
     where = r.backend + (f" ({r.accelerator})" if r.accelerator else "")
-    return f"{r.artifact} on {where}" + (f" @ {r.device}" if r.device and not r.device.startswith("local") else "")
+    return f"{r.artifact} on {where}{at_device(r.device, ' @ ')}"
 
 
 def check_gates(rows, gates, n=None) -> list:

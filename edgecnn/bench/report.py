@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgecnn.contracts.rows import skipped_groups
+from edgecnn.contracts.rows import at_device, skipped_groups
 from edgecnn.io import atomic_path, write_json, write_text
 
 def ms(v: Optional[float]) -> str:
@@ -30,7 +30,7 @@ def _f(v, spec: str) -> str:
 
 
 def _where(r) -> str:
-    return r.artifact + ("" if not r.device or r.device.startswith("local") else f" @{r.device}")
+    return r.artifact + at_device(r.device)
 
 
 # (header, cell, right-aligned, narrow table, timing column): the narrow set fits 100 columns; --wide shows all
@@ -85,14 +85,12 @@ def target_figures(r) -> Optional[str]:
 def footnotes(result) -> list:
     """Reasons of skipped rows (once for the artifacts one runtime skips alike) and of failed rows, row notes,
     and how the timing was taken."""
-    def on(backend, device) -> str:
-        return f" on {backend}" + ("" if not device or device.startswith("local") else f" @{device}")
-
     def where(r) -> str:
-        return r.artifact + on(r.backend, r.device)
+        return f"{r.artifact} on {r.backend}{at_device(r.device)}"
 
     lines = [f"failed: {where(r)}: {r.reason}" for r in result.rows if r.status == "failed"]
-    lines += [f"skipped: {', '.join(arts)}{on(b, d)}: {why}" for b, d, arts, why in skipped_groups(result.rows)]
+    lines += [f"skipped: {', '.join(arts)} on {b}{at_device(d)}: {why}"
+              for b, d, arts, why in skipped_groups(result.rows)]
     lines += [f"{r.backend}: {where(r)}: {target_figures(r)}" for r in result.rows if target_figures(r)]
     lines += [f"note: {where(r)}: {r.note}" for r in result.rows if r.note]
     lines.append(f"timing: {result.settings.get('timing')}; latency at batch 1, throughput at batch "
@@ -179,8 +177,7 @@ def plot_latency(rows, path: Path, title: str = "") -> Optional[Path]:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 0.4 * len(timed) + 1.8))
-    labels = [f"{r.artifact} / {r.backend}" + (f" @{r.device}" if r.device and not r.device.startswith("local")
-                                                else "") for r in timed]
+    labels = [f"{r.artifact} / {r.backend}{at_device(r.device)}" for r in timed]
     med = np.array([r.latency["median_ms"] for r in timed])
     lo = med - np.array([r.latency["min_ms"] for r in timed])
     hi = np.array([r.latency["p90_ms"] for r in timed]) - med
@@ -212,8 +209,7 @@ def plot_accuracy_latency(rows, path: Path) -> Optional[Path]:
     for r in pts:  # colour: artifact, marker: backend (labels would overlap: rows often share an accuracy)
         ax.scatter(r.median_ms, r.accuracy, s=50, alpha=0.8, color=f"C{artifacts.index(r.artifact) % 10}",
                    marker=markers[backends.index(r.backend) % len(markers)],
-                   label=f"{r.artifact} / {r.backend}" + (f" @{r.device}" if r.device and
-                                                         not r.device.startswith("local") else ""))
+                   label=f"{r.artifact} / {r.backend}{at_device(r.device)}")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_xscale("log")
     ax.set_xlabel("median latency, ms (log)")

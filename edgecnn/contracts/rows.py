@@ -50,6 +50,16 @@ Row = dataclasses.make_dataclass(
 Row.__module__ = __name__
 
 
+def is_local(device) -> bool:
+    """Whether a row's `device` is this machine (no device, or "local ...") rather than a board."""
+    return not device or str(device).startswith("local")
+
+
+def at_device(device, sep: str = " @") -> str:
+    """The suffix that names a board in a row's label ("" on this machine): " @pi@raspberrypi.local"."""
+    return "" if is_local(device) else f"{sep}{device}"
+
+
 def skipped_groups(rows) -> list:
     """The skipped rows (`Row`s or bench.json dicts) grouped by runtime, device and reason, in the order they
     first appear, as (backend, device, [artifacts], reason): a runtime that is not installed or has no hardware
@@ -62,4 +72,4 @@ def skipped_groups(rows) -> list:
     return [(b, d, arts, why) for (b, d, why), arts in groups.items()]
 
 
-__all__ = ["INTEGRITY", "REFUSED", "Row", "ROW_KEYS", "STATUSES", "skipped_groups"]
+__all__ = ["INTEGRITY", "REFUSED", "Row", "ROW_KEYS", "STATUSES", "at_device", "is_local", "skipped_groups"]
