@@ -20,8 +20,11 @@ import base64
 import datetime as _dt
 import html
 import json
+import re
 from pathlib import Path
 from typing import Optional
+
+from edgecnn.contracts.rows import kib, ms
 
 REPORT = "report.html"
 
@@ -79,16 +82,23 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _wrappable(v) -> str:
+    """Escaped text whose long names (over 20 characters: paths, Vela's config names) may break after a '/' or
+    '_' rather than anywhere: "Ethos_U55_High_<wbr>End_<wbr>Embedded", not "Ethos_U55_High_End_Embedd" / "ed"."""
+    return re.sub(r"\S{21,}", lambda m: re.sub(r"([/_])(?=\w)", r"\1<wbr>", m.group()), _e(v))
+
+
 def _table(headers, rows, numeric=(), row_class=None, wrap=()) -> str:
     """An HTML table; `numeric` columns right-aligned, `wrap` columns (long notes naming libraries and paths) may
-    break inside a word, and a table with such a column is set smaller, so it fits a 1100-pixel page; on a
-    narrower window it scrolls by itself rather than the page."""
+    break after '/' or '_', inside a word only as a last resort, and a table with such a column is set smaller,
+    so it fits a 1100-pixel page; on a narrower window it scrolls by itself rather than the page."""
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = []
     for i, r in enumerate(rows):
         cls = f' class="{_e(row_class[i])}"' if row_class else ""
         body.append(f"<tr{cls}>" + "".join(f'<td{" class=n" if j in numeric else " class=w" if j in wrap else ""}>'
-                                           f'{_e(c)}</td>' for j, c in enumerate(r)) + "</tr>")
+                                           f'{_wrappable(c) if j in wrap else _e(c)}</td>' for j, c in enumerate(r))
+                    + "</tr>")
     table = f"<table{' class=wide' if wrap else ''}><tr>{head}</tr>{''.join(body)}</table>"
     return f'<div class="scroll">{table}</div>'
 
@@ -146,7 +156,7 @@ def _auto_html(name: str, auto: dict) -> str:
     attempts = auto.get("attempts", [])
     tested = any("test_flips" in a for a in attempts)  # one attempt: its test figures are the artifact's, above
     rows = [(a.get("name"), len(a.get("kept_float") or []), _f(a.get("int8_mac_share"), ".1%"),
-             f"{a['size_bytes'] / 1024:.1f} KiB" if a.get("size_bytes") else "",
+             kib(a.get("size_bytes")),
              _f(a.get("val_agreement"), ".4f"), _differ(a, "val"), _f(a.get("val_accuracy_drop_pts"), "+.2f"),
              *((_f(a.get("test_agreement"), ".4f"), _differ(a, "test"), _f(a.get("test_accuracy_drop_pts"), "+.2f"))
                if tested else ()),
@@ -195,7 +205,7 @@ def _export_section(manifest: dict, run: Optional[Path] = None) -> str:
         p, d = a.get("parity", {}), a.get("details", {})
         ratio = d.get("size_ratio_to_fp32")
         rows.append((name, a.get("file"), a.get("precision"), a.get("quant") or "-",
-                     f"{(a.get('size_bytes') or 0) / 1024:.1f} KiB", f"{ratio:.3f}x" if ratio else "",
+                     kib(a.get("size_bytes")), f"{ratio:.3f}x" if ratio else "",
                      _f(p.get("accuracy"), ".4f"), _f(p.get("accuracy_drop"), "+.2f"),
                      _f(p.get("top1_agreement"), ".4f"), _f(p.get("max_abs_diff"), ".2e"), a.get("runtime")))
         if a.get("precision") == "int8":
@@ -226,7 +236,7 @@ def _bench_section(bench_dir: Path, doc: dict) -> str:
         lat = r.get("latency") or {}
         cells = (r.get("artifact"), r.get("backend"), r.get("accelerator"), r.get("status"),
                  _f(r.get("accuracy"), ".4f"), _f(r.get("accuracy_drop"), "+.2f"), _f(r.get("agreement"), ".4f"),
-                 _f(r.get("max_abs_diff"), ".2g"), _f(lat.get("median_ms"), ".4g"), _f(lat.get("p90_ms"), ".4g"),
+                 _f(r.get("max_abs_diff"), ".2g"), ms(lat.get("median_ms")), ms(lat.get("p90_ms")),
                  r.get("integrity"), r.get("reason") or r.get("note") or "")
         if not is_local(r.get("device")):
             boards.append((r.get("device"), *cells))
@@ -236,7 +246,7 @@ def _bench_section(bench_dir: Path, doc: dict) -> str:
     groups = [g for g in skipped_groups(doc.get("rows", [])) if is_local(g[1])]
     skipped = [(b, ", ".join(arts), why) for b, _, arts, why in groups]
     headers = ("artifact", "backend", "accelerator", "status", "accuracy", "drop (pts)", "agreement", "max |dp|",
-               "median ms", "p90 ms", "integrity", "reason / note")
+               "median", "p90", "integrity", "reason / note")
     violations = doc.get("violations") or []
     verdict = ('<p class="verdict-bad">parity gates failed:</p><ul>' + "".join(f"<li>{_e(v)}</li>" for v in violations)
                + "</ul>") if violations else (

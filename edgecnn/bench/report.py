@@ -7,22 +7,8 @@ from typing import Optional
 
 import numpy as np
 
-from edgecnn.contracts.rows import at_device, skipped_groups
+from edgecnn.contracts.rows import at_device, kib, ms, skipped_groups
 from edgecnn.io import atomic_path, write_json, write_text
-
-def ms(v: Optional[float]) -> str:
-    """A latency with a unit chosen for its size: 4.4 us, 12.40 ms, 1.08 s."""
-    if v is None:
-        return ""
-    if v < 1.0:
-        return f"{v * 1e3:.3g} us" if v * 1e3 < 100 else f"{v * 1e3:.0f} us"
-    return f"{v:.3g} ms" if v < 1000 else f"{v / 1e3:.3g} s"
-
-
-def kib(v: Optional[int]) -> str:
-    if v is None:
-        return ""
-    return f"{v / 1024:.1f} KiB" if v < 1024 ** 2 else f"{v / 1024 ** 2:.2f} MiB"
 
 
 def _f(v, spec: str) -> str:

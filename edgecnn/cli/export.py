@@ -7,6 +7,7 @@ import sys
 import click
 
 from edgecnn.cli.common import gate_options, report_verdict, report_violations, user_errors, wrap
+from edgecnn.contracts.rows import kib
 from edgecnn.runtimes.base import KERNELS
 
 FORMAT_HELP = ("Comma list of tflite_fp32, tflite_int8, onnx_fp32, onnx_int8, or short forms "
@@ -19,10 +20,6 @@ def _console():
     from edgecnn.bench.report import console_width
 
     return Console(width=console_width())
-
-
-def _kb(n: int) -> str:
-    return f"{n / 1024:.1f} KiB"
 
 
 def _attempt_text(t: dict) -> str:
@@ -58,7 +55,7 @@ def print_export_summary(result, gates=None) -> None:
     for a in result.artifacts:
         p, ratio = a["parity"], a["details"].get("size_ratio_to_fp32")
         rows.append((
-            a["name"], a["quant"] or "-", _kb(a["size_bytes"]), f"{ratio:.3f}x" if ratio else "-",
+            a["name"], a["quant"] or "-", kib(a["size_bytes"]), f"{ratio:.3f}x" if ratio else "-",
             f"{p['accuracy']:.4f}", f"{p['accuracy_drop']:+.2f}", f"{p['top1_agreement'] * 100:.2f}%",
             f"{p['max_abs_diff']:.2e}",
         ))
@@ -199,7 +196,7 @@ def print_inspect(report) -> None:
 
     con = _console()
     acc = report.get("acceleration") or {}
-    rows = [("format", report["format"]), ("size", f"{_kb(report['size_bytes'])} ({report['size_bytes']} bytes)"),
+    rows = [("format", report["format"]), ("size", f"{kib(report['size_bytes'])} ({report['size_bytes']} bytes)"),
             ("parameters", f"{report['parameters']:,}"), ("ops", str(report["num_ops"]))]
     if report["format"] == "keras":  # float by construction: export makes the int8 models
         rows.append(("precision", "float (a Keras model; `edgecnn export` makes the int8 ones)"))

@@ -60,6 +60,23 @@ def at_device(device, sep: str = " @") -> str:
     return "" if is_local(device) else f"{sep}{device}"
 
 
+def ms(v: Optional[float]) -> str:
+    """A latency in milliseconds as people read it, with a unit chosen for its size: 4.4 us, 12.4 ms, 1.08 s
+    ("" when not measured). The terminal table, bench.md and the HTML report all show latencies so."""
+    if v is None:
+        return ""
+    if v < 1.0:
+        return f"{v * 1e3:.3g} us" if v * 1e3 < 100 else f"{v * 1e3:.0f} us"
+    return f"{v:.3g} ms" if v < 1000 else f"{v / 1e3:.3g} s"
+
+
+def kib(v: Optional[int]) -> str:
+    """A size in bytes as KiB (MiB from 1 MiB up); "" when not known."""
+    if v is None:
+        return ""
+    return f"{v / 1024:.1f} KiB" if v < 1024 ** 2 else f"{v / 1024 ** 2:.2f} MiB"
+
+
 def skipped_groups(rows) -> list:
     """The skipped rows (`Row`s or bench.json dicts) grouped by runtime, device and reason, in the order they
     first appear, as (backend, device, [artifacts], reason): a runtime that is not installed or has no hardware
@@ -72,4 +89,5 @@ def skipped_groups(rows) -> list:
     return [(b, d, arts, why) for (b, d, why), arts in groups.items()]
 
 
-__all__ = ["INTEGRITY", "REFUSED", "Row", "ROW_KEYS", "STATUSES", "at_device", "is_local", "skipped_groups"]
+__all__ = ["INTEGRITY", "REFUSED", "Row", "ROW_KEYS", "STATUSES", "at_device", "is_local", "kib", "ms",
+           "skipped_groups"]
