@@ -133,7 +133,25 @@ def quiet_tensorflow() -> None:
             import keras  # noqa: F401
 
             tf.config.list_logical_devices("GPU")  # the CUDA probe logs "failed call to cuInit" here, once
+    _drop_retracing_advice()
     quiet_at_exit()
+
+
+def _is_not_retracing_advice(record) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _drop_retracing_advice() -> None:
+    """Keep TensorFlow's "N out of the last M calls to <function ...one_step_on_data_distributed> triggered
+    tf.function retracing" off the user's screen: each Keras model that export, bench or a tuning trial loads
+    traces its own predict function, so a third export in one Python session printed four such 400-character
+    warnings. It is advice to the code's author about tf.function, not something a user can act on; every other
+    TensorFlow warning still shows."""
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    if _is_not_retracing_advice not in logger.filters:
+        logger.addFilter(_is_not_retracing_advice)
 
 
 def quiet_at_exit() -> None:

@@ -282,6 +282,46 @@ def test_the_python_api_prints_no_runtime_noise(benched):
     assert not noise, noise[:5]
 
 
+def test_tensorflows_retracing_advice_stays_off_the_screen():
+    """A third `export()` in one Python session printed four 400-character "triggered tf.function retracing"
+    warnings (each loaded Keras model traces its own predict function): the stages drop that one message, and
+    every other TensorFlow warning still shows."""
+    import logging
+
+    import tensorflow as tf
+
+    from edgecnn.native import _is_not_retracing_advice, quiet_tensorflow
+
+    class Seen(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    def retrace(tag):  # a new tf.function of one Python function, traced each time: TF warns from the fifth
+        def double(x):
+            return x * 2
+        for i in range(7):
+            tf.function(double)(tf.constant(float(i)))
+        logging.getLogger("tensorflow").warning("a warning users should read (%s)", tag)
+
+    logger = logging.getLogger("tensorflow")
+    seen = Seen()
+    logger.addHandler(seen)
+    try:
+        logger.removeFilter(_is_not_retracing_advice)
+        retrace("before")
+        assert any("triggered tf.function retracing" in m for m in seen.messages), seen.messages  # the noise exists
+        seen.messages.clear()
+        quiet_tensorflow()
+        retrace("after")
+        assert seen.messages == ["a warning users should read (after)"], seen.messages
+    finally:
+        logger.removeHandler(seen)
+
+
 def _workflow_steps():
     import yaml
 
