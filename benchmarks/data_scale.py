@@ -2,6 +2,7 @@
 
     python benchmarks/data_scale.py                 # all three checks (about 10 minutes on 2 cores)
     python benchmarks/data_scale.py --only speed    # one of: npz, folders, speed
+    python benchmarks/data_scale.py --scale 0.02    # every image count x 0.02: checks the script runs, in a minute
 
 It prints, side by side in one run:
 1. A 60,000-image 64x64x3 uint8 .npz (738 MB): peak RSS of one epoch of `edgecnn train` against the file's size
@@ -94,37 +95,42 @@ def main() -> int:
                     help="where the synthetic data and runs go (reused between runs)")
     ap.add_argument("--only", choices=["npz", "folders", "speed"], default=None)
     ap.add_argument("--speed-epochs", type=int, default=3)
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every image count (0.02: a smoke run; the targets hold at 1.0 only)")
     a = ap.parse_args()
+    n = lambda count: max(60, int(count * a.scale))  # noqa: E731
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     results = []
 
     if a.only in (None, "npz"):
-        big = make_npz(work / "x60k_64.npz", 72_000, 64)  # 60,000 train (+12,000 test)
+        big = make_npz(work / f"x{n(72_000)}_64.npz", n(72_000), 64)  # 60,000 train (+12,000 test)
         size_mb = big.stat().st_size / MB
-        r = train(big, work / "run_60k", 1)
+        r = train(big, work / f"run_{n(60_000)}", 1)
         limit = size_mb + 2048
-        results.append(("60k 64x64x3 .npz, 1 epoch", f"peak RSS {r['rss_mb']:.0f} MB; file {size_mb:.0f} MB + 2 GB = "
+        results.append((f"{n(60_000) // 1000}k 64x64x3 .npz, 1 epoch", f"peak RSS {r['rss_mb']:.0f} MB; file {size_mb:.0f} MB + 2 GB = "
                         f"{limit:.0f} MB", r["rss_mb"] / limit, "<= 1.0"))
         print(f"npz: {r}", flush=True)
 
     if a.only in (None, "folders"):
         rss = {}
-        for n in (5_000, 20_000):
-            folder = make_folder(work / f"png{n // 1000}k_96", n, 96)
-            rss[n] = train(folder, work / f"run_png{n // 1000}k", 1)
-            print(f"folder {n}: {rss[n]}", flush=True)
-        results.append(("PNG folders 96x96x3, 1 epoch", f"peak RSS 20k {rss[20_000]['rss_mb']:.0f} MB vs 5k "
-                        f"{rss[5_000]['rss_mb']:.0f} MB", rss[20_000]["rss_mb"] / rss[5_000]["rss_mb"], "<= 1.10"))
+        small, large = n(5_000), n(20_000)
+        for count in (small, large):
+            folder = make_folder(work / f"png{count}_96", count, 96)
+            rss[count] = train(folder, work / f"run_png{count}", 1)
+            print(f"folder {count}: {rss[count]}", flush=True)
+        results.append(("PNG folders 96x96x3, 1 epoch", f"peak RSS {large} images {rss[large]['rss_mb']:.0f} MB vs "
+                        f"{small} {rss[small]['rss_mb']:.0f} MB", rss[large]["rss_mb"] / rss[small]["rss_mb"],
+                        "<= 1.10"))
 
     if a.only in (None, "speed"):
-        mid = make_npz(work / "x50k_32.npz", 60_000, 32)  # 50,000 train (+10,000 test)
+        mid = make_npz(work / f"x{n(60_000)}_32.npz", n(60_000), 32)  # 50,000 train (+10,000 test)
         runs = {}
         for mode in ("off", "on"):
-            runs[mode] = train(mid, work / f"run_50k_{mode}", a.speed_epochs, "--stream", mode)
+            runs[mode] = train(mid, work / f"run_{n(50_000)}_{mode}", a.speed_epochs, "--stream", mode)
             print(f"stream {mode}: {runs[mode]}", flush=True)
         sec = {m: statistics.median(r["epochs_s"][1:] or r["epochs_s"]) for m, r in runs.items()}
-        results.append(("50k 32x32x3 .npz, s/epoch", f"in memory {sec['off']:.1f} s, streamed {sec['on']:.1f} s "
+        results.append((f"{n(50_000) // 1000}k 32x32x3 .npz, s/epoch", f"in memory {sec['off']:.1f} s, streamed {sec['on']:.1f} s "
                         f"(peak RSS {runs['off']['rss_mb']:.0f} vs {runs['on']['rss_mb']:.0f} MB)",
                         sec["off"] / sec["on"], ">= 0.9"))
 
