@@ -63,7 +63,16 @@ def test_import_export_bench_and_the_script(plain_keras_model, tmp_path):
     p = subprocess.run([sys.executable, str(script_path()), "--model", str(run / "export" / "model_int8.tflite"),
                         "--npz", str(npz), "--json"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and json.loads(p.stdout)["accuracy"] >= 0.9, p.stderr
-    # QAT rebuilds the imported model (Rescaling, Sequential inside, Softmax) in tf_keras layer by layer
+
+
+@pytest.mark.slow
+def test_qat_rebuilds_an_imported_model_layer_by_layer(plain_keras_model, tmp_path):
+    """QAT rebuilds the imported model (Rescaling, Sequential inside, Softmax) in tf_keras layer by layer, with its
+    weights: the same model before fine-tuning. (Slow: QAT's child process costs 15-28 s even for one epoch.)"""
+    path, keras_acc = plain_keras_model
+    run = tmp_path / "run"
+    res = cli("import", path, "--data", "digits", "--out", run, "--input-range", "0-255")
+    assert res.exit_code == 0, res.output
     qat = cli("export", run, "--quant", "qat", "--qat-epochs", "1", "--formats", "tflite_int8")
     assert qat.exit_code == 0, qat.output
     entry = json.loads((run / "export" / "manifest.json").read_text())["artifacts"]["tflite_int8"]
