@@ -26,6 +26,7 @@ from typing import Optional
 
 import numpy as np
 
+from edgecnn.contracts.parity import one_class_warning
 from edgecnn.errors import ConfigError, ModelError
 
 from edgecnn.models import IMPORTED as ARCH  # the run's spec names no edgecnn architecture
@@ -284,9 +285,9 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     probe = outputs[input_range]
     probs_ok = _outputs_probabilities(probe)
     pred = _predicted(probe)
-    if len(pred) > 1 and len(np.unique(pred)) == 1:  # an untrained network, or BatchNorm statistics not settled
-        warnings.append(f"the model predicts {ds.class_names[int(pred[0])]} for all {len(pred)} validation images: "
-                        f"is it trained (and its BatchNorm moving statistics settled)?")
+    stuck = one_class_warning(pred, ds.class_names, "validation images")
+    if stuck:
+        warnings.append(stuck)
     else:
         warnings += _class_order_warning(pred, y_val, list(ds.class_names))
     run_model, added = _wrap(model, (*size, int(c)), input_range, probs_ok)

@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from edgecnn.contracts.parity import one_class_on_test
 from edgecnn.contracts.rows import kib, ms
 
 REPORT = "report.html"
@@ -126,6 +127,9 @@ def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
         rows += [("test accuracy", _f(metrics.get("test_accuracy"), ".4f")),
                  ("test loss", _f(metrics.get("test_loss"), ".4f")), ("macro F1", _f(metrics.get("macro_f1"), ".4f"))]
     out = ["<h2>Data and model</h2>", _table(("", "value"), rows)]
+    stuck = one_class_on_test(metrics or {})
+    if stuck:
+        out.append(f'<p class="verdict-bad">warning: {_e(stuck)}</p>')
     out += ["<h2>Imported model</h2>" if imported else "<h2>Training</h2>", _img(run / "curves.png", "training curves"),
             _img(run / "confusion_matrix.png", "confusion matrix on the test split")]
     report = (metrics or {}).get("report_text") or ((run / "classification_report.txt").read_text()
@@ -254,6 +258,7 @@ def _bench_section(bench_dir: Path, doc: dict) -> str:
                                                                 for k in ("max_acc_drop", "min_agreement",
                                                                           "max_abs_diff")) else "")
     host = doc.get("host", {})
+    verdict = "".join(f'<p class="verdict-bad">warning: {_e(w)}</p>' for w in doc.get("warnings") or []) + verdict
     out = ["<h2>Bench</h2>",
            f"<p class=muted>{_e(host.get('cpu'))}, {_e(host.get('cpus'))} CPUs, {_e(host.get('os'))}; "
            f"{_e(doc.get('settings', {}).get('threads'))} thread(s); {_e(doc.get('settings', {}).get('timing'))}</p>",

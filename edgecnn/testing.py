@@ -33,8 +33,9 @@ def parity_rows(run_dir, *, backends: Sequence[str] = ("tflite", "onnxruntime"),
 
 
 def parity_failures(result, backends: Sequence[str] = ()) -> list:
-    """Lines describing what breaks parity: broken gates, failed rows, and backends where nothing ran."""
-    lines = [str(v) for v in result.violations]
+    """Lines describing what breaks parity: broken gates, failed rows, backends where nothing ran, and a
+    reference that predicts one class for every image (agreement with it checks nothing)."""
+    lines = [str(v) for v in result.violations] + list(getattr(result, "warnings", []))
     lines += [f"{r.artifact} on {r.backend} failed: {r.reason}" for r in result.rows if r.status == "failed"]
     for b in backends:
         rows = [r for r in result.rows if r.backend == b and r.artifact != "keras"]
@@ -50,8 +51,9 @@ def assert_parity(run_dir, *, max_acc_drop: Optional[float] = 0.5, min_agreement
                   artifacts: Sequence[str] = (), limit: Optional[int] = None, **options):
     """Fail (AssertionError) unless every artifact of `run_dir` on `backends` keeps parity with the
     Keras reference: accuracy drop <= `max_acc_drop` points, top-1 agreement >= `min_agreement`
-    (fraction), max abs probability difference <= `max_abs_diff`. A failed row, or a backend on which
-    no artifact ran (a skipped accelerator, say), fails too: a parity test that checked nothing must not pass.
+    (fraction), max abs probability difference <= `max_abs_diff`. A failed row, a backend on which
+    no artifact ran (a skipped accelerator, say), or a reference stuck on one class fails too: a parity test that
+    checked nothing must not pass.
 
     Returns:
         The `BenchResult`, for further checks.

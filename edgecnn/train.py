@@ -140,6 +140,7 @@ class TrainResult:
     seconds: float
     files: list = field(default_factory=list)
     replicas: int = 1  # devices the batches were split across (--strategy)
+    warnings: list = field(default_factory=list)  # what the user should know about the result (one line each)
 
 
 def seed_everything(seed: int) -> None:
@@ -297,7 +298,16 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     refresh(out)  # RUN/report.html
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     return TrainResult(run_dir=out, metrics=metrics, history=history, spec=spec, dataset=ds.summary(),
-                       seconds=time.perf_counter() - t0, files=files, replicas=replicas)
+                       seconds=time.perf_counter() - t0, files=files, replicas=replicas, warnings=result_warnings(metrics))
+
+
+def result_warnings(metrics: dict) -> list:
+    """A model stuck on one class for the whole test split (chance-level accuracy, parity that proves nothing):
+    said when training ends rather than discovered at export."""
+    from edgecnn.contracts.parity import one_class_on_test
+
+    stuck = one_class_on_test(metrics)
+    return [stuck + " Train longer, or check the learning rate"] if stuck else []
 
 
 def evaluate(model, ds: Dataset) -> dict:

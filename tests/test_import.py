@@ -102,8 +102,8 @@ def test_the_input_range_is_measured_when_not_given(plain_keras_model, tmp_path)
     assert "Rescaling [0, 1] -&gt; 0-255" in page and "validation accuracy / loss with each" in page
     res = cli("import", path, "--data", "digits", "--out", tmp_path / "asked", "--input-range", "0-1")
     assert res.exit_code == 0, res.output
-    assert "warning: with --input-range 0-1 the model scores" in res.output
-    assert "was it trained on 0-255 pixels?" in res.output
+    said = " ".join(res.output.split())  # warnings wrap to the terminal
+    assert "warning: with --input-range 0-1 the model scores" in said and "was it trained on 0-255 pixels?" in said
     assert json.loads((tmp_path / "asked" / "config.json").read_text())["model"]["input_range"] == "0-1"
 
 
@@ -147,7 +147,8 @@ def test_a_binary_classifier_with_augmentation_layers_exports_with_ptq_and_qat(h
         np.savez(swapped, **{k: (1 - v if k.startswith("y_") else v) for k, v in arrays.items()})
         res = cli("import", tmp_path / "binary.keras", "--data", swapped, "--out", tmp_path / "swapped_run")
         assert res.exit_code == 0, res.output
-        assert "if the model's outputs are in the order 1, 0: was it trained with another class order?" in res.output
+        said = " ".join(res.output.split())  # warnings wrap to the terminal
+        assert "if the model's outputs are in the order 1, 0: was it trained with another class order?" in said
     imported = keras.models.load_model(run / "model.keras")
     assert np.allclose(imported.predict(ds.x_test, verbose=0), np.stack([1 - p1, p1], axis=1), atol=1e-5)
     assert cli("export", run, "--formats", "tflite_int8").exit_code == 0
@@ -211,6 +212,48 @@ def test_an_untrained_model_is_refused_at_export_in_one_line(tmp_path):
     assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "int8 Softmax input scale" in lines[0] and "is the model trained?" in lines[0], lines
+
+
+def test_a_model_stuck_on_one_class_is_said_at_every_stage(tmp_path):
+    """A model that predicts one class for every image (untrained, BatchNorm statistics not settled: MobileNetV2
+    trained 3 epochs on 256 images did it) agrees 100% with any artifact stuck on the same class, so export and
+    bench printed 100% parity and "gates passed" with nothing to qualify it. Each stage says so now: import (on
+    validation), the run's report, export, bench (terminal, bench.json, bench.md, report)."""
+    import keras
+
+    from edgecnn.contracts.parity import one_class_on_test
+    from edgecnn.export import ExportConfig, export
+
+    bias = np.zeros(10, np.float32)
+    bias[3] = 4.0  # class 3 wins for every image, with a softmax input range the int8 kernels take
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, kernel_initializer="zeros",
+                                                 bias_initializer=keras.initializers.Constant(bias)),
+                              keras.layers.Softmax()])
+    model.save(tmp_path / "stuck.keras")
+    run = tmp_path / "run"
+    res = cli("import", tmp_path / "stuck.keras", "--data", "digits", "--out", run, "--input-range", "0-1")
+    assert res.exit_code == 0 and "the model predicts 3 for all 256 validation images" in " ".join(
+        res.output.split()), res.output
+    said = "the model predicts 3 for all 359 test images: is it trained"
+    assert one_class_on_test(json.loads((run / "metrics.json").read_text())).startswith(said)
+    assert f"warning: {said}" in (run / "report.html").read_text()
+    exported = export(run, ExportConfig(formats=("tflite_fp32", "tflite_int8")))
+    assert exported.manifest["artifacts"]["tflite_int8"]["parity"]["top1_agreement"] == 1.0
+    assert [w for w in exported.warnings if w.startswith(said) and "Agreement with it proves little" in w]
+    bench = cli("bench", run, "--backends", "keras,tflite", "--no-timing", "--min-agreement", "0.99")
+    assert bench.exit_code == 0 and "warning: the model predicts 3 for all 359 test images" in " ".join(
+        bench.output.split())
+    assert bench.output.index("warning: the model predicts 3") < bench.output.index("parity gates passed")
+    doc = json.loads((run / "bench" / "bench.json").read_text())
+    assert len(doc["warnings"]) == 1 and doc["warnings"][0].startswith(said)
+    assert f"- warning: {said}" in (run / "bench" / "bench.md").read_text()
+    page = (run / "report.html").read_text()
+    assert page[page.index("<h2>Bench</h2>"):].count(f"warning: {said}") == 1
+    from edgecnn.testing import assert_parity  # a parity test against it checks nothing: it fails
+
+    with pytest.raises(AssertionError, match="the model predicts 3 for all 359 test images"):
+        assert_parity(run, backends=("tflite",))
 
 
 def test_qat_names_a_layer_tf_keras_cannot_rebuild(tmp_path):

@@ -178,6 +178,24 @@ def test_thin_evidence_is_flagged_before_the_verdict(benched, tmp_path):
     assert out.index("one test error") < out.index("parity gate")
 
 
+def test_a_warning_is_never_overtaken_by_the_line_printed_after_it():
+    """The CLI filters native log lines out of stderr through a pipe read by a thread, so a line on stdout could
+    pass a warning printed before it ("parity gates passed" above the warning that qualifies it): with stdout and
+    stderr in one pipe, 20 warnings printed raw came out of order; `warn` waits until its line has passed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, click\nfrom edgecnn.cli.common import _filter_stderr, warn\n_filter_stderr()\n"
+            "for i in range(20):\n"
+            "    warn(f'w{i}') if sys.argv[1] == 'warn' else click.echo(f'warning: w{i}', err=True)\n"
+            "    click.echo(f'o{i}')\n")
+    expected = [ln for i in range(20) for ln in (f"warning: w{i}", f"o{i}")]
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTEST_CURRENT_TEST"}
+    p = subprocess.run([sys.executable, "-c", code, "warn"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=60, env=env)
+    assert p.returncode == 0 and p.stdout.splitlines() == expected, p.stdout
+
+
 def test_a_broken_gate_says_how_many_images_it_is():
     from edgecnn.contracts.gates import Gates, wilson_interval
 

@@ -53,6 +53,17 @@ def test_saved_model_reproduces_recorded_accuracy(digits_run):
     assert np.mean(pred == ds.y_test) == pytest.approx(read_json(digits_run / "metrics.json")["test_accuracy"])
 
 
+def test_training_that_ends_on_one_class_says_so():
+    """A model that predicts one class for the whole test split is chance level, and every parity figure after it
+    is empty: the training result warns (the CLI prints it under the summary)."""
+    from edgecnn.train import result_warnings
+
+    stuck = {"confusion_matrix": [[0, 2], [0, 3]], "per_class": {"cat": {}, "dog": {}}}
+    assert result_warnings(stuck) == ["the model predicts dog for all 5 test images: is it trained (and its "
+                                      "BatchNorm moving statistics settled)? Train longer, or check the learning rate"]
+    assert result_warnings({"confusion_matrix": [[2, 0], [1, 2]], "per_class": {"cat": {}, "dog": {}}}) == []
+
+
 def test_same_seed_same_metrics(tmp_path):
     cfg = dict(data=DataConfig(limit=300), epochs=2, seed=3)
     a = train(TrainConfig(out=str(tmp_path / "a"), **cfg))

@@ -86,6 +86,7 @@ class BenchResult:
     host: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     created: str = ""
+    warnings: list = field(default_factory=list)  # what the figures cannot show (a reference stuck on one class)
 
     @property
     def ok(self) -> bool:
@@ -104,4 +105,4 @@ class BenchResult:
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "created": self.created, "host": self.host, "settings": self.settings,
                 "rows": [r.to_dict() for r in self.rows], "violations": [str(v) for v in self.violations],
-                "violations_detail": [v.to_dict() for v in self.violations]}
+                "violations_detail": [v.to_dict() for v in self.violations], "warnings": list(self.warnings)}

@@ -13,7 +13,7 @@ import numpy as np
 from edgecnn.bench.config import BenchConfig, BenchResult
 from edgecnn.bench.sources import Artifact, Target, from_model, from_run
 from edgecnn.bench.timing import timed_stats
-from edgecnn.contracts.parity import manifest_mismatch, parity
+from edgecnn.contracts.parity import manifest_mismatch, one_class_warning, parity
 from edgecnn.contracts.rows import REFUSED, Row, at_device
 from edgecnn.data.split import map_chunks
 from edgecnn.errors import ConfigError, IntegrityError, ShapeError
@@ -298,6 +298,8 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
 
         say(f"remote: {', '.join(cfg.remote)}")
         rows.extend(remote_rows(cfg, target, ref.probs, ref.accuracy))
+    stuck = None if ref.pred is None else one_class_warning(ref.pred, target.class_names, "test images",
+                                                             parity_follows=True)
     result = BenchResult(
         rows=rows, violations=check_gates(rows, cfg.gates, int(len(target.y))), host=host,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -305,6 +307,7 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
                   "reference_accuracy": ref.accuracy, "timing": _timing_text(cfg),
                   "memory": "peak_rss_mb: the process's peak resident memory during the row (kernel high-water "
                             "mark reset per row); footprint_mb: its rise above the memory at the row's start"},
+        warnings=[stuck] if stuck else [],
     )
     if cfg.write:
         from edgecnn.bench.report import write_reports

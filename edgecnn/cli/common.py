@@ -21,6 +21,8 @@ from edgecnn.errors import EdgecnnError
 _ABSL_LINE = re.compile(rb"^([IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\]|WARNING: All log messages before absl"
                         rb"|INFO: \[[\w.]+:\d+\] )")
 _filter_installed = False
+_SETTLED = b"\x00edgecnn-stderr-settled\n"  # a line only this process writes, never shown
+_settle_waiters: list = []
 
 
 def _filter_stderr() -> None:
@@ -37,7 +39,10 @@ def _filter_stderr() -> None:
     def pump():
         with os.fdopen(read_fd, "rb") as pipe:
             for line in pipe:
-                if not _ABSL_LINE.match(line):
+                if line == _SETTLED:
+                    if _settle_waiters:
+                        _settle_waiters.pop(0).set()
+                elif not _ABSL_LINE.match(line):
                     os.write(saved, line)
 
     thread = threading.Thread(target=pump, daemon=True)
@@ -57,6 +62,24 @@ def _filter_stderr() -> None:
         os.close(devnull)
 
     atexit.register(restore)
+
+
+def settle_stderr(timeout: float = 2.0) -> None:
+    """Wait until what was written to stderr so far has passed the filter: its pump is a thread, so a line on
+    stdout could otherwise overtake a warning printed just before it ("parity gates passed" above its warning)."""
+    if not _filter_installed:
+        return
+    sys.stderr.flush()
+    done = threading.Event()
+    _settle_waiters.append(done)
+    os.write(2, _SETTLED)
+    done.wait(timeout)
+
+
+def warn(text: str) -> None:
+    """`warning: text` on stderr, wrapped to the terminal, before anything printed after it."""
+    click.echo(wrap(f"warning: {text}"), err=True)
+    settle_stderr()
 
 
 def quiet_tf() -> None:
@@ -129,13 +152,16 @@ def report_violations(violations) -> None:
         click.echo(f"parity gate failed: {v}", err=True)
 
 
-def report_verdict(gates, violations, judged: int, n_test: int) -> None:
-    """The gates' verdict, in `export`, `bench` and `demo` alike: warnings about thin evidence first, then one
-    line per broken gate (stderr), or one line saying they passed. Nothing when no gate was set."""
+def report_verdict(gates, violations, judged: int, n_test: int, warnings=()) -> None:
+    """The gates' verdict, in `export`, `bench` and `demo` alike: `warnings` about the evidence (a reference stuck
+    on one class; said with or without gates) and thin evidence first, then one line per broken gate (stderr), or
+    one line saying they passed. Nothing more when no gate was set."""
+    for w in warnings:
+        warn(w)
     if not gates.active:
         return
     for w in gates.thin_evidence(n_test):
-        click.echo(f"warning: {w}", err=True)
+        warn(w)
     report_violations(violations)
     if not violations:
         click.echo(f"parity gates passed: {judged} row(s) within {gates.describe()} ({n_test} test images)")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edgecnn.cli.common import gate_options, report_verdict, report_violations, user_errors, wrap
+from edgecnn.cli.common import gate_options, report_verdict, report_violations, user_errors, warn, wrap
 from edgecnn.contracts.rows import kib
 from edgecnn.runtimes.base import KERNELS
 
@@ -97,7 +97,7 @@ def print_export_summary(result, gates=None) -> None:
             click.echo(wrap(f"int8 ONNX route: {a['details']['method']} (validation accuracy: {figures})"))
     sys.stdout.flush()  # keep the table above the warnings when both streams go to one pipe
     for w in result.warnings:  # before the verdict and the "wrote" line, where they are read
-        click.echo(wrap(f"warning: {w}"), err=True)
+        warn(w)
     if gates is not None:
         report_verdict(gates, result.failures, len(result.artifacts), int(m["reference"]["n"]))
     if result.written:

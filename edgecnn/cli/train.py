@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edgecnn.cli.common import user_errors
+from edgecnn.cli.common import user_errors, warn
 
 
 def _parse_params(items) -> dict:
@@ -126,6 +126,8 @@ def print_train_summary(result) -> None:
         ("time", f"{result.seconds:.1f} s"),
     ]
     print_table("edgecnn train", ("", "value"), rows)
+    for w in result.warnings:
+        warn(w)
 
 
 def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
@@ -218,7 +220,9 @@ def train(do_tune, max_trials, trial_epochs, as_json, **o):
                                "epochs": len(result.history.get("loss", [])), "replicas": result.replicas,
                                "test_accuracy": result.metrics["test_accuracy"],
                                "test_loss": result.metrics["test_loss"], "macro_f1": result.metrics["macro_f1"],
-                               "seconds": round(result.seconds, 2)}, indent=2))
+                               "seconds": round(result.seconds, 2), "warnings": result.warnings}, indent=2))
+        for w in result.warnings:
+            warn(w)
         return
     print_train_summary(result)
 
@@ -287,7 +291,7 @@ def import_(model, data, out, image_size, input_range, seed, overwrite):
     result = import_model(ImportConfig(model=model, data=data, out=out, image_size=tuple(image_size) if image_size
                                        else None, input_range=input_range, seed=seed, overwrite=overwrite))
     for w in result.warnings:
-        click.echo(f"warning: {w}", err=True)
+        warn(w)
     if input_range == "auto":
         tried = ", ".join(f"{k} {v['accuracy']:.3f} / {v['loss']:.3f}" for k, v in result.range_fit.items())
         click.echo(f"input range: {result.input_range} (validation accuracy / loss with each: {tried})")

@@ -287,6 +287,7 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
     from edgecnn.contracts.manifest import ArtifactEntry, write_manifest
     from edgecnn.export.calibration import calibration_images
     from edgecnn.export.context import ExportContext
+    from edgecnn.contracts.parity import one_class_warning
     from edgecnn.export.manifest import FILENAME, build_manifest
     from edgecnn.export.verify import verify
     from edgecnn.io import sha256
@@ -303,6 +304,9 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
     _check_model(model, spec, ds.num_classes)
     reference = ds.test.predict_with(model)
     ref_acc = float(np.mean(reference.argmax(1) == ds.y_test))
+    stuck = one_class_warning(reference.argmax(1), ds.class_names, "test images", parity_follows=True)
+    if stuck:
+        warnings.append(stuck)
 
     export_dir = run.export_dir
     export_dir.mkdir(parents=True, exist_ok=True)
