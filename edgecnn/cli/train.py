@@ -143,8 +143,11 @@ def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
         click.echo(json.dumps({"best": result.best_params, "trials": result.trials,
                                "defaults_score": result.defaults_score, "used_defaults": result.used_defaults,
                                "device": result.device,
-                               "test_accuracy": result.train.metrics["test_accuracy"] if result.train else None},
+                               "test_accuracy": result.train.metrics["test_accuracy"] if result.train else None,
+                               "warnings": result.train.warnings if result.train else []},
                               indent=2, default=str))
+        for w in result.train.warnings if result.train else []:
+            warn(w)
         return
     rows = [(trial_number(t["trial_id"]), _f4(t.get("val_accuracy", t["score"])), _f1(t.get("seconds")),
              t.get("worker") or "-",
