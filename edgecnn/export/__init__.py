@@ -285,9 +285,9 @@ def _other_kernels(fmt, path: Path, ds, reference: np.ndarray, kernels: str) -> 
 
 def _export(run, config: ExportConfig, t0: float) -> ExportResult:
     from edgecnn.contracts.manifest import ArtifactEntry, write_manifest
+    from edgecnn.contracts.parity import one_class_warning
     from edgecnn.export.calibration import calibration_images
     from edgecnn.export.context import ExportContext
-    from edgecnn.contracts.parity import one_class_warning
     from edgecnn.export.manifest import FILENAME, build_manifest
     from edgecnn.export.verify import verify
     from edgecnn.io import sha256
