@@ -116,7 +116,8 @@ def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
                      f" images, {ds.get('classes')} classes"),
             ("preprocessing", json.dumps(config.get("preprocessing"))),
             ("model", f"imported from {model['source']}, input {shape}" if imported else
-             f"{model.get('arch')} {json.dumps(model.get('params') or {})}, input {shape}")]
+             f"{model.get('arch')} {json.dumps(model['params']) if model.get('params') else '(default parameters)'}"
+             f", input {shape}")]
     if imported:
         fit = model.get("input_range_val_fit") or {}
         tried = ", ".join(f"{k} {v['accuracy']:.3f} / {v['loss']:.3f}" for k, v in fit.items())
