@@ -23,10 +23,11 @@ _ABSL_LINE = re.compile(rb"^([IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\]|WARNI
 _filter_installed = False
 _SETTLED = b"\x00edgecnn-stderr-settled\n"  # a line only this process writes, never shown
 _settle_waiters: list = []
+_pump_thread: threading.Thread | None = None
 
 
 def _filter_stderr() -> None:
-    global _filter_installed
+    global _filter_installed, _pump_thread
     if _filter_installed:
         return
     _filter_installed = True
@@ -45,7 +46,7 @@ def _filter_stderr() -> None:
                 elif not _ABSL_LINE.match(line):
                     os.write(saved, line)
 
-    thread = threading.Thread(target=pump, daemon=True)
+    thread = _pump_thread = threading.Thread(target=pump, daemon=True)
     thread.start()
 
     def restore():
@@ -67,7 +68,7 @@ def _filter_stderr() -> None:
 def settle_stderr(timeout: float = 2.0) -> None:
     """Wait until what was written to stderr so far has passed the filter: its pump is a thread, so a line on
     stdout could otherwise overtake a warning printed just before it ("parity gates passed" above its warning)."""
-    if not _filter_installed:
+    if _pump_thread is None or not _pump_thread.is_alive():  # no filter, or the process is leaving
         return
     sys.stderr.flush()
     done = threading.Event()
