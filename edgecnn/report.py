@@ -223,6 +223,7 @@ def _export_section(manifest: dict, run: Optional[Path] = None) -> str:
         "<h2>Export</h2>",
         f"<p>Each artifact verified against the Keras model (accuracy {_f(ref.get('accuracy'), '.4f')} on "
         f"{_e(ref.get('n'))} test images) before it was written.</p>",
+        "".join(f'<p class="verdict-bad">warning: {_e(w)}</p>' for w in manifest.get("warnings") or []),
         _table(("artifact", "file", "precision", "quant", "size", "int8/fp32", "accuracy", "drop (pts)", "agreement",
                 "max |diff|", "verified on"), rows, numeric=(4, 5, 6, 7, 8, 9)),
         f"<h3>Quantization recipe</h3><ul>{''.join(recipe)}</ul>" if recipe else "",

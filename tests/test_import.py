@@ -241,6 +241,10 @@ def test_a_model_stuck_on_one_class_is_said_at_every_stage(tmp_path):
     exported = export(run, ExportConfig(formats=("tflite_fp32", "tflite_int8")))
     assert exported.manifest["artifacts"]["tflite_int8"]["parity"]["top1_agreement"] == 1.0
     assert [w for w in exported.warnings if w.startswith(said) and "Agreement with it proves little" in w]
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert manifest["warnings"] == exported.warnings  # recorded, and shown above the export table
+    page = (run / "report.html").read_text()
+    assert page[page.index("<h2>Export</h2>"):page.index("<h2>Bench</h2>")].count(f"warning: {said}") == 1
     bench = cli("bench", run, "--backends", "keras,tflite", "--no-timing", "--min-agreement", "0.99")
     assert bench.exit_code == 0 and "warning: the model predicts 3 for all 359 test images" in " ".join(
         bench.output.split())

@@ -103,6 +103,7 @@ class Manifest:
     source_run: dict = field(default_factory=dict)  # {"path", "model_sha256", "arch"}
     reference: dict = field(default_factory=dict)  # {"accuracy", "n"} of the Keras model on the test split
     versions: dict = field(default_factory=dict)  # tool versions that made and checked the artifacts
+    warnings: tuple = ()  # what export warned about (QAT below PTQ, a reference stuck on one class, ...)
     folder: Optional[Path] = None  # where it was read from (not serialised)
 
     @classmethod
@@ -128,7 +129,9 @@ class Manifest:
                    artifacts={k: ArtifactEntry.from_dict(k, e) for k, e in m["artifacts"].items()},
                    schema=m["schema"], created=m.get("created", ""), edgecnn_version=m.get("edgecnn_version", ""),
                    source_run=dict(m.get("source_run") or {}), reference=dict(m.get("reference") or {}),
-                   versions=dict(m.get("versions") or {}), folder=folder)
+                   versions=dict(m.get("versions") or {}),
+                   warnings=tuple(map(str, m["warnings"])) if isinstance(m.get("warnings"), list) else (),
+                   folder=folder)
 
     def to_dict(self) -> dict:
         return {
@@ -136,6 +139,7 @@ class Manifest:
             "source_run": dict(self.source_run), "class_names": list(self.class_names),
             "preprocessing": self.preprocessing.to_dict(), "reference": dict(self.reference),
             "versions": dict(self.versions), "artifacts": {k: e.to_dict() for k, e in self.artifacts.items()},
+            "warnings": list(self.warnings),
         }
 
     def entry_for_file(self, file_name: str) -> tuple:

@@ -331,7 +331,7 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
             entries[name].details["size_ratio_to_fp32"] = ratio
         manifest = build_manifest(run=run, arch=spec.arch, model_sha256=sha256(run.model_path),
                                   reference={"accuracy": ref_acc, "n": int(len(ds.y_test))}, artifacts=entries,
-                                  qat=config.quant == Quantization.QAT and int8_wanted)
+                                  qat=config.quant == Quantization.QAT and int8_wanted, warnings=ctx.warnings)
         result = ExportResult(run_dir=run.path, export_dir=export_dir, manifest=manifest.to_dict(),
                               artifacts=[{"name": n, **e.to_dict()} for n, e in entries.items()],
                               warnings=ctx.warnings, failures=check_gates(config.gates, entries))

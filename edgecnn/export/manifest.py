@@ -37,8 +37,9 @@ def versions(qat: bool = False) -> dict:
     return {key: _version(dist) for key, dist in table.items()}
 
 
-def build_manifest(*, run, arch: str, model_sha256: str, reference: dict, artifacts: dict, qat: bool) -> Manifest:
-    """The whole manifest for one export (`artifacts`: name -> ArtifactEntry)."""
+def build_manifest(*, run, arch: str, model_sha256: str, reference: dict, artifacts: dict, qat: bool,
+                   warnings=()) -> Manifest:
+    """The whole manifest for one export (`artifacts`: name -> ArtifactEntry; `warnings`: what export warned)."""
     return Manifest(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         edgecnn_version=__version__,
@@ -48,4 +49,5 @@ def build_manifest(*, run, arch: str, model_sha256: str, reference: dict, artifa
         reference=reference,
         versions=versions(qat),
         artifacts=artifacts,
+        warnings=tuple(warnings),
     )
