@@ -235,9 +235,12 @@ def _plot_layers(rows: list, path: Path) -> Path:
 
     from edgecnn.io import atomic_path
 
-    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.18), 3.5))
+    names = [str(r.get("layer") or r.get("tensor") or i)[:28] for i, r in enumerate(rows)]
+    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.2), 3.5 + 0.07 * max(map(len, names), default=0)))
     ax.bar(range(len(rows)), [r["rmse_over_scale"] for r in rows], color="tab:blue")
     ax.axhline(12 ** -0.5, color="tab:gray", linestyle="--", linewidth=1, label="rounding noise (1/sqrt(12))")
+    ax.set_xticks(range(len(rows)), names, rotation=90, fontsize=7)  # which layer, as `inspect --layers` names it
+    ax.set_xlim(-0.6, len(rows) - 0.4)
     ax.set_xlabel("quantized layer, in graph order")
     ax.set_ylabel("RMSE / quantization scale")
     ax.set_title("int8 error per layer against the float model (validation images)")
