@@ -285,7 +285,7 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     probe = outputs[input_range]
     probs_ok = _outputs_probabilities(probe)
     pred = _predicted(probe)
-    stuck = one_class_warning(pred, ds.class_names, "validation images")
+    stuck = one_class_warning(pred, y_val, ds.class_names, "validation images")
     if stuck:
         warnings.append(stuck)
     else:

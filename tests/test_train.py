@@ -62,6 +62,8 @@ def test_training_that_ends_on_one_class_says_so():
     assert result_warnings(stuck) == ["the model predicts dog for all 5 test images: is it trained (and its "
                                       "BatchNorm moving statistics settled)? Train longer, or check the learning rate"]
     assert result_warnings({"confusion_matrix": [[2, 0], [1, 2]], "per_class": {"cat": {}, "dog": {}}}) == []
+    # a test split of one class, predicted right: nothing to say
+    assert result_warnings({"confusion_matrix": [[0, 0], [0, 2]], "per_class": {"cat": {}, "dog": {}}}) == []
 
 
 def test_same_seed_same_metrics(tmp_path):

@@ -298,7 +298,7 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
 
         say(f"remote: {', '.join(cfg.remote)}")
         rows.extend(remote_rows(cfg, target, ref.probs, ref.accuracy))
-    stuck = None if ref.pred is None else one_class_warning(ref.pred, target.class_names, "test images",
+    stuck = None if ref.pred is None else one_class_warning(ref.pred, target.y, target.class_names, "test images",
                                                              parity_follows=True)
     result = BenchResult(
         rows=rows, violations=check_gates(rows, cfg.gates, int(len(target.y))), host=host,

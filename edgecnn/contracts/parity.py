@@ -40,21 +40,22 @@ class Parity:
                 "max_abs_diff": self.max_abs_diff, "n": self.n}
 
 
-def one_class(pred, class_names=None) -> Optional[str]:
-    """The class a model predicts for every input when it predicts only one (two inputs or more), by name where
-    `class_names` are given; None otherwise. An untrained model, or one whose BatchNorm moving statistics have not
-    settled, does this; parity against it proves little, since any artifact stuck on the same class agrees."""
+def one_class(pred, labels, class_names=None) -> Optional[str]:
+    """The class a model predicts for every input when it predicts only one while the `labels` of those inputs
+    hold several, by name where `class_names` are given; None otherwise. An untrained model, or one whose
+    BatchNorm moving statistics have not settled, does this; parity against it proves little, since any artifact
+    stuck on the same class agrees."""
     pred = np.asarray(pred).reshape(-1)
-    if len(pred) < 2 or np.any(pred != pred[0]):
+    if len(pred) < 2 or np.any(pred != pred[0]) or len(np.unique(np.asarray(labels).reshape(-1))) < 2:
         return None
     c = int(pred[0])
     return str(class_names[c]) if class_names is not None and c < len(class_names) else str(c)
 
 
-def one_class_warning(pred, class_names, images: str, parity_follows: bool = False) -> Optional[str]:
+def one_class_warning(pred, labels, class_names, images: str, parity_follows: bool = False) -> Optional[str]:
     """The warning train, import, export and bench give when `one_class` finds the model stuck on one class;
     `images` names them ("test images"); `parity_follows`: the figures around it compare artifacts with it."""
-    name = one_class(pred, class_names)
+    name = one_class(pred, labels, class_names)
     if name is None:
         return None
     text = (f"the model predicts {name} for all {len(np.asarray(pred).reshape(-1))} {images}: is it trained (and its "
@@ -66,8 +67,11 @@ def one_class_warning(pred, class_names, images: str, parity_follows: bool = Fal
 def one_class_on_test(metrics: dict) -> Optional[str]:
     """`one_class_warning` for a run's metrics.json (train, import): from its confusion matrix and class names."""
     cm = np.asarray(metrics.get("confusion_matrix") or [[]])
-    pred = np.repeat(np.arange(cm.shape[1]), cm.sum(axis=0)) if cm.size else []  # each image's class, in order
-    return one_class_warning(pred, list(metrics.get("per_class") or {}) or None, "test images")
+    if not cm.size:
+        return None
+    pred = np.repeat(np.arange(cm.shape[1]), cm.sum(axis=0))  # each image's predicted class
+    labels = np.repeat(np.arange(cm.shape[0]), cm.sum(axis=1))  # each image's true class
+    return one_class_warning(pred, labels, list(metrics.get("per_class") or {}) or None, "test images")
 
 
 def differing(agreement: float, n: int) -> int:

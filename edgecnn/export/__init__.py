@@ -304,7 +304,7 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
     _check_model(model, spec, ds.num_classes)
     reference = ds.test.predict_with(model)
     ref_acc = float(np.mean(reference.argmax(1) == ds.y_test))
-    stuck = one_class_warning(reference.argmax(1), ds.class_names, "test images", parity_follows=True)
+    stuck = one_class_warning(reference.argmax(1), ds.y_test, ds.class_names, "test images", parity_follows=True)
     if stuck:
         warnings.append(stuck)
 
