@@ -195,6 +195,18 @@ def test_the_summary_says_once_what_several_kernel_sets_share():
     assert lines[1].startswith("tflite_int8 on the other kernels: accuracy 0.9800, drop +0.56 pts, agreement 99.00%")
 
 
+def test_too_few_images_to_calibrate_says_what_still_exports():
+    """Int8 needs calibration images; a folder of 11 photos leaves 7 to train on. The error says how to get the
+    float models anyway."""
+    from edgecnn.errors import ExportError
+    from edgecnn.export.calibration import calibration_images
+
+    with pytest.raises(ExportError, match=r"only 7 training images .* export the float models alone: --formats fp32"):
+        calibration_images(np.zeros((7, 8, 8, 1), np.float32), 300)
+    images, warnings = calibration_images(np.zeros((12, 8, 8, 1), np.float32), 300)
+    assert len(images) == 12 and warnings
+
+
 def test_a_model_tflite_micro_cannot_load_skips_its_record_and_keeps_the_others(exported, dataset, monkeypatch):
     """TFLite Micro lacking an op (or taking batch 1 only) is a skipped tflm record, not a failed export; an error on
     LiteRT's own kernels still fails it."""

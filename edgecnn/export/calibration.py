@@ -36,7 +36,8 @@ def calibration_images(x_train, n: int, seed: int = 0) -> tuple[np.ndarray, list
     available = len(x_train)
     if available < MIN_SAMPLES:
         raise ExportError(f"only {available} training images to calibrate int8 ranges on; "
-                          f"need at least {MIN_SAMPLES}")
+                          f"need at least {MIN_SAMPLES} (add images, or export the float models alone: "
+                          "--formats fp32)")
     warnings = []
     m = min(n, available)
     if m < n:
