@@ -54,11 +54,11 @@ def target_figures(r) -> Optional[str]:
     """The keys only some targets report (TFLite Micro, Ethos-U), as one line, or None."""
     parts = []
     if r.arena_bytes is not None:
-        parts.append(f"arena {r.arena_bytes / 1024:.1f} KiB")
+        parts.append(f"arena {kib(r.arena_bytes)}")
     if r.sram_bytes is not None:
-        parts.append(f"SRAM {r.sram_bytes / 1024:.1f} KiB")
+        parts.append(f"SRAM {kib(r.sram_bytes)}")
     if r.flash_bytes is not None:
-        parts.append(f"flash {r.flash_bytes / 1024:.1f} KiB")
+        parts.append(f"flash {kib(r.flash_bytes)}")
     if r.npu_ops is not None:
         parts.append(f"{r.npu_ops} op(s) on the NPU, {r.cpu_ops} on the CPU")
     if r.est_ms is not None:
