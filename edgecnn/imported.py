@@ -205,14 +205,23 @@ def _fit(p: np.ndarray, y: np.ndarray) -> dict:
             "loss": float(-np.mean(np.log(np.clip(true, 1e-12, 1.0)))) if len(y) else 0.0}
 
 
+FEW_TO_TELL = 32  # validation images below which a tie on accuracy broken by loss is said, not trusted
+
+
 def _choose_range(asked: str, fit: dict, n: int) -> tuple[str, list]:
     """(the range to use, warnings). The measured range: the lowest loss among those within one image of the
-    best matched accuracy. auto takes it; a range asked for is kept, with a warning when the measured one is
-    clearly better (10 points more accurate, or less than half the loss)."""
+    best matched accuracy. auto takes it, with a warning when fewer than FEW_TO_TELL images left several ranges
+    alike (two images, all right in every range, told 0-255 for a model trained on 0-1 by its overconfident loss);
+    a range asked for is kept, with a warning when the measured one is clearly better (10 points more accurate,
+    or less than half the loss)."""
     top = max(f["matched_accuracy"] for f in fit.values())
     near = [k for k in RANGES if fit[k]["matched_accuracy"] >= top - 1.0 / max(n, 1) - 1e-9]
     best = min(near, key=lambda k: fit[k]["loss"])
     if asked == AUTO:
+        if len(near) > 1 and n < FEW_TO_TELL:  # a loss on a handful of images cannot be trusted to decide
+            return best, [f"input range {best} measured on only {n} validation image(s), where "
+                          f"{', '.join(near)} score alike: if the model was trained on another range, pass "
+                          f"--input-range"]
         return best, []
     a, b = fit[asked], fit[best]
     if best != asked and (b["matched_accuracy"] - a["matched_accuracy"] >= CLEARLY_BETTER or b["loss"] < a["loss"] / 2):

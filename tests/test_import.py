@@ -214,6 +214,21 @@ def test_an_untrained_model_is_refused_at_export_in_one_line(tmp_path):
     assert len(lines) == 1 and "int8 Softmax input scale" in lines[0] and "is the model trained?" in lines[0], lines
 
 
+def test_a_range_measured_on_a_handful_of_images_is_said_not_trusted():
+    """An edgecnn model trained on [0, 1], imported with a folder of 11 images: its 2 validation images were
+    right in every range, and 0-255's overconfident logits gave the lowest loss, so auto took 0-255 silently."""
+    from edgecnn.imported import RANGES, _choose_range
+
+    fit = {k: {"matched_accuracy": 1.0, "accuracy": 1.0, "loss": loss} for k, loss in zip(RANGES, (0.46, 0.0, 0.13))}
+    chosen, warnings = _choose_range("auto", fit, 2)
+    assert chosen == "0-255" and len(warnings) == 1 and "only 2 validation image(s)" in warnings[0]
+    assert "pass --input-range" in warnings[0]
+    assert _choose_range("auto", fit, 256) == ("0-255", [])  # enough images: the loss decides, as documented
+    fit["0-1"]["matched_accuracy"] = 0.0  # one range ahead by more than an image needs no warning, however few
+    fit["-1-1"]["matched_accuracy"] = 0.0
+    assert _choose_range("auto", fit, 2) == ("0-255", [])
+
+
 def test_a_model_stuck_on_one_class_is_said_at_every_stage(tmp_path):
     """A model that predicts one class for every image (untrained, BatchNorm statistics not settled: MobileNetV2
     trained 3 epochs on 256 images did it) agrees 100% with any artifact stuck on the same class, so export and
