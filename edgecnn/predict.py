@@ -82,15 +82,22 @@ def model_metadata(model: Path, manifest: Optional[str] = None) -> dict:
 
 
 def load_inputs(paths, prep: dict) -> tuple:
-    """Image files and .npz files -> (float32 NHWC in [0, 1], one name per image).
+    """Image files, folders of them and .npz files -> (float32 NHWC in [0, 1], one name per image). A folder
+    gives the images under it (subfolders too), each named by its path, as the on-device script names them.
 
     Raises:
         DataError: a missing or unreadable file, an .npz without images.
     """
-    from edgecnn.script.edgecnn_infer import UsageError, preprocess, read_image
+    from edgecnn.script.edgecnn_infer import UsageError, image_files, preprocess, read_image
 
-    xs, names = [], []
+    given = []  # (path, name)
     for p in map(Path, paths):
+        try:
+            given += [(Path(f), f) for f in image_files([p])] if p.is_dir() else [(p, p.name)]
+        except UsageError as e:
+            raise DataError(str(e)) from None
+    xs, names = [], []
+    for p, name in given:
         if not p.is_file():
             raise DataError(f"{p}: no such file")
         if p.suffix.lower() == ".npz":
@@ -102,7 +109,7 @@ def load_inputs(paths, prep: dict) -> tuple:
                 xs.append(read_image(str(p), prep)[None])
             except UsageError as e:
                 raise DataError(str(e)) from None
-            names.append(p.name)
+            names.append(name)
     return np.concatenate(xs), names
 
 
@@ -134,7 +141,7 @@ def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, th
 
     Args:
         model: a .keras, .tflite or .onnx file.
-        inputs: image files and/or .npz files.
+        inputs: image files, folders of them and/or .npz files.
         top_k: labels per input.
         manifest: preprocessing and class names; default: the manifest (or run config) beside `model`.
         threads: CPU threads for the runtime.

@@ -99,6 +99,40 @@ def test_predict_and_the_script_speak_one_dialect(exported, samples):
     assert text.split(":", 1)[1].split("(")[0] == script_text.split(":", 1)[1].split("(")[0]  # same label
 
 
+def test_a_folder_of_images_is_classified_as_its_files(exported, samples, tmp_path):
+    """A folder argument (the photos to classify, or a class-per-folder test set) stands for the image files
+    under it, sorted, subfolders included, in `edgecnn predict` and the on-device script alike; other files are
+    passed over, and a folder with no image is a one-line error."""
+    import shutil
+    import subprocess
+    import sys
+
+    from edgecnn.device import script_path
+
+    d, _ = samples
+    folder = tmp_path / "photos"
+    (folder / "b").mkdir(parents=True)
+    shutil.copy(d / "first.png", folder / "one.png")
+    shutil.copy(d / "first.png", folder / "b" / "two.PNG")
+    (folder / "notes.txt").write_text("not an image")
+    model = exported / "export" / "model_int8.tflite"
+    expected = [str(folder / "b" / "two.PNG"), str(folder / "one.png")]
+    ours = json.loads(cli("predict", "--model", model, folder, "--json").output)["results"]
+    theirs = subprocess.run([sys.executable, str(script_path()), "--model", str(model), str(folder), "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert theirs.returncode == 0, theirs.stderr
+    theirs = json.loads(theirs.stdout)["results"]
+    assert [r["input"] for r in ours] == [r["input"] for r in theirs] == expected
+    assert [r["label"] for r in ours] == [r["label"] for r in theirs]
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(__import__("edgecnn.cli", fromlist=["main"]).main,
+                             ["predict", "--model", str(model), str(tmp_path / "empty")])
+    assert res.exit_code == 2 and "a folder with no image files" in res.output
+    p = subprocess.run([sys.executable, str(script_path()), "--model", str(model), str(tmp_path / "empty")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "a folder with no image files" in p.stderr, (p.returncode, p.stderr)
+
+
 def test_bad_inputs_are_one_line(exported, samples, tmp_path):
     d, _ = samples
     tfl = exported / "export" / "model_int8.tflite"

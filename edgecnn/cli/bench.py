@@ -135,7 +135,7 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, re
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--model", "model_opt", type=click.Path(dir_okay=False), default=None,
               help="The model (.keras, .tflite, .onnx), as the on-device script takes it. Without it, the first "
                    "argument is the model.")
@@ -147,9 +147,10 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, re
 @click.option("--json", "as_json", is_flag=True, help="One JSON document with every prediction.")
 @user_errors
 def predict(inputs, model_opt, top_k, manifest, threads, allow_modified, as_json):
-    """Classify image files or the images of an .npz with a model (.keras, .tflite or .onnx), using the
-    preprocessing and class names recorded beside it. Same options, text and JSON as the on-device script:
-    `edgecnn predict --model M.tflite a.png` and `python3 edgecnn_infer.py --model M.tflite a.png`."""
+    """Classify image files (or folders of them) or the images of an .npz with a model (.keras, .tflite or
+    .onnx), using the preprocessing and class names recorded beside it. Same options, text and JSON as the
+    on-device script: `edgecnn predict --model M.tflite a.png` and `python3 edgecnn_infer.py --model M.tflite
+    a.png`."""
     import json
 
     from edgecnn.errors import ConfigError

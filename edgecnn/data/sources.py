@@ -11,8 +11,7 @@ import numpy as np
 
 from edgecnn.data.split import ImageFiles, NpzArray, scan_images
 from edgecnn.errors import DataError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+from edgecnn.script.edgecnn_infer import IMAGE_SUFFIXES  # one list: what training and the device read
 
 
 @dataclass

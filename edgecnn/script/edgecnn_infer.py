@@ -638,6 +638,29 @@ def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
                          f"{num_classes} classes)")
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")  # what an image folder holds, in training and here
+
+
+def image_files(paths) -> list:
+    """Image paths as given, with each folder among them replaced by the image files under it (sorted, subfolders
+    included: a class-per-folder test set classifies as it is).
+
+    Raises:
+        UsageError: a folder that holds no image file.
+    """
+    out = []
+    for path in map(str, paths):
+        if not os.path.isdir(path):
+            out.append(path)
+            continue
+        found = sorted(os.path.join(root, f) for root, _, files in os.walk(path) for f in files
+                       if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise UsageError(f"{path}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
+        out += found
+    return out
+
+
 def read_image(path: str, prep: dict, resize: bool = True) -> np.ndarray:
     """An image file -> float32 (h, w, c) in [0, 1]: 8-bit grey or RGB as training read image folders,
     scaled by 1/255, converted to the model's channels and resized (bilinear) to its input size.
@@ -784,7 +807,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="edgecnn_infer.py", description="Classify images with an edgecnn TFLite model (numpy + a TFLite "
         "runtime; no TensorFlow needed).")
-    p.add_argument("images", nargs="*", help="image files (PNG, JPEG, ...; needs Pillow)")
+    p.add_argument("images", nargs="*", help="image files or folders of them (PNG, JPEG, ...; needs Pillow)")
     p.add_argument("--model", help="the .tflite file")
     p.add_argument("--manifest", help="export manifest (default: manifest.json beside the model)")
     p.add_argument("--npz", help="an .npz with x (raw pixels, or preprocessed=1 floats) and optional labels y")
@@ -865,8 +888,8 @@ def run(a: argparse.Namespace) -> dict:
             check_labels(y, model.num_classes, a.npz)
         names = [f"{os.path.basename(a.npz)}[{i}]" for i in range(len(x))]
     elif a.images:
-        x = np.stack([read_image(f, prep, resize=not a.no_resize) for f in a.images])
-        names = list(a.images)
+        names = image_files(a.images)
+        x = np.stack([read_image(f, prep, resize=not a.no_resize) for f in names])
     else:
         x = np.zeros((0, *model.input_shape), np.float32)
     notes = []
