@@ -149,9 +149,7 @@ def _drop_retracing_advice() -> None:
     TensorFlow warning still shows."""
     import logging
 
-    logger = logging.getLogger("tensorflow")
-    if _is_not_retracing_advice not in logger.filters:
-        logger.addFilter(_is_not_retracing_advice)
+    logging.getLogger("tensorflow").addFilter(_is_not_retracing_advice)  # a filter already there is not added twice
 
 
 def quiet_at_exit() -> None:

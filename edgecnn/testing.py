@@ -35,7 +35,7 @@ def parity_rows(run_dir, *, backends: Sequence[str] = ("tflite", "onnxruntime"),
 def parity_failures(result, backends: Sequence[str] = ()) -> list:
     """Lines describing what breaks parity: broken gates, failed rows, backends where nothing ran, and a
     reference that predicts one class for every image (agreement with it checks nothing)."""
-    lines = [str(v) for v in result.violations] + list(getattr(result, "warnings", []))
+    lines = [str(v) for v in result.violations] + list(result.warnings)
     lines += [f"{r.artifact} on {r.backend} failed: {r.reason}" for r in result.rows if r.status == "failed"]
     for b in backends:
         rows = [r for r in result.rows if r.backend == b and r.artifact != "keras"]

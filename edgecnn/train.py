@@ -298,7 +298,8 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     refresh(out)  # RUN/report.html
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     return TrainResult(run_dir=out, metrics=metrics, history=history, spec=spec, dataset=ds.summary(),
-                       seconds=time.perf_counter() - t0, files=files, replicas=replicas, warnings=result_warnings(metrics))
+                       seconds=time.perf_counter() - t0, files=files, replicas=replicas,
+                       warnings=result_warnings(metrics))
 
 
 def result_warnings(metrics: dict) -> list:

@@ -131,7 +131,7 @@ def markdown(result) -> str:
            "| " + " | ".join(c.replace("|", "\\|") for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in result.rows:
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |")
-    out += [""] + [f"- warning: {w}" for w in getattr(result, "warnings", [])]
+    out += [""] + [f"- warning: {w}" for w in result.warnings]
     out += [f"- {line}" for line in footnotes(result)]
     if result.violations:
         out += ["", "## Parity gates failed", ""] + [f"- {v}" for v in result.violations]

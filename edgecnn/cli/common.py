@@ -20,17 +20,15 @@ from edgecnn.errors import EdgecnnError
 # filters them out of its stderr.
 _ABSL_LINE = re.compile(rb"^([IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\]|WARNING: All log messages before absl"
                         rb"|INFO: \[[\w.]+:\d+\] )")
-_filter_installed = False
 _SETTLED = b"\x00edgecnn-stderr-settled\n"  # a line only this process writes, never shown
 _settle_waiters: list = []
 _pump_thread: threading.Thread | None = None
 
 
 def _filter_stderr() -> None:
-    global _filter_installed, _pump_thread
-    if _filter_installed:
+    global _pump_thread
+    if _pump_thread is not None:  # installed once per process
         return
-    _filter_installed = True
     sys.stderr.flush()
     saved = os.dup(2)
     read_fd, write_fd = os.pipe()
@@ -46,7 +44,7 @@ def _filter_stderr() -> None:
                 elif not _ABSL_LINE.match(line):
                     os.write(saved, line)
 
-    thread = _pump_thread = threading.Thread(target=pump, daemon=True)
+    thread = _pump_thread = threading.Thread(target=pump, daemon=True)  # marks the filter installed
     thread.start()
 
     def restore():

@@ -40,26 +40,19 @@ class Parity:
                 "max_abs_diff": self.max_abs_diff, "n": self.n}
 
 
-def one_class(pred, labels, class_names=None) -> Optional[str]:
-    """The class a model predicts for every input when it predicts only one while the `labels` of those inputs
-    hold several, by name where `class_names` are given; None otherwise. An untrained model, or one whose
-    BatchNorm moving statistics have not settled, does this; parity against it proves little, since any artifact
-    stuck on the same class agrees."""
+def one_class_warning(pred, labels, class_names, images: str, parity_follows: bool = False) -> Optional[str]:
+    """The warning train, import, export and bench give when a model predicts one class for every input (two or
+    more) while their `labels` hold several; None otherwise. An untrained model, or one whose BatchNorm moving
+    statistics have not settled, does this, and parity against it proves little: any artifact stuck on the same
+    class agrees. `images` names the inputs ("test images"); `parity_follows`: figures comparing artifacts with
+    the model come with the warning."""
     pred = np.asarray(pred).reshape(-1)
     if len(pred) < 2 or np.any(pred != pred[0]) or len(np.unique(np.asarray(labels).reshape(-1))) < 2:
         return None
     c = int(pred[0])
-    return str(class_names[c]) if class_names is not None and c < len(class_names) else str(c)
-
-
-def one_class_warning(pred, labels, class_names, images: str, parity_follows: bool = False) -> Optional[str]:
-    """The warning train, import, export and bench give when `one_class` finds the model stuck on one class;
-    `images` names them ("test images"); `parity_follows`: the figures around it compare artifacts with it."""
-    name = one_class(pred, labels, class_names)
-    if name is None:
-        return None
-    text = (f"the model predicts {name} for all {len(np.asarray(pred).reshape(-1))} {images}: is it trained (and its "
-            f"BatchNorm moving statistics settled)?")
+    name = str(class_names[c]) if class_names is not None and c < len(class_names) else str(c)
+    text = (f"the model predicts {name} for all {len(pred)} {images}: is it trained (and its BatchNorm moving "
+            f"statistics settled)?")
     return text + (" Agreement with it proves little: an artifact stuck on the same class agrees 100%"
                    if parity_follows else "")
 

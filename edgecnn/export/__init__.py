@@ -303,8 +303,9 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
     model = run.load_model()
     _check_model(model, spec, ds.num_classes)
     reference = ds.test.predict_with(model)
-    ref_acc = float(np.mean(reference.argmax(1) == ds.y_test))
-    stuck = one_class_warning(reference.argmax(1), ds.y_test, ds.class_names, "test images", parity_follows=True)
+    ref_pred = reference.argmax(1)
+    ref_acc = float(np.mean(ref_pred == ds.y_test))
+    stuck = one_class_warning(ref_pred, ds.y_test, ds.class_names, "test images", parity_follows=True)
     if stuck:
         warnings.append(stuck)
 
