@@ -32,7 +32,7 @@ from edgecnn.errors import ConfigError, DataError
 from edgecnn.models import ModelSpec, build, compile_model
 from edgecnn.io import atomic_path, folder_lock, write_json, write_text
 from edgecnn.rundir import MODEL, prepare_out_dir, write_config
-from edgecnn import transfer
+from edgecnn import precise_bn, transfer
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class TrainConfig:
     patience: int = 10  # early-stopping patience in epochs (on val_loss)
     lr_patience: int = 4  # epochs without val_loss improvement before the learning rate halves
     augment: Optional[AugmentConfig] = None  # None: no augmentation
+    precise_bn: bool = True  # BatchNorm statistics re-measured for the weights before each validation (precise_bn.py)
     seed: int = 0  # seeds Python, NumPy and TensorFlow (and the data split unless data.seed is set apart)
     overwrite: bool = False  # replace a non-empty run directory
     resume: bool = False  # continue an interrupted run in `out` from its last completed epoch
@@ -263,6 +264,8 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
         model = compile_model(build(spec), spec)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     callbacks = _callbacks(out, cfg, read_log(out / LOG_CSV))
+    if cfg.precise_bn:
+        callbacks.append(precise_bn.callback(ds.train, cfg.seed, cfg.batch_size))
     if cfg.progress and not cfg.verbose:
         from edgecnn.checkpoint import epoch_lines
 

@@ -248,9 +248,14 @@ def search_kwargs(cfg, ds, verbose: int) -> dict:
     """What `tuner.search` gets: the (streamed when large) splits, the trial epochs, early stopping."""
     import keras
 
+    from edgecnn import precise_bn
+
     tcfg = cfg.train
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=3)]
+    if tcfg.precise_bn:
+        callbacks.insert(0, precise_bn.callback(ds.train, tcfg.seed, tcfg.batch_size))
     return dict(fit_inputs(ds, tcfg.batch_size, tcfg.seed, tcfg.stream), epochs=cfg.trial_epochs, verbose=verbose,
-                callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=3)])
+                callbacks=callbacks)
 
 
 def trial_records(tuner, max_trials: int) -> list:

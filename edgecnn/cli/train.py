@@ -59,6 +59,9 @@ def train_options(fn):
                      help="Random shift, rotation and zoom of training images."),
         click.option("--flip/--no-flip", default=False, show_default=True,
                      help="Also random horizontal flips (off for digits and text)."),
+        click.option("--precise-bn/--no-precise-bn", default=True, show_default=True,
+                     help="Re-measure BatchNorm statistics for the current weights before each validation (on up "
+                          "to 1,024 training images); off: Keras' moving averages alone, which small data never settles."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, Python, NumPy and TensorFlow."),
         click.option("--overwrite", is_flag=True, help="Replace a non-empty run directory."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run (or search) in --out."),
@@ -99,7 +102,7 @@ def _train_config(o: dict):
     augment = AugmentConfig(flip=o["flip"]) if o["augment"] else None
     return TrainConfig(
         out=o["out"], data=data, arch=o["arch"], params=_parse_params(o["params"]), epochs=o["epochs"],
-        batch_size=o["batch_size"], patience=o["patience"], augment=augment, seed=o["seed"],
+        batch_size=o["batch_size"], patience=o["patience"], augment=augment, precise_bn=o["precise_bn"], seed=o["seed"],
         overwrite=o["overwrite"], resume=o["resume"], backup_every_s=o["backup_every"],
         verbose={0: 0, 1: 0, 2: 1}.get(o["verbose"], 2), strategy=o["strategy"], stream=o["stream"],
         freeze_epochs=o["freeze_epochs"], fine_tune_lr=o["fine_tune_lr"],
