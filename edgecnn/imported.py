@@ -20,6 +20,7 @@ CLI::
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -118,6 +119,13 @@ def _load(path: Path):
             raise ModelError(f"{path}: it has a Lambda layer (Python code), which edgecnn does not load (Keras' "
                              f"safe_mode): rebuild the model with built-in layers (no Lambda is needed for the "
                              f"input range: --input-range does it), copy the weights over and save it again") from None
+        unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", str(e))
+        if unknown:
+            registered = re.search(r"'registered_name': '([^']+)'", str(e).split("Could not locate", 1)[1])
+            name = registered.group(1) if registered else unknown.group(1)
+            raise ModelError(f"{path}: it has a custom class ({name}) that Keras does not know, code edgecnn does "
+                             f"not load: rebuild the model with built-in layers, copy the weights over and save "
+                             f"it again") from None
         raise ModelError(f"{path}: not a Keras 3 model edgecnn can load ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:200]})") from None
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -127,6 +135,39 @@ def _load(path: Path):
     if len(shape) != 3:
         raise ModelError(f"{path}: the input must be images (N, H, W, C), got {list(model.inputs[0].shape)}")
     return model
+
+
+LOW_PRECISION = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
+
+
+def _float32_config(o, key=None):
+    """A serialized Keras object with every float16/bfloat16 dtype policy (and tensor dtype) made float32."""
+    if isinstance(o, dict):
+        if o.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") \
+                and (o.get("config") or {}).get("name") in LOW_PRECISION:
+            return {**o, "config": {**o["config"], "name": "float32"}}
+        return {k: _float32_config(v, k) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_float32_config(v) for v in o]
+    return "float32" if key == "dtype" and o in LOW_PRECISION else o
+
+
+def _compute_float32(model):
+    """(the model computing in float32, the lower precision it computed in, or None). A model trained with
+    Keras' mixed precision (`mixed_float16` on a GPU) computes its layers in float16, which the TFLite
+    converter cannot translate ("Could not translate MLIR to FlatBuffer" on its Conv2D); its variables are
+    float32 already, so the same graph with float32 policies and the same weights is the model, computed
+    exactly."""
+    import keras
+
+    config = keras.saving.serialize_keras_object(model)
+    converted = _float32_config(config)
+    if converted == config:
+        return model, None
+    was = sorted({n for n in LOW_PRECISION if f"'name': '{n}'" in repr(config)})
+    clone = keras.saving.deserialize_keras_object(converted)
+    clone.set_weights([np.asarray(w).astype(v.dtype) for w, v in zip(model.get_weights(), clone.weights)])
+    return clone, ", ".join(was)
 
 
 def _outputs_probabilities(probe: np.ndarray) -> bool:
@@ -184,6 +225,13 @@ def _matched(pred: np.ndarray, y: np.ndarray, k: int) -> tuple[list, float]:
     return order, float(confusion[rows, cols].sum() / max(len(y), 1))
 
 
+def _right(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Which images a model's outputs `p` classify right, with its outputs matched to the classes at best."""
+    pred = _predicted(np.asarray(p, np.float64))
+    order, _ = _matched(pred, y, max(int(np.asarray(p).shape[1]), 2))
+    return np.asarray(order)[pred] == y
+
+
 def _fit(p: np.ndarray, y: np.ndarray) -> dict:
     """{"accuracy", "matched_accuracy", "loss"} of a model's outputs `p` on images labelled `y` (matched: with its
     outputs matched one-to-one to the classes at best, so a model trained with another class order still shows
@@ -208,19 +256,28 @@ def _fit(p: np.ndarray, y: np.ndarray) -> dict:
 FEW_TO_TELL = 32  # validation images below which a tie on accuracy broken by loss is said, not trusted
 
 
-def _choose_range(asked: str, fit: dict, n: int) -> tuple[str, list]:
-    """(the range to use, warnings). The measured range: the lowest loss among those within one image of the
-    best matched accuracy. auto takes it, with a warning when fewer than FEW_TO_TELL images left several ranges
+def _alike(best: np.ndarray, other: np.ndarray) -> bool:
+    """Whether a range that gets the images `other` right scores no worse than the one getting `best` right by
+    more than chance: paired on the same images, those only the best gets right outnumber those only the other
+    gets right by at most one image or two standard deviations (McNemar's statistic)."""
+    only_best, only_other = int(np.sum(best & ~other)), int(np.sum(other & ~best))
+    return only_best - only_other <= max(1.0, 2.0 * np.sqrt(only_best + only_other))
+
+
+def _choose_range(asked: str, fit: dict, n: int, right: dict) -> tuple[str, list]:
+    """(the range to use, warnings). The measured range: the lowest loss among those whose matched accuracy is
+    alike the best one's (`_alike`: a model trained on 0-1 and fed 0-255, a ReLU network without BatchNorm,
+    classifies as well by chance as often as not, with 8 times the loss). auto takes it, with a warning when fewer than FEW_TO_TELL images left several ranges
     alike (two images, all right in every range, told 0-255 for a model trained on 0-1 by its overconfident loss);
     a range asked for is kept, with a warning when the measured one is clearly better (10 points more accurate,
     or less than half the loss)."""
-    top = max(f["matched_accuracy"] for f in fit.values())
-    near = [k for k in RANGES if fit[k]["matched_accuracy"] >= top - 1.0 / max(n, 1) - 1e-9]
+    top = max(RANGES, key=lambda k: fit[k]["matched_accuracy"])
+    near = [k for k in RANGES if k == top or _alike(right[top], right[k])]
     best = min(near, key=lambda k: fit[k]["loss"])
     if asked == AUTO:
         if len(near) > 1 and n < FEW_TO_TELL:  # a loss on a handful of images cannot be trusted to decide
             return best, [f"input range {best} measured on only {n} validation image(s), where "
-                          f"{', '.join(near)} score alike: if the model was trained on another range, pass "
+                          f"{', '.join(near)} cannot be told apart by accuracy: if the model was trained on another range, pass "
                           f"--input-range"]
         return best, []
     a, b = fit[asked], fit[best]
@@ -271,7 +328,7 @@ def import_model(cfg: ImportConfig) -> ImportResult:
 
     quiet_tensorflow()
     src = Path(cfg.model)
-    model = _load(src)
+    model, low_precision = _compute_float32(_load(src))
     h, w, c = model.inputs[0].shape[1:]
     if (h is None or w is None) and not cfg.image_size:
         raise ConfigError(f"{src}: its input size is not fixed ({[h, w, c]}): pass --image-size H W")
@@ -290,7 +347,8 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     x_val, y_val = ds.val[:n_probe], ds.y_val[:n_probe]
     outputs = {name: model.predict(x_val * scale + offset, verbose=0) for name, (scale, offset) in RANGES.items()}
     range_fit = {name: _fit(p, y_val) for name, p in outputs.items()}
-    input_range, warnings = _choose_range(cfg.input_range, range_fit, n_probe)
+    right = {name: _right(p, y_val) for name, p in outputs.items()}
+    input_range, warnings = _choose_range(cfg.input_range, range_fit, n_probe, right)
     probe = outputs[input_range]
     probs_ok = _outputs_probabilities(probe)
     pred = _predicted(probe)
@@ -300,6 +358,8 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     else:
         warnings += _class_order_warning(pred, y_val, list(ds.class_names))
     run_model, added = _wrap(model, (*size, int(c)), input_range, probs_ok)
+    if low_precision:
+        added.insert(0, f"float32 computation (it computed in {low_precision})")
     out = Path(cfg.out)
     with folder_lock(out, "edgecnn import"):
         prepare_out_dir(out, overwrite=cfg.overwrite)
