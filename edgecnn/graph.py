@@ -27,13 +27,17 @@ def constants(ops, graph_inputs) -> set:
     return used - produced - set(graph_inputs)
 
 
-def float_ops(ops, tensors, constants) -> list[dict]:
+def float_ops(ops, tensors, constants, known=None) -> list[dict]:
+    """TFLite ops that read or write a float tensor other than a constant: [{"index", "op", "dtypes", "layer"}]
+    (layer: the Keras layer its first output's name comes from, `layer_name` with `known`)."""
     bad = []
     for o in ops:
         live = [int(t) for t in list(o["inputs"]) + list(o["outputs"]) if t >= 0 and int(t) not in constants]
         dtypes = sorted({np.dtype(tensors[t]["dtype"]).name for t in live})
         if FLOAT_DTYPES & set(dtypes):
-            bad.append({"index": int(o["index"]), "op": o["op_name"], "dtypes": dtypes})
+            out = [int(t) for t in o["outputs"] if t >= 0]
+            bad.append({"index": int(o["index"]), "op": o["op_name"], "dtypes": dtypes,
+                        "layer": layer_name(tensors[out[0]]["name"], known) if out else ""})
     return bad
 
 
@@ -294,9 +298,15 @@ def tflite_macs(ops, tensors) -> dict:
             "float_layers": float_layers}
 
 
-def layer_name(tensor: str) -> str:
+def layer_name(tensor: str, known=None) -> str:
     """The Keras layer behind a TFLite tensor name: "model_1/block_13_project_BN_1/batchnorm/add_1;..." ->
-    "block_13_project_BN" (TF fuses ops into one name joined by ';' and suffixes traced layers with _1)."""
+    "block_13_project_BN" (TF fuses ops into one name joined by ';' and suffixes traced layers with _1).
+    `known`: the model's layer names (nested models' own names left out), for a layer inside a nested model
+    ("functional_5/functional_4_1/layer_normalization_1/Neg" -> "layer_normalization")."""
     parts = tensor.split(";")[0].split("/")
+    for part in reversed(parts[:-1] if known else []):
+        for name in (part[:-2], part) if part.endswith("_1") else (part,):
+            if name in known:
+                return name
     name = parts[1] if len(parts) > 2 else parts[0]
     return name[:-2] if name.endswith("_1") else name

@@ -109,6 +109,9 @@ def test_a_mixed_model_is_flagged_on_full_int8_targets():
     assert "unsuitable: a mixed model (2 layer(s)" in _mixed_note(mixed, RUNTIMES["ethos-u"])
     assert _mixed_note(mixed, RUNTIMES["tflite"]) is None
     assert _mixed_note(full, RUNTIMES["ethos-u"]) is None
+    islands = SimpleNamespace(entry=SimpleNamespace(details={"float_ops": [{"index": 3, "op": "NEG", "layer": "ln"}]}))
+    assert "unsuitable: 1 op(s) compute in float (NEG" in _mixed_note(islands, RUNTIMES["ethos-u"])
+    assert _mixed_note(islands, RUNTIMES["tflite"]) is None
 
 
 def test_inspect_layers_ranks_every_quantized_layer(digits_run, tmp_path):

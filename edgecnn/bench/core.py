@@ -69,11 +69,17 @@ def _check_shape(sess, x: np.ndarray, artifact: Artifact) -> None:
 
 
 def _mixed_note(artifact: Artifact, backend) -> Optional[str]:
-    """A mixed int8/float model (`--quant auto` kept layers in float) on a target that needs full int8."""
-    kept = ((artifact.entry.details or {}).get("auto") or {}).get("kept_float") if artifact.entry else None
+    """A mixed int8/float model (`--quant auto` kept layers in float, or ops the converter has no int8 kernel
+    for) on a target that needs full int8."""
+    details = (artifact.entry.details or {}) if artifact.entry else {}
+    kept = (details.get("auto") or {}).get("kept_float")
     if kept and backend.integer_only:
         return (f"unsuitable: a mixed model ({len(kept)} layer(s) kept in float by --quant auto) does not run "
                 f"fully on {backend.name}; export with --quant ptq or qat for it")
+    islands = details.get("float_ops")
+    if islands and backend.integer_only:
+        return (f"unsuitable: {len(islands)} op(s) compute in float ({', '.join(sorted({o['op'] for o in islands}))}"
+                f"; no int8 kernel in the converter) and do not run on {backend.name}")
     return None
 
 

@@ -67,8 +67,36 @@ def build_int8(ctx) -> Built:
         raise ExportError(f"{e}; is the model trained? (--formats tflite_fp32,onnx_fp32 exports the float path)") \
             from None
     if quant != "auto" or not info["auto"]["kept_float"]:  # auto may keep layers in float on purpose
-        check_fully_int8(path)
+        islands = float_islands(path, ctx.model)
+        if islands:
+            info["float_ops"] = islands
+            ctx.warn(float_islands_warning(path, islands))
     return Built(path, quant=quant, info=info)
+
+
+def float_islands(path, model=None) -> list:
+    """The ops of an int8 TFLite model that compute in float (QUANTIZE/DEQUANTIZE at its edges and around them
+    excepted): [{"index", "op", "layer"}]. The converter leaves an op it has no int8 kernel for (LayerNormalization's
+    NEG, GroupNormalization's SQUARE, ELU) in float between a DEQUANTIZE and a QUANTIZE."""
+    from edgecnn.runtimes.tflite import float_ops
+
+    known, stack = set(), [model] if model is not None else []
+    while stack:  # the model's layers, nested models' inside them (their own names left out)
+        layer = stack.pop()
+        inner = getattr(layer, "layers", None)
+        stack.extend(inner) if inner else known.add(layer.name)
+    return [{"index": o["index"], "op": o["op"], "layer": o["layer"]}
+            for o in float_ops(path, known or None) if o["op"] not in INT8_BOUNDARY_OPS]
+
+
+def float_islands_warning(path, islands: list) -> str:
+    ops = sorted({o["op"] for o in islands})
+    layers = list(dict.fromkeys(o["layer"] for o in islands))
+    return (f"{Path(path).name} is not fully int8: {len(islands)} op(s) ({', '.join(ops)}) of layer(s) "
+            f"{', '.join(layers[:6])}{' ...' if len(layers) > 6 else ''} have no int8 kernel in the converter and "
+            f"compute in float between DEQUANTIZE and QUANTIZE. CPUs run it; integer-only targets (Ethos-U, Edge "
+            f"TPU, most NPUs) do not: for those, use layers that quantize (BatchNormalization for "
+            f"LayerNormalization or GroupNormalization, ReLU for ELU)")
 
 
 def check_fully_int8(path) -> None:

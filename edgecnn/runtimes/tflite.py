@@ -197,15 +197,16 @@ def check_softmax_scale(path) -> None:
     _refuse_tiny_softmax(_unallocated(path), path)
 
 
-def float_ops(path) -> list:
-    """Ops of a .tflite model that read or write float activations: [{"index", "op", "dtypes"}]."""
+def float_ops(path, known=None) -> list:
+    """Ops of a .tflite model that read or write float activations: [{"index", "op", "dtypes", "layer"}]
+    (`known`: the Keras model's layer names, to name the layer of each; edgecnn.graph.layer_name)."""
     from edgecnn.graph import constants, float_ops as find
     from edgecnn.runtimes.base import RuntimeOptions
 
     sess = TfliteSession(Path(path), RuntimeOptions(xnnpack=False))
     try:
         ops, _, tensors = sess.graph()
-        return find(ops, tensors, constants(ops, [i["index"] for i in sess.inputs]))
+        return find(ops, tensors, constants(ops, [i["index"] for i in sess.inputs]), known)
     finally:
         sess.close()
 
