@@ -61,6 +61,32 @@ def test_image_folder(tmp_path):
     assert set(ds.y_test) == {0, 1}  # stratified
 
 
+def test_a_folder_from_a_mac_zip_reads_its_images_and_nothing_else(tmp_path):
+    """An archive made on a Mac holds a '._NAME.jpg' resource fork beside each image and a __MACOSX folder; a
+    folder may hold notes and thumbnails. Those are not images (a '._x.jpg' stopped training as unreadable, and
+    __MACOSX became a class); .webp and .tif photos are (they were silently left out). Training and the device
+    script list the same files."""
+    from PIL import Image
+
+    from edgecnn.script.edgecnn_infer import image_files
+
+    root = make_folder(tmp_path / "zip", classes=("cat", "dog"), per_class=6)
+    for cls in ("cat", "dog"):
+        Image.open(root / cls / "0.png").save(root / cls / "photo.webp", lossless=True)
+        Image.open(root / cls / "1.png").save(root / cls / "scan.TIF")
+        (root / cls / "._0.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # AppleDouble, not an image
+        (root / cls / ".DS_Store").write_bytes(bytes(16))
+        (root / cls / "notes.txt").write_text("labelled by hand")
+    (root / "__MACOSX" / "cat").mkdir(parents=True)
+    (root / "__MACOSX" / "cat" / "._0.png").write_bytes(bytes(40))
+    ds = load_dataset(DataConfig(source=str(root)))
+    assert ds.class_names == ["cat", "dog"]
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 16
+    assert ds.summary()["not_images"] == {".txt": 2, "hidden": 4}
+    listed = [p.replace(str(root) + "/", "") for p in image_files([str(root)])]
+    assert len(listed) == 16 and not any("MACOSX" in p or "/." in p for p in listed), listed
+
+
 def test_image_folder_rgb(tmp_path):
     root = make_folder(tmp_path / "rgb", mode="RGB", per_class=10)
     ds = load_dataset(DataConfig(source=str(root)))

@@ -111,6 +111,15 @@ def _train_config(o: dict):
     )
 
 
+def _left_out(dataset: dict) -> str:
+    """"; left out 8 files that are not images (hidden 4, .txt 2, ...)" for an image folder with other files."""
+    other = dataset.get("not_images") or {}
+    if not other:
+        return ""
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(other.items(), key=lambda kv: -kv[1]))
+    return f"; left out {sum(other.values())} file(s) that are not images ({kinds})"
+
+
 def print_train_summary(result) -> None:
     from edgecnn.reporting import print_table
 
@@ -119,7 +128,7 @@ def print_train_summary(result) -> None:
         ("run directory", str(result.run_dir)),
         ("architecture", f"{result.spec.arch}  {json.dumps(result.spec.resolved())}"),
         ("data", f"train {result.dataset['train']} / val {result.dataset['val']} / test {result.dataset['test']}, "
-                 f"input {'x'.join(map(str, result.dataset['input_shape']))}"),
+                 f"input {'x'.join(map(str, result.dataset['input_shape']))}" + _left_out(result.dataset)),
         ("epochs run", str(len(result.history.get("loss", []))) + (f" on {result.replicas} replicas"
                                                                   if result.replicas > 1 else "")),
         ("best val_loss", f"{min(result.history.get('val_loss', [float('nan')])):.4f}"),

@@ -111,10 +111,13 @@ class Dataset:
         return len(self.class_names)
 
     def summary(self) -> dict:
-        return {
+        out = {
             "train": len(self.train), "val": len(self.val), "test": len(self.test),
             "input_shape": list(self.input_shape), "classes": self.num_classes,
         }
+        if self.origin.get("not_images"):  # an image folder's other files (hidden, .txt, ...), left out, by kind
+            out["not_images"] = self.origin["not_images"]
+        return out
 
 
 def _check_pixels(name: str, x) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgecnn.data.split import ImageFiles, NpzArray, scan_images
 from edgecnn.errors import DataError
-from edgecnn.script.edgecnn_infer import IMAGE_SUFFIXES  # one list: what training and the device read
+from edgecnn.script.edgecnn_infer import IMAGE_SUFFIXES, is_data_folder, is_image_name  # one rule: what training and the device read
 
 
 @dataclass
@@ -125,19 +125,28 @@ def _npz(path: str) -> RawData:
 def _folder(path: str) -> RawData:
     """A folder with one subfolder of images per class: file names and headers now, pixels when asked for."""
     root = Path(path)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and is_data_folder(p.name))
     if not classes:
         raise DataError(f"{path}: no class subfolders (expected one folder of images per class)")
-    files, labels = [], []
+    files, labels, skipped = [], [], {}
     for label, cls in enumerate(classes):
-        found = sorted(p for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        found = []
+        for p in sorted((root / cls).iterdir()):
+            if is_image_name(p.name) and p.is_file():
+                found.append(p)
+            else:  # what a class folder holds besides images, by kind, for the record
+                kind = "hidden" if p.name.startswith(".") else "folder" if p.is_dir() else p.suffix.lower() or "no suffix"
+                skipped[kind] = skipped.get(kind, 0) + 1
         if not found:
             raise DataError(f"{path}: class folder '{cls}' has no images ({', '.join(IMAGE_SUFFIXES)})")
         files += found
         labels += [label] * len(found)
+    origin = {"source": "folder", "path": str(root.resolve())}
+    if skipped:
+        origin["not_images"] = dict(sorted(skipped.items()))
     return RawData(
         x_train=scan_images(files), y_train=np.asarray(labels, dtype=np.int64), pixel_max=255.0,
-        class_names=classes, origin={"source": "folder", "path": str(root.resolve())},
+        class_names=classes, origin=origin,
     )
 
 

@@ -638,7 +638,20 @@ def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
                          f"{num_classes} classes)")
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")  # what an image folder holds, in training and here
+# what an image folder holds, in training and here (Keras' image_dataset_from_directory reads the first five)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+NOT_DATA = ("__MACOSX",)  # folders archive tools add (macOS' resource forks), never images
+
+
+def is_image_name(name: str) -> bool:
+    """An image file by its name: an image suffix and not hidden (macOS writes a '._NAME.jpg' resource fork
+    beside each image on non-Mac disks and in zip files; it is not an image)."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def is_data_folder(name: str) -> bool:
+    """A folder that can hold images: not hidden and not an archive tool's (__MACOSX)."""
+    return not name.startswith(".") and name not in NOT_DATA
 
 
 def image_files(paths) -> list:
@@ -653,8 +666,11 @@ def image_files(paths) -> list:
         if not os.path.isdir(path):
             out.append(path)
             continue
-        found = sorted(os.path.join(root, f) for root, _, files in os.walk(path) for f in files
-                       if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES)
+        found = []
+        for root, folders, files in os.walk(path):
+            folders[:] = [d for d in folders if is_data_folder(d)]
+            found += [os.path.join(root, f) for f in files if is_image_name(f)]
+        found.sort()
         if not found:
             raise UsageError(f"{path}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
         out += found
