@@ -10,6 +10,9 @@ It prints, side by side in one run:
 2. Image folders of 5,000 and 20,000 PNGs at 96x96x3: peak RSS of one epoch each (target: 20k/5k <= 1.10).
 3. A 50,000-image 32x32x3 .npz: seconds per epoch with float32 splits in memory (`--stream off`) and streamed
    from the uint8 pixels (`--stream on`), epochs after the first (target: in-memory/streamed >= 0.9).
+4. Phone photos (12 MP JPEGs, 4032x3024) read for a 96x96 model: seconds per photo of the script's `read_image`
+   (what training and the device do with a file) against decoding the JPEG alone (target: <= 3.0), and, for
+   the record, against converting the whole photo to float32 before resizing, as edgecnn did before 2026-12-03.
 
 Each `edgecnn train` is its own process; its peak RSS is the kernel's high-water mark from wait4(). The data is
 synthetic (class-coloured patterns plus noise), written once under --work and reused.
@@ -89,11 +92,53 @@ def train(data: Path, out: Path, epochs: int, *extra: str) -> dict:
     return {"rss_mb": usage.ru_maxrss / 1024, "wall_s": wall, "epochs_s": epochs_s}
 
 
+def photos(work: Path, count: int) -> tuple:
+    """Seconds per 12 MP JPEG: decoding alone, the script's read_image, and the whole-photo float32 path."""
+    from PIL import Image
+
+    from edgecnn.script.edgecnn_infer import image_array, read_image, resize_bilinear, to_channels
+
+    folder = work / "photos_12mp"
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(count):
+        f = folder / f"{i}.jpg"
+        if not f.is_file():  # a smooth random scene at 1/8 size, upscaled: compresses like a photo
+            small = rng.integers(0, 256, (378, 504, 3), dtype=np.uint8)
+            Image.fromarray(small).resize((4032, 3024), Image.BILINEAR).save(f, quality=90)
+        files.append(f)
+    prep = {"image_size": [96, 96], "channels": 3, "pixel_max": 255.0}
+
+    def decode(f):
+        with Image.open(f) as im:
+            im.load()
+
+    def whole_float(f):  # before 2026-12-03: every pixel to float32, then the resize
+        with Image.open(f) as im:
+            x = image_array(im, str(f)).astype(np.float32)[None] / np.float32(255.0)
+        return np.clip(resize_bilinear(to_channels(x, 3), prep["image_size"]), 0, 1)
+
+    sec = {}
+    for name, fn in (("decode", decode), ("read_image", lambda f: read_image(str(f), prep)),
+                     ("whole_float", whole_float)):
+        fn(files[0])  # warm-up
+        t = time.perf_counter()
+        for f in files:
+            fn(f)
+        sec[name] = (time.perf_counter() - t) / len(files)
+    print(f"photos: {sec}", flush=True)
+    return ("12 MP JPEG -> 96x96, s/photo",
+            f"read_image {sec['read_image']:.3f} s, decode alone {sec['decode']:.3f} s, whole photo to float32 "
+            f"first {sec['whole_float']:.3f} s ({sec['whole_float'] / sec['read_image']:.1f}x read_image)",
+            sec["read_image"] / sec["decode"], "<= 3.0")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "edgecnn" / "data_scale"),
                     help="where the synthetic data and runs go (reused between runs)")
-    ap.add_argument("--only", choices=["npz", "folders", "speed"], default=None)
+    ap.add_argument("--only", choices=["npz", "folders", "speed", "photos"], default=None)
     ap.add_argument("--speed-epochs", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply every image count (0.02: a smoke run; the targets hold at 1.0 only)")
@@ -135,6 +180,9 @@ def main() -> int:
                         f"in memory {sec['off']:.1f} s, streamed {sec['on']:.1f} s "
                         f"(peak RSS {runs['off']['rss_mb']:.0f} vs {runs['on']['rss_mb']:.0f} MB)",
                         sec["off"] / sec["on"], ">= 0.9"))
+
+    if a.only in (None, "photos"):
+        results.append(photos(work, max(3, int(24 * min(1.0, a.scale * 10)))))
 
     print()
     print(f"{'check':32} {'ratio':>7}  {'target':8} measured")

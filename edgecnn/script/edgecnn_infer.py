@@ -44,6 +44,22 @@ __version__ = "1"
 # ---------------------------------------------------------------------------------------------
 
 
+def _bilinear_axis(out_len: int, in_len: int):
+    """Source positions of a bilinear resize along one axis (half-pixel centres): (lo, hi, weight of hi)."""
+    src = (np.arange(out_len, dtype=np.float64) + 0.5) * (in_len / out_len) - 0.5
+    src = np.clip(src, 0.0, in_len - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, in_len - 1)
+    return lo, hi, (src - lo).astype(np.float32)
+
+
+def _bilinear(x: np.ndarray, ys, xs) -> np.ndarray:
+    (y0, y1, wy), (x0, x1, wx) = ys, xs
+    top = x[:, y0][:, :, x0] * (1 - wx)[None, None, :, None] + x[:, y0][:, :, x1] * wx[None, None, :, None]
+    bot = x[:, y1][:, :, x0] * (1 - wx)[None, None, :, None] + x[:, y1][:, :, x1] * wx[None, None, :, None]
+    return (top * (1 - wy)[None, :, None, None] + bot * wy[None, :, None, None]).astype(np.float32)
+
+
 def resize_bilinear(x: np.ndarray, size) -> np.ndarray:
     """Bilinear resize of NHWC float images with half-pixel centres and no antialiasing.
 
@@ -53,19 +69,22 @@ def resize_bilinear(x: np.ndarray, size) -> np.ndarray:
     oh, ow = int(size[0]), int(size[1])
     if (oh, ow) == (h, w):
         return x
+    return _bilinear(x, _bilinear_axis(oh, h), _bilinear_axis(ow, w))
 
-    def axis(out_len: int, in_len: int):
-        src = (np.arange(out_len, dtype=np.float64) + 0.5) * (in_len / out_len) - 0.5
-        src = np.clip(src, 0.0, in_len - 1)
-        lo = np.floor(src).astype(np.int64)
-        hi = np.minimum(lo + 1, in_len - 1)
-        return lo, hi, (src - lo).astype(np.float32)
 
-    y0, y1, wy = axis(oh, h)
-    x0, x1, wx = axis(ow, w)
-    top = x[:, y0][:, :, x0] * (1 - wx)[None, None, :, None] + x[:, y0][:, :, x1] * wx[None, None, :, None]
-    bot = x[:, y1][:, :, x0] * (1 - wx)[None, None, :, None] + x[:, y1][:, :, x1] * wx[None, None, :, None]
-    return (top * (1 - wy)[None, :, None, None] + bot * wy[None, :, None, None]).astype(np.float32)
+def _read_rows_and_columns(x: np.ndarray, size):
+    """The rows and columns of NHWC pixels `x` that a bilinear resize to `size` reads, and the resize's source
+    positions in that smaller array. The resize reads at most 2 rows and 2 columns per output pixel and every
+    step before it works pixel by pixel, so converting only those gives the same result, bit for bit, without a
+    float32 copy of the whole image (145 MB for a 12-megapixel photo; benchmark 5: 0.15 s a photo instead of
+    0.20 s, decoding alone 0.08 s)."""
+    n, h, w = x.shape[:3]
+    ys, xs = _bilinear_axis(int(size[0]), h), _bilinear_axis(int(size[1]), w)
+    rows, cols = np.unique(np.concatenate(ys[:2])), np.unique(np.concatenate(xs[:2]))
+    x = x[:, rows][:, :, cols]
+    ys = (np.searchsorted(rows, ys[0]), np.searchsorted(rows, ys[1]), ys[2])
+    xs = (np.searchsorted(cols, xs[0]), np.searchsorted(cols, xs[1]), xs[2])
+    return x, ys, xs
 
 
 def to_channels(x: np.ndarray, channels: int) -> np.ndarray:
@@ -91,14 +110,19 @@ def preprocess(images, prep: dict) -> np.ndarray:
     Returns:
         float32 array (N, h, w, c) in [0, 1].
     """
-    x = np.asarray(images, dtype=np.float32)
+    x = np.asarray(images)
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
         raise ValueError(f"images must be (N,H,W) or (N,H,W,C), got shape {x.shape}")
-    x = x / np.float32(prep["pixel_max"])
+    size = tuple(int(v) for v in prep["image_size"])
+    sample = None
+    if size != tuple(x.shape[1:3]):
+        x, *sample = _read_rows_and_columns(x, size)
+    x = x.astype(np.float32) / np.float32(prep["pixel_max"])
     x = to_channels(x, int(prep["channels"]))
-    x = resize_bilinear(x, prep["image_size"])
+    if sample:
+        x = _bilinear(x, *sample)
     return np.clip(x, 0.0, 1.0).astype(np.float32)
 
 
@@ -612,7 +636,8 @@ def image_array(im, path: str) -> np.ndarray:
         UsageError: a 16-bit, 32-bit integer or float image.
     """
     check_mode(im.mode, path)
-    return np.asarray(im.convert("L" if im.mode in GREY_MODES else "RGB"), dtype=np.uint8)
+    mode = "L" if im.mode in GREY_MODES else "RGB"
+    return np.asarray(im if im.mode == mode else im.convert(mode), dtype=np.uint8)  # convert() to its own mode copies
 
 
 def check_pixels(x: np.ndarray, where: str) -> None:
