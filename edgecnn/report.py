@@ -38,7 +38,7 @@ td.w { overflow-wrap: anywhere; min-width: 8rem; } table.wide { font-size: 13px;
 table.wide th, table.wide td { padding: 3px 5px; }
 div.scroll { overflow-x: auto; }
 tr.skipped td { color: #888; } tr.failed td { color: #b00; }
-img { max-width: 100%; border: 1px solid #eee; margin: .5rem 0; display: block; }
+img { max-width: 100%; box-sizing: border-box; border: 1px solid #eee; margin: .5rem 0; display: block; }
 pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: 12px; }
 .verdict-ok { color: #070; font-weight: 600; } .verdict-bad { color: #b00; font-weight: 600; }
 .muted { color: #777; }
