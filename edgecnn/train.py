@@ -325,15 +325,26 @@ def evaluate(model, ds: Dataset) -> dict:
     labels = list(range(ds.num_classes))
     names = [str(c) for c in ds.class_names]
     rep = classification_report(ds.y_test, pred, labels=labels, target_names=names, output_dict=True, zero_division=0)
+    # The macro average is over the classes the test split holds or the model predicts (scikit-learn's default):
+    # a class with neither has no F1 at all, and counting it as 0 halved macro F1 on a 40-class folder whose
+    # small classes left no image for the test split.
+    present = sorted(set(ds.y_test.tolist()) | set(pred.tolist()))
+    absent = [names[k] for k in labels if k not in present]
+    text = classification_report(ds.y_test, pred, labels=present, target_names=[names[k] for k in present],
+                                 digits=4, zero_division=0)
+    if absent:
+        text += (f"\n{len(absent)} class(es) with no test image and never predicted, left out of the averages: "
+                 f"{', '.join(absent)}\n")
+    macro = classification_report(ds.y_test, pred, labels=present, output_dict=True, zero_division=0)["macro avg"]
     return {
         "test_accuracy": float(np.mean(pred == ds.y_test)),
         "test_loss": loss,
         "test_samples": int(len(pred)),
         "per_class": {n: {k: float(rep[n][k]) for k in ("precision", "recall", "f1-score", "support")} for n in names},
-        "macro_f1": float(rep["macro avg"]["f1-score"]),
+        "macro_f1": float(macro["f1-score"]),
+        "macro_f1_classes": len(present),
         "confusion_matrix": confusion_matrix(ds.y_test, pred, labels=labels).tolist(),
-        "report_text": classification_report(ds.y_test, pred, labels=labels, target_names=names, digits=4,
-                                             zero_division=0),
+        "report_text": text,
     }
 
 

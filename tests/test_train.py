@@ -330,3 +330,22 @@ def test_a_custom_architecture_from_python_trains_exports_and_quantizes(tmp_path
     assert manifest["artifacts"]["tflite_int8"]["quant"] == "qat"
     missing = invoke("train", "--out", tmp_path / "r2", "--arch", "nosuchmodule:build")
     assert missing.exit_code == 2 and "cannot import build from nosuchmodule" in missing.output
+
+
+def test_macro_f1_leaves_out_classes_with_no_test_image_and_never_predicted():
+    """A 40-class folder with 1 to 8 images a class left 18 classes out of a 30-image test split; counted as F1 0,
+    they halved macro F1 (0.24 against 0.44). A class predicted but not in the test split still counts (0)."""
+    from types import SimpleNamespace
+
+    from edgecnn.train import evaluate
+
+    probs = np.eye(4, dtype=np.float32)[[0, 0, 1, 0]] * 0.9 + 0.025
+    ds = SimpleNamespace(test=SimpleNamespace(predict_with=lambda model: probs), y_test=np.array([0, 0, 1, 1]),
+                         num_classes=4, class_names=["a", "b", "c", "d"])
+    m = evaluate(None, ds)
+    assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2) and m["macro_f1_classes"] == 2
+    assert set(m["per_class"]) == {"a", "b", "c", "d"}  # every class keeps its row
+    assert "2 class(es) with no test image and never predicted, left out of the averages: c, d" in m["report_text"]
+    ds.test = SimpleNamespace(predict_with=lambda model: np.eye(4, dtype=np.float32)[[0, 0, 1, 3]])
+    m = evaluate(None, ds)  # d predicted once, never true: F1 0, averaged over a, b, d
+    assert m["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3) and m["macro_f1_classes"] == 3
