@@ -190,3 +190,28 @@ def test_preprocess_converts_only_the_pixels_the_resize_reads(shape, channels, s
     expected = np.clip(resize_bilinear(whole, size), 0.0, 1.0)
     got = preprocess(x, {"image_size": list(size), "channels": channels, "pixel_max": pixel_max})
     assert got.dtype == np.float32 and np.array_equal(got, expected)
+
+
+def test_rare_classes_keep_a_training_image_in_every_split(tmp_path):
+    """Classes of 1 to 8 images: too rare for a stratified split, which a plain shuffle replaced, leaving some
+    classes with no training image. Now the held-out images are shared among the classes by size and every class
+    keeps at least one training image; the split sizes are as asked."""
+    from edgecnn.data import _held_out_per_class
+
+    sizes = [1, 2, 3, 5, 8] * 8
+    y = np.repeat(np.arange(len(sizes)), sizes)
+    x = np.random.default_rng(0).integers(0, 255, (len(y), 6, 6), dtype=np.uint8)
+    for seed in range(5):
+        out = _held_out_per_class(y, 30, seed)
+        assert len(out) == 30 and len(set(out.tolist())) == 30
+        assert np.all(np.bincount(np.delete(y, out), minlength=len(sizes)) >= 1)
+    folder = tmp_path / "rare"
+    from PIL import Image
+
+    for k, n in enumerate(sizes):
+        (folder / f"c{k:02d}").mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(x[np.flatnonzero(y == k)[i]]).save(folder / f"c{k:02d}" / f"{i}.png")
+    ds = load_dataset(DataConfig(source=str(folder)))
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (98, 24, 30)
+    assert np.all(np.bincount(ds.y_train, minlength=len(sizes)) >= 1)

@@ -128,18 +128,42 @@ def _check_pixels(name: str, x) -> None:
 
 
 def _split(idx: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str):
-    """Stratified split of positions `idx` (labels `y`) off `fraction`; a plain seeded shuffle when a class is
-    too rare. Returns (kept positions, their labels, held-out positions, their labels), each in source order."""
+    """Stratified split of positions `idx` (labels `y`) off `fraction` (scikit-learn's); when a class is too rare
+    for it, `_held_out_per_class`. Returns (kept positions, their labels, held-out positions, their labels), each
+    in source order."""
     from sklearn.model_selection import train_test_split
 
     n_out = int(round(len(y) * fraction))
     n_classes = len(np.unique(y))
     if n_out < 1 or len(y) - n_out < 1:
         raise DataError(f"too few images ({len(y)}) to hold out a {what} split; add images or lower the fraction")
-    stratify = y if (n_out >= n_classes and len(y) - n_out >= n_classes and np.bincount(y).min() >= 2) else None
-    keep, out = train_test_split(np.arange(len(y)), test_size=n_out, random_state=seed, stratify=stratify)
+    if n_out >= n_classes and len(y) - n_out >= n_classes and np.bincount(y).min(initial=2) >= 2:
+        keep, out = train_test_split(np.arange(len(y)), test_size=n_out, random_state=seed, stratify=y)
+    else:
+        out = _held_out_per_class(y, n_out, seed)
+        if not len(out):
+            raise DataError(f"too few images a class ({len(y)} images, {n_classes} classes) to hold out a {what} "
+                            f"split; add images")
+        keep = np.setdiff1d(np.arange(len(y)), out)
     keep, out = np.sort(keep), np.sort(out)
     return idx[keep], y[keep], idx[out], y[out]
+
+
+def _held_out_per_class(y: np.ndarray, n_out: int, seed: int) -> np.ndarray:
+    """Positions to hold out, about `n_out`, shared among the classes by their size (largest remainder, ties
+    seeded), each class keeping at least one image. A plain shuffle instead left 5 of a 40-class folder's
+    classes (1 or 2 images each) without a training image, which the model then cannot predict."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = counts * (n_out / len(y))
+    take = np.minimum(np.floor(quota).astype(np.int64), counts - 1)
+    order = np.lexsort((rng.random(len(classes)), -(quota - take)))  # largest remainder first, ties at random
+    while take.sum() < n_out and np.any(take < counts - 1):
+        for k in order:
+            if take.sum() < n_out and take[k] < counts[k] - 1:
+                take[k] += 1
+    return np.concatenate([rng.permutation(np.flatnonzero(y == c))[:t] for c, t in zip(classes, take)]
+                          + [np.zeros(0, np.int64)])
 
 
 def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
