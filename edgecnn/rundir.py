@@ -151,6 +151,10 @@ class Run:
                 raise ConfigError(f"{where} ({found['train'] + found['val'] + found['test']} images, split "
                                   f"{found['train']}/{found['val']}/{found['test']}; the run recorded "
                                   f"{recorded['train']}/{recorded['val']}/{recorded['test']})")
+        if recorded.get("split_sha256") and recorded["split_sha256"] != found["split_sha256"]:
+            raise ConfigError(f"{where}: the same counts, but the splits hold other images than the run's (split "
+                              f"fingerprint {found['split_sha256']}, recorded {recorded['split_sha256']}), so its "
+                              f"test figures would include images the model trained on; train the run again")
         return ds
 
 

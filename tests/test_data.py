@@ -13,7 +13,9 @@ def test_digits_default_split_is_deterministic():
     a = load_dataset(DataConfig())
     b = load_dataset(DataConfig())
     c = load_dataset(DataConfig(seed=1))
-    assert a.summary() == {"train": 1150, "val": 288, "test": 359, "input_shape": [8, 8, 1], "classes": 10}
+    assert a.summary() == {"train": 1150, "val": 288, "test": 359, "input_shape": [8, 8, 1], "classes": 10,
+                           "split_sha256": a.split_fingerprint()}
+    assert a.split_fingerprint() == b.split_fingerprint() != c.split_fingerprint()
     assert a.x_train.dtype == np.float32 and 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
     np.testing.assert_array_equal(a.x_test, b.x_test)
     assert not np.array_equal(a.y_test, c.y_test)

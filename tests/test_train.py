@@ -349,3 +349,26 @@ def test_macro_f1_leaves_out_classes_with_no_test_image_and_never_predicted():
     ds.test = SimpleNamespace(predict_with=lambda model: np.eye(4, dtype=np.float32)[[0, 0, 1, 3]])
     m = evaluate(None, ds)  # d predicted once, never true: F1 0, averaged over a, b, d
     assert m["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3) and m["macro_f1_classes"] == 3
+
+
+def test_a_run_refuses_a_split_that_holds_other_images(digits_run, tmp_path):
+    """The same data split another way has the same counts; the run's split fingerprint tells them apart, so a
+    later stage never measures the test split on images the model trained on."""
+    import shutil
+
+    from edgecnn.errors import ConfigError
+    from edgecnn.rundir import open_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "model.keras"):
+        shutil.copy(digits_run / name, run / name)
+    config = json.loads((run / "config.json").read_text())
+    assert open_run(run).load_dataset().split_fingerprint() == config["dataset"]["split_sha256"]
+    config["dataset"]["split_sha256"] = "0" * 16  # as if trained on another split of the same images
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="the splits hold other images than the run's"):
+        open_run(run).load_dataset()
+    del config["dataset"]["split_sha256"]  # a run from before the fingerprint: counts only, as then
+    (run / "config.json").write_text(json.dumps(config))
+    assert len(open_run(run).load_dataset().y_test) == config["dataset"]["test"]

@@ -117,7 +117,20 @@ class Dataset:
         }
         if self.origin.get("not_images"):  # an image folder's other files (hidden, .txt, ...), left out, by kind
             out["not_images"] = self.origin["not_images"]
+        out["split_sha256"] = self.split_fingerprint()
         return out
+
+    def split_fingerprint(self) -> str:
+        """The first 16 hex digits of a SHA-256 over which source images each split holds (their positions), in
+        train, val, test order: a run records it so that a later stage refuses a split that is not the one it
+        was trained with (the same counts can hold other images, and then the test figures include training
+        images)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            h.update(np.asarray(split.index, "<i8").tobytes() + b"|")
+        return h.hexdigest()[:16]
 
 
 def _check_pixels(name: str, x) -> None:
