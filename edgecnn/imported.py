@@ -46,6 +46,7 @@ class ImportConfig:
     image_size: Optional[tuple] = None  # (h, w) when the model's input size is not fixed
     input_range: str = AUTO  # what the model was trained on: 0-1, 0-255, -1-1, or auto (measured)
     seed: int = 0  # seeds the split, as `edgecnn train --seed`
+    precise_bn: bool = False  # re-measure the BatchNorm moving statistics on training images (edgecnn.precise_bn)
     overwrite: bool = False  # replace a non-empty run directory
 
     def __post_init__(self):
@@ -310,6 +311,44 @@ def _wrap(model, input_shape, input_range: str, probs_ok: bool):
     return (keras.Model(inputs, x, name=model.name) if added else model), added
 
 
+class _Statistics:
+    """BatchNorm moving statistics measured for one input range, to put back into the model."""
+
+    def __init__(self, layers, images: int):
+        self.layers, self.images = layers, images
+        self.values = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
+        self.said = f"BatchNorm statistics re-measured on {images} training images ({len(layers)} layers)"
+
+    def apply(self) -> None:
+        for layer, (mean, var) in zip(self.layers, self.values):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(var)
+
+
+SETTLE_BATCH = 32  # the batch whose statistics are averaged (Keras' default training batch)
+
+
+def _settled_per_range(model, ds, cfg: ImportConfig, src: Path) -> dict:
+    """{range: _Statistics}: the model's trainable BatchNorm layers settled (edgecnn.precise_bn) on a fixed
+    sample of training images fed in each input range, or only in the range asked for.
+
+    Raises:
+        ConfigError: the model has no trainable BatchNormalization layer.
+    """
+    from edgecnn.precise_bn import Settler, sample
+
+    settler = Settler(model)
+    if not settler.layers:
+        raise ConfigError(f"{src}: --precise-bn: the model has no trainable BatchNormalization layer to settle")
+    images = sample(ds.train, cfg.seed)
+    out = {}
+    for name, (scale, offset) in RANGES.items():
+        if cfg.input_range in (AUTO, name):
+            settler(images * scale + offset, SETTLE_BATCH)
+            out[name] = _Statistics(settler.layers, len(images))
+    return {name: out.get(name) or out[cfg.input_range] for name in RANGES}
+
+
 def import_model(cfg: ImportConfig) -> ImportResult:
     """Write a run directory for a model trained elsewhere: model.keras (wrapped as needed), config.json with the
     preprocessing, metrics.json and the report.
@@ -345,21 +384,34 @@ def import_model(cfg: ImportConfig) -> ImportResult:
         raise DataError(f"{cfg.data} has {ds.num_classes} classes but {src.name} outputs {n_out}")
     n_probe = min(256, len(ds.val))
     x_val, y_val = ds.val[:n_probe], ds.y_val[:n_probe]
-    outputs = {name: model.predict(x_val * scale + offset, verbose=0) for name, (scale, offset) in RANGES.items()}
+    settled = _settled_per_range(model, ds, cfg, src) if cfg.precise_bn else {}
+    outputs = {}
+    for name, (scale, offset) in RANGES.items():
+        if settled:  # each range is judged with the statistics measured in it
+            settled[name].apply()
+        outputs[name] = model.predict(x_val * scale + offset, verbose=0)
     range_fit = {name: _fit(p, y_val) for name, p in outputs.items()}
     right = {name: _right(p, y_val) for name, p in outputs.items()}
     input_range, warnings = _choose_range(cfg.input_range, range_fit, n_probe, right)
     probe = outputs[input_range]
     probs_ok = _outputs_probabilities(probe)
     pred = _predicted(probe)
+    if settled:
+        settled[input_range].apply()
     stuck = one_class_warning(pred, y_val, ds.class_names, "validation images")
     if stuck:
-        warnings.append(stuck)
+        from edgecnn.precise_bn import batchnorm_layers
+
+        hint = " (--precise-bn re-measures them on the training images)" \
+            if batchnorm_layers(model) and not settled else ""
+        warnings.append(stuck + hint)
     else:
         warnings += _class_order_warning(pred, y_val, list(ds.class_names))
     run_model, added = _wrap(model, (*size, int(c)), input_range, probs_ok)
     if low_precision:
         added.insert(0, f"float32 computation (it computed in {low_precision})")
+    if settled:
+        added.append(settled[input_range].said)
     out = Path(cfg.out)
     with folder_lock(out, "edgecnn import"):
         prepare_out_dir(out, overwrite=cfg.overwrite)

@@ -294,9 +294,12 @@ def tune(max_trials, trial_epochs, as_json, workers, worker_threads, chief, work
               help="The pixel range the model was trained on (a Rescaling layer maps edgecnn's [0, 1] to it); auto: "
                    "measured on the validation images (accuracy, then loss).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split of data without a test split.")
+@click.option("--precise-bn", is_flag=True,
+              help="Re-measure the model's BatchNorm moving statistics on up to 1,024 training images (weights "
+                   "unchanged): for a model whose statistics never settled and that predicts one class.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty run directory.")
 @user_errors
-def import_(model, data, out, image_size, input_range, seed, overwrite):
+def import_(model, data, out, image_size, input_range, seed, precise_bn, overwrite):
     """Make a run directory from a Keras model trained elsewhere (MODEL: a .keras or .h5 file from Keras 3 or 2,
     or a Keras 2 SavedModel directory; Sequential or functional): its input range, its output (logits, a binary
     classifier's one unit) and its preprocessing recorded, its test metrics measured, so export (PTQ, QAT or
@@ -304,7 +307,8 @@ def import_(model, data, out, image_size, input_range, seed, overwrite):
     from edgecnn.imported import ImportConfig, import_model
 
     result = import_model(ImportConfig(model=model, data=data, out=out, image_size=tuple(image_size) if image_size
-                                       else None, input_range=input_range, seed=seed, overwrite=overwrite))
+                                       else None, input_range=input_range, seed=seed, precise_bn=precise_bn,
+                                       overwrite=overwrite))
     for w in result.warnings:
         warn(w)
     if input_range == "auto":
