@@ -268,8 +268,9 @@ def _alike(best: np.ndarray, other: np.ndarray) -> bool:
 def _choose_range(asked: str, fit: dict, n: int, right: dict) -> tuple[str, list]:
     """(the range to use, warnings). The measured range: the lowest loss among those whose matched accuracy is
     alike the best one's (`_alike`: a model trained on 0-1 and fed 0-255, a ReLU network without BatchNorm,
-    classifies as well by chance as often as not, with 8 times the loss). auto takes it, with a warning when fewer than FEW_TO_TELL images left several ranges
-    alike (two images, all right in every range, told 0-255 for a model trained on 0-1 by its overconfident loss);
+    classifies as well by chance as often as not, with 8 times the loss). auto takes it, with a warning when
+    fewer than FEW_TO_TELL images left several ranges alike (two images, all right in every range, told 0-255
+    for a model trained on 0-1 by its overconfident loss);
     a range asked for is kept, with a warning when the measured one is clearly better (10 points more accurate,
     or less than half the loss)."""
     top = max(RANGES, key=lambda k: fit[k]["matched_accuracy"])
@@ -278,8 +279,8 @@ def _choose_range(asked: str, fit: dict, n: int, right: dict) -> tuple[str, list
     if asked == AUTO:
         if len(near) > 1 and n < FEW_TO_TELL:  # a loss on a handful of images cannot be trusted to decide
             return best, [f"input range {best} measured on only {n} validation image(s), where "
-                          f"{', '.join(near)} cannot be told apart by accuracy: if the model was trained on another range, pass "
-                          f"--input-range"]
+                          f"{', '.join(near)} cannot be told apart by accuracy: if the model was trained on "
+                          f"another range, pass --input-range"]
         return best, []
     a, b = fit[asked], fit[best]
     if best != asked and (b["matched_accuracy"] - a["matched_accuracy"] >= CLEARLY_BETTER or b["loss"] < a["loss"] / 2):

@@ -11,7 +11,8 @@ import numpy as np
 
 from edgecnn.data.split import ImageFiles, NpzArray, scan_images
 from edgecnn.errors import DataError
-from edgecnn.script.edgecnn_infer import IMAGE_SUFFIXES, is_data_folder, is_image_name  # one rule: what training and the device read
+# one rule for what training and the device read
+from edgecnn.script.edgecnn_infer import IMAGE_SUFFIXES, is_data_folder, is_image_name
 
 
 @dataclass
@@ -135,7 +136,8 @@ def _folder(path: str) -> RawData:
             if is_image_name(p.name) and p.is_file():
                 found.append(p)
             else:  # what a class folder holds besides images, by kind, for the record
-                kind = "hidden" if p.name.startswith(".") else "folder" if p.is_dir() else p.suffix.lower() or "no suffix"
+                kind = "hidden" if p.name.startswith(".") else "folder" if p.is_dir() else \
+                    p.suffix.lower() or "no suffix"
                 skipped[kind] = skipped.get(kind, 0) + 1
         if not found:
             raise DataError(f"{path}: class folder '{cls}' has no images ({', '.join(IMAGE_SUFFIXES)})")
