@@ -65,7 +65,7 @@ def test_image_folder(tmp_path):
 
 def test_a_folder_from_a_mac_zip_reads_its_images_and_nothing_else(tmp_path):
     """An archive made on a Mac holds a '._NAME.jpg' resource fork beside each image and a __MACOSX folder; a
-    folder may hold notes and thumbnails. Those are not images (a '._x.jpg' stopped training as unreadable, and
+    folder may hold notes and hidden thumbnails. Those are not images (a '._x.jpg' stopped training as unreadable, and
     __MACOSX became a class); .webp and .tif photos are (they were silently left out). Training and the device
     script list the same files."""
     from PIL import Image
@@ -81,12 +81,17 @@ def test_a_folder_from_a_mac_zip_reads_its_images_and_nothing_else(tmp_path):
         (root / cls / "notes.txt").write_text("labelled by hand")
     (root / "__MACOSX" / "cat").mkdir(parents=True)
     (root / "__MACOSX" / "cat" / "._0.png").write_bytes(bytes(40))
+    (root / "cat" / "2019").mkdir()  # a class's own subfolders are read, as Keras reads them
+    Image.open(root / "cat" / "2.png").save(root / "cat" / "2019" / "old.png")
+    (root / "dog" / ".thumbnails").mkdir()  # a hidden one is not
+    Image.open(root / "dog" / "2.png").save(root / "dog" / ".thumbnails" / "2.png")
     ds = load_dataset(DataConfig(source=str(root)))
     assert ds.class_names == ["cat", "dog"]
-    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 16
-    assert ds.summary()["not_images"] == {".txt": 2, "hidden": 4}
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 17
+    assert ds.summary()["not_images"] == {".txt": 2, "hidden": 5}
     listed = [p.replace(str(root) + "/", "") for p in image_files([str(root)])]
-    assert len(listed) == 16 and not any("MACOSX" in p or "/." in p for p in listed), listed
+    assert len(listed) == 17 and not any("MACOSX" in p or "/." in p for p in listed), listed
+    assert "cat/2019/old.png" in listed
 
 
 def test_image_folder_rgb(tmp_path):

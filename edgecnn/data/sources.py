@@ -124,7 +124,8 @@ def _npz(path: str) -> RawData:
 
 
 def _folder(path: str) -> RawData:
-    """A folder with one subfolder of images per class: file names and headers now, pixels when asked for."""
+    """A folder with one subfolder of images per class: file names and headers now, pixels when asked for. A class
+    folder's own subfolders are read too, as Keras' image_dataset_from_directory reads them (cat/2019/*.jpg)."""
     root = Path(path)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and is_data_folder(p.name))
     if not classes:
@@ -132,13 +133,16 @@ def _folder(path: str) -> RawData:
     files, labels, skipped = [], [], {}
     for label, cls in enumerate(classes):
         found = []
-        for p in sorted((root / cls).iterdir()):
-            if is_image_name(p.name) and p.is_file():
-                found.append(p)
-            else:  # what a class folder holds besides images, by kind, for the record
-                kind = "hidden" if p.name.startswith(".") else "folder" if p.is_dir() else \
-                    p.suffix.lower() or "no suffix"
+        for where, folders, names in os.walk(root / cls):
+            kept = [d for d in folders if is_data_folder(d)]
+            other = [n for n in names if not is_image_name(n)] + [d + "/" for d in folders if d not in kept]
+            folders[:] = kept
+            found += [Path(where) / n for n in names if is_image_name(n)]
+            for name in other:  # what a class folder holds besides images, by kind, for the record
+                kind = "hidden" if name.startswith(".") else "folder" if name.endswith("/") else \
+                    os.path.splitext(name)[1].lower() or "no suffix"
                 skipped[kind] = skipped.get(kind, 0) + 1
+        found.sort()
         if not found:
             raise DataError(f"{path}: class folder '{cls}' has no images ({', '.join(IMAGE_SUFFIXES)})")
         files += found
