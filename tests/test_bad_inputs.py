@@ -40,6 +40,7 @@ def files(tmp_path_factory):
     z["x_train"][0, 0, 0] = np.inf
     np.savez(d / "inf_train.npz", **z)
     np.savez(d / "nan.npz", x=nan)
+    np.savez(d / "normalized.npz", x=np.full((4, 8, 8), -0.5, np.float32), y=np.arange(4))
     np.savez(d / "nan_labelled.npz", x=nan, y=np.arange(20) % 10)
     np.savez(d / "labels.npz", x=np.full((4, 8, 8), 3.0), y=np.array([0, 1, 12, 3]))
     for cls in ("a", "b"):
@@ -87,6 +88,7 @@ def test_train_refuses_bad_input_and_leaves_nothing(files, tmp_path, args, messa
 @pytest.mark.parametrize("inputs, message", [
     ("object.npz", "save numbers, not objects"),
     ("nan.npz", "NaN or infinite"),
+    ("normalized.npz", "negative pixel values"),
 ])
 def test_predict_refuses_bad_pixels(exported, files, inputs, message):
     one_line_error(cli("predict", exported / "export" / "model_int8.tflite", files / inputs), message)
@@ -96,6 +98,7 @@ def test_predict_refuses_bad_pixels(exported, files, inputs, message):
     ("object.npz", "save numbers, not objects"),
     ("nan_labelled.npz", "NaN or infinite"),
     ("labels.npz", "labels outside 0..9"),
+    ("normalized.npz", "negative pixel values"),
 ])
 def test_the_device_script_refuses_bad_pixels_and_labels(exported, files, inputs, message):
     exp = exported / "export"

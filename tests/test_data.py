@@ -108,6 +108,7 @@ def test_image_folder_rgb(tmp_path):
     ("nan", "NaN or infinite"),
     ("inf", "NaN or infinite"),
     ("length", "has 60 images but y_train has 59"),
+    ("normalized", "negative pixel values \\(min -1\\): it looks normalized"),  # clipped to 0 before
 ])
 def test_bad_npz(tmp_path, case, message):
     path = tmp_path / "bad.npz"
@@ -128,6 +129,8 @@ def test_bad_npz(tmp_path, case, message):
         z["x_train"][0, 0, 0] = np.nan if case == "nan" else np.inf
     elif case == "length":
         z["y_train"] = z["y_train"][:-1]
+    elif case == "normalized":
+        z["x_train"] = z["x_train"].astype(np.float32) / 127.5 - 1.0
     np.savez(path, **z)
     with pytest.raises(DataError, match=message):
         load_dataset(DataConfig(source=str(path)))

@@ -641,15 +641,18 @@ def image_array(im, path: str) -> np.ndarray:
 
 
 def check_pixels(x: np.ndarray, where: str) -> None:
-    """Pixels must be numbers and finite: the one rule for .npz data in training, predict and here.
+    """Pixels must be numbers, finite and not negative: the one rule for .npz data in training, predict and here.
 
     Raises:
-        UsageError: an object or string array, or NaN / infinite values.
+        UsageError: an object or string array, NaN / infinite values, or negative values (normalized data).
     """
     if x.dtype.kind not in "uifb":
         raise UsageError(f"{where}: pixels must be numbers, got dtype {x.dtype}")
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise UsageError(f"{where}: has NaN or infinite pixel values")
+    if x.size and x.dtype.kind in "if" and x.min() < 0:  # preprocessing clips at 0: half of [-1, 1] would vanish
+        raise UsageError(f"{where}: has negative pixel values (min {float(x.min()):.3g}): it looks normalized; "
+                         f"pass the pixels before normalizing (0-255, or floats in [0, 1]), edgecnn scales them")
 
 
 def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
