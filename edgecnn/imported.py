@@ -30,7 +30,7 @@ import numpy as np
 from edgecnn.contracts.parity import one_class_warning
 from edgecnn.errors import ConfigError, ModelError
 
-from edgecnn.models import IMPORTED as ARCH  # the run's spec names no edgecnn architecture
+from edgecnn.models import IMPORTED as ARCH, float32_model  # ARCH: the run's spec names no edgecnn architecture
 RANGES = {"0-1": (1.0, 0.0), "0-255": (255.0, 0.0), "-1-1": (2.0, -1.0)}  # input range -> (scale, offset) from [0, 1]
 AUTO = "auto"  # the range measured on the validation images: the best accuracy, then the lowest loss
 CLEARLY_BETTER = 0.10  # accuracy by which the measured range beats one asked for, for a warning (or half its loss)
@@ -136,42 +136,6 @@ def _load(path: Path):
     if len(shape) != 3:
         raise ModelError(f"{path}: the input must be images (N, H, W, C), got {list(model.inputs[0].shape)}")
     return model
-
-
-LOW_PRECISION = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
-
-
-def _float32_config(o, key=None):
-    """A serialized Keras object with every float16/bfloat16 dtype policy (and tensor dtype) made float32."""
-    if isinstance(o, dict):
-        if o.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") \
-                and (o.get("config") or {}).get("name") in LOW_PRECISION:
-            return {**o, "config": {**o["config"], "name": "float32"}}
-        return {k: _float32_config(v, k) for k, v in o.items()}
-    if isinstance(o, list):
-        return [_float32_config(v) for v in o]
-    return "float32" if key == "dtype" and o in LOW_PRECISION else o
-
-
-def _compute_float32(model):
-    """(the model computing in float32, the lower precision it computed in, or None). A model trained with
-    Keras' mixed precision (`mixed_float16` on a GPU) computes its layers in float16, which the TFLite
-    converter cannot translate ("Could not translate MLIR to FlatBuffer" on its Conv2D); its variables are
-    float32 already, so the same graph with float32 policies and the same weights is the model, computed
-    exactly."""
-    import keras
-
-    try:
-        config = keras.saving.serialize_keras_object(model)
-    except Exception:  # noqa: BLE001  only a mixed-precision model needs this; any other goes on as loaded
-        return model, None
-    converted = _float32_config(config)
-    if converted == config:
-        return model, None
-    was = sorted({n for n in LOW_PRECISION if f"'name': '{n}'" in repr(config)})
-    clone = keras.saving.deserialize_keras_object(converted)
-    clone.set_weights([np.asarray(w).astype(v.dtype) for w, v in zip(model.get_weights(), clone.weights)])
-    return clone, ", ".join(was)
 
 
 def _outputs_probabilities(probe: np.ndarray) -> bool:
@@ -315,31 +279,17 @@ def _wrap(model, input_shape, input_range: str, probs_ok: bool):
     return (keras.Model(inputs, x, name=model.name) if added else model), added
 
 
-class _Statistics:
-    """BatchNorm moving statistics measured for one input range, to put back into the model."""
-
-    def __init__(self, layers, images: int):
-        self.layers, self.images = layers, images
-        self.values = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
-        self.said = f"BatchNorm statistics re-measured on {images} training images ({len(layers)} layers)"
-
-    def apply(self) -> None:
-        for layer, (mean, var) in zip(self.layers, self.values):
-            layer.moving_mean.assign(mean)
-            layer.moving_variance.assign(var)
-
-
 SETTLE_BATCH = 32  # the batch whose statistics are averaged (Keras' default training batch)
 
 
-def _settled_per_range(model, ds, cfg: ImportConfig, src: Path) -> dict:
-    """{range: _Statistics}: the model's trainable BatchNorm layers settled (edgecnn.precise_bn) on a fixed
+def _settled_per_range(model, ds, cfg: ImportConfig, src: Path) -> tuple:
+    """({range: precise_bn.Snapshot}, images used): the model's trainable BatchNorm layers settled (edgecnn.precise_bn) on a fixed
     sample of training images fed in each input range, or only in the range asked for.
 
     Raises:
         ConfigError: the model has no trainable BatchNormalization layer.
     """
-    from edgecnn.precise_bn import Settler, sample
+    from edgecnn.precise_bn import Settler, Snapshot, sample
 
     settler = Settler(model)
     if not settler.layers:
@@ -349,8 +299,8 @@ def _settled_per_range(model, ds, cfg: ImportConfig, src: Path) -> dict:
     for name, (scale, offset) in RANGES.items():
         if cfg.input_range in (AUTO, name):
             settler(images * scale + offset, SETTLE_BATCH)
-            out[name] = _Statistics(settler.layers, len(images))
-    return {name: out.get(name) or out[cfg.input_range] for name in RANGES}
+            out[name] = Snapshot(settler.layers)
+    return {name: out.get(name) or out[cfg.input_range] for name in RANGES}, len(images)
 
 
 def import_model(cfg: ImportConfig) -> ImportResult:
@@ -371,7 +321,7 @@ def import_model(cfg: ImportConfig) -> ImportResult:
 
     quiet_tensorflow()
     src = Path(cfg.model)
-    model, low_precision = _compute_float32(_load(src))
+    model, low_precision = float32_model(_load(src))
     h, w, c = model.inputs[0].shape[1:]
     if (h is None or w is None) and not cfg.image_size:
         raise ConfigError(f"{src}: its input size is not fixed ({[h, w, c]}): pass --image-size H W")
@@ -388,11 +338,11 @@ def import_model(cfg: ImportConfig) -> ImportResult:
         raise DataError(f"{cfg.data} has {ds.num_classes} classes but {src.name} outputs {n_out}")
     n_probe = min(256, len(ds.val))
     x_val, y_val = ds.val[:n_probe], ds.y_val[:n_probe]
-    settled = _settled_per_range(model, ds, cfg, src) if cfg.precise_bn else {}
+    settled, settle_images = _settled_per_range(model, ds, cfg, src) if cfg.precise_bn else ({}, 0)
     outputs = {}
     for name, (scale, offset) in RANGES.items():
         if settled:  # each range is judged with the statistics measured in it
-            settled[name].apply()
+            settled[name].restore()
         outputs[name] = model.predict(x_val * scale + offset, verbose=0)
     range_fit = {name: _fit(p, y_val) for name, p in outputs.items()}
     right = {name: _right(p, y_val) for name, p in outputs.items()}
@@ -401,7 +351,7 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     probs_ok = _outputs_probabilities(probe)
     pred = _predicted(probe)
     if settled:
-        settled[input_range].apply()
+        settled[input_range].restore()
     stuck = one_class_warning(pred, y_val, ds.class_names, "validation images")
     if stuck:
         from edgecnn.precise_bn import batchnorm_layers
@@ -415,7 +365,8 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     if low_precision:
         added.insert(0, f"float32 computation (it computed in {low_precision})")
     if settled:
-        added.append(settled[input_range].said)
+        added.append(f"BatchNorm statistics re-measured on {settle_images} training images "
+                     f"({len(settled[input_range].layers)} layers)")
     out = Path(cfg.out)
     with folder_lock(out, "edgecnn import"):
         prepare_out_dir(out, overwrite=cfg.overwrite)

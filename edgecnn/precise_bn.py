@@ -25,14 +25,23 @@ def batchnorm_layers(model) -> list:
     """Every BatchNorm layer of `model`, nested models included, that training updates (trainable)."""
     import keras
 
-    found, stack = [], [model]
-    while stack:
-        layer = stack.pop()
-        if isinstance(layer, keras.layers.BatchNormalization):
-            if layer.trainable and not getattr(layer, "renorm", False):
-                found.append(layer)
-        stack.extend(getattr(layer, "layers", []) or [])
-    return found
+    from edgecnn.models import all_layers
+
+    return [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+            and layer.trainable and not getattr(layer, "renorm", False)]
+
+
+class Snapshot:
+    """BatchNorm `layers`' moving statistics as they are now, to put back later (`restore`)."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        self.values = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in self.layers]
+
+    def restore(self) -> None:
+        for layer, (mean, var) in zip(self.layers, self.values):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(var)
 
 
 class Settler:

@@ -3,6 +3,7 @@ and a folder of images with one subfolder per class. Each returns raw pixels and
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -12,7 +13,7 @@ import numpy as np
 from edgecnn.data.split import ImageFiles, NpzArray, scan_images
 from edgecnn.errors import DataError
 # one rule for what training and the device read
-from edgecnn.script.edgecnn_infer import IMAGE_SUFFIXES, is_data_folder, is_image_name
+from edgecnn.script.edgecnn_infer import IMAGE_SUFFIXES, is_data_folder, walk_images
 
 
 @dataclass
@@ -130,19 +131,12 @@ def _folder(path: str) -> RawData:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and is_data_folder(p.name))
     if not classes:
         raise DataError(f"{path}: no class subfolders (expected one folder of images per class)")
-    files, labels, skipped = [], [], {}
+    files, labels, skipped = [], [], Counter()  # skipped: what class folders hold besides images, by kind
     for label, cls in enumerate(classes):
-        found = []
-        for where, folders, names in os.walk(root / cls):
-            kept = [d for d in folders if is_data_folder(d)]
-            other = [n for n in names if not is_image_name(n)] + [d + "/" for d in folders if d not in kept]
-            folders[:] = kept
-            found += [Path(where) / n for n in names if is_image_name(n)]
-            for name in other:  # what a class folder holds besides images, by kind, for the record
-                kind = "hidden" if name.startswith(".") else "folder" if name.endswith("/") else \
-                    os.path.splitext(name)[1].lower() or "no suffix"
-                skipped[kind] = skipped.get(kind, 0) + 1
-        found.sort()
+        images, other = walk_images(str(root / cls))
+        found = [Path(p) for p in images]
+        skipped.update("hidden" if n.startswith(".") else "folder" if n.endswith("/") else
+                       os.path.splitext(n)[1].lower() or "no suffix" for n in other)
         if not found:
             raise DataError(f"{path}: class folder '{cls}' has no images ({', '.join(IMAGE_SUFFIXES)})")
         files += found

@@ -106,11 +106,10 @@ def weight_kernels(model):
     convolutions, whose output channels are not last, are left out."""
     import keras
 
+    from edgecnn.models import all_layers
+
     L = keras.layers
-    stack = list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop(0)
-        stack.extend(getattr(layer, "layers", []) or [])
+    for layer in all_layers(model):
         if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
             yield layer.kernel, 2
         elif isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):

@@ -78,13 +78,11 @@ def float_islands(path, model=None) -> list:
     """The ops of an int8 TFLite model that compute in float (QUANTIZE/DEQUANTIZE at its edges and around them
     excepted): [{"index", "op", "layer"}]. The converter leaves an op it has no int8 kernel for (LayerNormalization's
     NEG, GroupNormalization's SQUARE, ELU) in float between a DEQUANTIZE and a QUANTIZE."""
+    from edgecnn.models import all_layers
     from edgecnn.runtimes.tflite import float_ops
 
-    known, stack = set(), [model] if model is not None else []
-    while stack:  # the model's layers, nested models' inside them (their own names left out)
-        layer = stack.pop()
-        inner = getattr(layer, "layers", None)
-        stack.extend(inner) if inner else known.add(layer.name)
+    # the model's layer names, nested models' own names left out (a tensor name holds both)
+    known = {layer.name for layer in all_layers(model) if not getattr(layer, "layers", None)} if model else None
     return [{"index": o["index"], "op": o["op"], "layer": o["layer"]}
             for o in float_ops(path, known or None) if o["op"] not in INT8_BOUNDARY_OPS]
 
@@ -102,9 +100,7 @@ def float_islands_warning(path, islands: list) -> str:
 def check_fully_int8(path) -> None:
     """Raise ExportError when an op of an int8 TFLite model computes in float (QUANTIZE/DEQUANTIZE at the
     model's edges excepted)."""
-    from edgecnn.runtimes.tflite import float_ops
-
-    bad = [op for op in float_ops(path) if op["op"] not in INT8_BOUNDARY_OPS]
+    bad = float_islands(path)
     if bad:
         ops = ", ".join(f"#{o['index']} {o['op']}" for o in bad[:8])
         raise ExportError(f"{Path(path).name} is not fully int8: float ops {ops}")

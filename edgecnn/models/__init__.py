@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from edgecnn.errors import ModelError
 from edgecnn.models import architectures as A
 
@@ -280,3 +282,50 @@ def copy_weights(src, dst) -> None:
     if len(ws) != len(wd) or any(a.shape != b.shape for a, b in zip(ws, wd)):
         raise ModelError(f"weight layouts differ: {len(ws)} vs {len(wd)} arrays")
     dst.set_weights(ws)
+
+
+def all_layers(model) -> list:
+    """Every layer of a Keras model, breadth first, the layers of nested models included (after the nested model
+    itself); not the model."""
+    found, queue = [], list(getattr(model, "layers", []) or [])
+    while queue:
+        layer = queue.pop(0)
+        found.append(layer)
+        queue.extend(getattr(layer, "layers", []) or [])
+    return found
+
+
+LOW_PRECISION = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
+
+
+def _float32_config(o, key=None):
+    """A serialized Keras object with every float16/bfloat16 dtype policy (and tensor dtype) made float32."""
+    if isinstance(o, dict):
+        if o.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") \
+                and (o.get("config") or {}).get("name") in LOW_PRECISION:
+            return {**o, "config": {**o["config"], "name": "float32"}}
+        return {k: _float32_config(v, k) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_float32_config(v) for v in o]
+    return "float32" if key == "dtype" and o in LOW_PRECISION else o
+
+
+def float32_model(model):
+    """(the model computing in float32, the lower precision it computed in, or None). A model trained with
+    Keras' mixed precision (`mixed_float16` on a GPU) computes its layers in float16, which the TFLite
+    converter cannot translate ("Could not translate MLIR to FlatBuffer" on its Conv2D); its variables are
+    float32 already, so the same graph with float32 policies and the same weights is the model, computed
+    exactly."""
+    import keras
+
+    try:
+        config = keras.saving.serialize_keras_object(model)
+    except Exception:  # noqa: BLE001  only a mixed-precision model needs this; any other goes on as loaded
+        return model, None
+    converted = _float32_config(config)
+    if converted == config:
+        return model, None
+    was = sorted({n for n in LOW_PRECISION if f"'name': '{n}'" in repr(config)})
+    clone = keras.saving.deserialize_keras_object(converted)
+    clone.set_weights([np.asarray(w).astype(v.dtype) for w, v in zip(model.get_weights(), clone.weights)])
+    return clone, ", ".join(was)

@@ -650,8 +650,9 @@ def check_pixels(x: np.ndarray, where: str) -> None:
         raise UsageError(f"{where}: pixels must be numbers, got dtype {x.dtype}")
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise UsageError(f"{where}: has NaN or infinite pixel values")
-    if x.size and x.dtype.kind in "if" and x.min() < 0:  # preprocessing clips at 0: half of [-1, 1] would vanish
-        raise UsageError(f"{where}: has negative pixel values (min {float(x.min()):.3g}): it looks normalized; "
+    low = float(x.min()) if x.size and x.dtype.kind in "if" else 0.0
+    if low < 0:  # preprocessing clips at 0: half of [-1, 1] would vanish
+        raise UsageError(f"{where}: has negative pixel values (min {low:.3g}): it looks normalized; "
                          f"pass the pixels before normalizing (0-255, or floats in [0, 1]), edgecnn scales them")
 
 
@@ -682,6 +683,18 @@ def is_data_folder(name: str) -> bool:
     return not name.startswith(".") and name not in NOT_DATA
 
 
+def walk_images(folder: str) -> tuple:
+    """(the image files under `folder`, subfolders included, sorted; the names of what else it holds: files that
+    are not images, and "NAME/" for each hidden or archive folder not entered)."""
+    images, other = [], []
+    for root, folders, files in os.walk(folder):
+        other += [d + "/" for d in folders if not is_data_folder(d)]
+        folders[:] = [d for d in folders if is_data_folder(d)]
+        images += [os.path.join(root, f) for f in files if is_image_name(f)]
+        other += [f for f in files if not is_image_name(f)]
+    return sorted(images), other
+
+
 def image_files(paths) -> list:
     """Image paths as given, with each folder among them replaced by the image files under it (sorted, subfolders
     included: a class-per-folder test set classifies as it is).
@@ -694,11 +707,7 @@ def image_files(paths) -> list:
         if not os.path.isdir(path):
             out.append(path)
             continue
-        found = []
-        for root, folders, files in os.walk(path):
-            folders[:] = [d for d in folders if is_data_folder(d)]
-            found += [os.path.join(root, f) for f in files if is_image_name(f)]
-        found.sort()
+        found = walk_images(path)[0]
         if not found:
             raise UsageError(f"{path}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
         out += found
