@@ -327,7 +327,11 @@ def _search(cfg, tcfg, out: Path, ds) -> "TuneResult":
     defaults, defaults_figures = _defaults_score(cfg, tcfg, ds, probe)
     best_trial = timed[0] if timed else {}
     best_score = best_trial.get("val_accuracy", best_trial.get("score"))
-    not_better = defaults is not None and (best_score is None or best_score <= defaults)
+    # The defaults are held to the trials' budget: defaults over it cannot "serve as well" as a trial inside it.
+    defaults_over = (cfg.budget.violations(defaults_figures)
+                     if cfg.budget is not None and cfg.budget.active and defaults_figures else [])
+    not_better = defaults is not None and (best_score is None or best_score <= defaults) and \
+        (not defaults_over or best_trial.get("over_budget", True))
     device = {}
     if cfg.budget is not None:
         from edgecnn.tune_device import pareto_front, plot_pareto
@@ -338,7 +342,9 @@ def _search(cfg, tcfg, out: Path, ds) -> "TuneResult":
         plot = plot_pareto(timed, front, out / "pareto.png", cfg.budget)
         inside = [t for t in timed if not t.get("over_budget")]
         device = {"budget": asdict(cfg.budget), "pareto_front": front, "plot": plot.name if plot else None,
-                  "inside_budget": len(inside), "defaults_figures": defaults_figures,
+                  "inside_budget": len(inside),
+                  "defaults_figures": {**defaults_figures, "over_budget": bool(defaults_over)} if defaults_figures
+                  else defaults_figures,
                   "best_inside_budget": inside[0]["trial_id"] if inside else None}
         if cfg.budget.active and not inside:
             say(f"note: no trial met the budget ({'; '.join(cfg.budget.violations(best_trial))} for the best); "

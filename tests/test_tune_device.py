@@ -34,6 +34,11 @@ def test_a_latency_budget_records_every_trials_figures_and_the_pareto_table(tmp_
     assert device["budget"]["max_size_kb"] == 30 and (run / device["plot"]).is_file()
     assert device["pareto_front"] and set(device["pareto_front"]) <= {t["trial_id"] for t in trials}
     inside = [t for t in trials if not t["over_budget"]]
+    defaults = device["defaults_figures"]  # the defaults are measured and held to the same budget
+    assert defaults["over_budget"] == (defaults["int8_size_bytes"] / 1024 > 30)
+    assert "defaults" in res.output.split("device figures")[1]
+    if defaults["over_budget"] and inside:  # a default model over the budget is never "as good" as a trial inside
+        assert record["search_beat_defaults"] and "nothing better than the defaults" not in res.output
     if inside:  # the retrained model is the best trial inside the budget
         best = json.loads((run / "best_hyperparameters.json").read_text())["best"]
         assert best == max(inside, key=lambda t: t["val_accuracy"])["params"]

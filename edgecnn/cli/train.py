@@ -171,7 +171,9 @@ def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
     if result.used_defaults:
         click.echo(f"note: the search found nothing better than the defaults (val_accuracy "
                    f"{_f4(result.defaults_score)} against the best trial's "
-                   f"{_f4(result.trials[0]['score'] if result.trials else None)}): `edgecnn train` with no --param "
+                   f"{_f4(result.trials[0].get('val_accuracy', result.trials[0]['score']) if result.trials else None)}"
+                   f"{_budget_aside(result.device)}): "
+                   "`edgecnn train` with no --param "
                    "may serve you as well")
     if result.device:
         _print_pareto(result)
@@ -194,6 +196,12 @@ def _print_pareto(result) -> None:
                      _f4(t.get("val_accuracy")), "" if lat is None else f"{lat:.3f}",
                      "" if size is None else f"{size / 1024:.1f}", "" if arena is None else f"{arena / 1024:.1f}",
                      "yes" if t.get("pareto") else "", "over" if t.get("over_budget") else "inside"))
+    d = dev.get("defaults_figures")
+    if d:  # the architecture's defaults, measured the same way, for comparison
+        lat, size, arena = d.get("int8_latency_ms"), d.get("int8_size_bytes"), d.get("arena_bytes")
+        rows.append(("defaults", _f4(result.defaults_score), "" if lat is None else f"{lat:.3f}",
+                     "" if size is None else f"{size / 1024:.1f}", "" if arena is None else f"{arena / 1024:.1f}",
+                     "", "over" if d.get("over_budget") else "inside" if "over_budget" in d else ""))
     limits = ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in budget.items() if k.startswith("max") and v)
     print_table(f"device figures (int8 on {budget['measure_on']}; budget: {limits or 'none'})",
                 ("trial", "val_accuracy", "latency ms", "size KiB", "arena KiB", "Pareto", "budget"), rows)
@@ -203,6 +211,15 @@ def _print_pareto(result) -> None:
         click.echo(f"{dev['inside_budget']} of {len(result.trials)} trials inside the budget" +
                    (f"; retrained the best of them (trial {trial_number(dev['best_inside_budget'])})"
                     if dev.get("best_inside_budget") is not None else "; none inside: retrained the best over it"))
+
+
+def _budget_aside(dev: dict) -> str:
+    """How the defaults and the best trial stand against a device budget, for the defaults note."""
+    d = dev.get("defaults_figures") or {}
+    if not dev or "over_budget" not in d or not any(dev["budget"].get(k) for k in dev["budget"] if k.startswith("max")):
+        return ""
+    trial = "inside" if dev.get("inside_budget") else "over"
+    return " on the same budget: the defaults " + ("over" if d["over_budget"] else "inside") + f", the trial {trial}"
 
 
 def _f4(v) -> str:
