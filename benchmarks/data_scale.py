@@ -1,7 +1,7 @@
 """Benchmark 5: training at real data sizes: peak memory and the speed of streaming input.
 
     python benchmarks/data_scale.py                 # all three checks (about 10 minutes on 2 cores)
-    python benchmarks/data_scale.py --only speed    # one of: npz, folders, speed
+    python benchmarks/data_scale.py --only speed    # one of: npz, folders, speed, photos, cache
     python benchmarks/data_scale.py --scale 0.02    # every image count x 0.02: checks the script runs, in a minute
 
 It prints, side by side in one run:
@@ -13,6 +13,9 @@ It prints, side by side in one run:
 4. Phone photos (12 MP JPEGs, 4032x3024) read for a 96x96 model: seconds per photo of the script's `read_image`
    (what training and the device do with a file) against decoding the JPEG alone (target: <= 3.0), and, for
    the record, against converting the whole photo to float32 before resizing, as edgecnn did before 2026-12-03.
+5. A folder of 1,200 2 MP JPEGs for a 64x64 model: seconds per epoch after the first with the image cache off
+   (`EDGECNN_CACHE=off`: every image decoded and resized every epoch) against on (target: off/on >= 3.0), and
+   export's wall time each way.
 
 Each `edgecnn train` is its own process; its peak RSS is the kernel's high-water mark from wait4(). The data is
 synthetic (class-coloured patterns plus noise), written once under --work and reused.
@@ -134,11 +137,57 @@ def photos(work: Path, count: int) -> tuple:
             sec["read_image"] / sec["decode"], "<= 3.0")
 
 
+def make_photo_folder(path: Path, n: int, size=(1200, 1600), classes: int = 4) -> Path:
+    """`n` JPEG photos of `size` (2 MP by default), class-coloured smooth scenes, one folder per class."""
+    from PIL import Image
+
+    done = path / ".complete"
+    if done.is_file():
+        return path
+    rng = np.random.default_rng(2)
+    h, w = size
+    for i in range(n):
+        k = i % classes
+        d = path / f"class_{k}"
+        d.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (h // 8, w // 8, 3)).astype(np.float32)
+        small[..., k % 3] = small[..., k % 3] * 0.3 + 170  # the class's colour dominates
+        Image.fromarray(small.astype(np.uint8)).resize((w, h), Image.BILINEAR).save(d / f"{i:05d}.jpg", quality=90)
+    done.write_text("ok")
+    return path
+
+
+def cache(work: Path, count: int, epochs: int) -> tuple:
+    """A folder of 2 MP photos for a 64x64 model: seconds per epoch after the first, and export's wall time, with
+    the image cache off and on (a fresh cache: the first epoch fills it)."""
+    import shutil
+
+    folder = make_photo_folder(work / f"photos{count}_2mp", count)
+    store = work / "image_cache"
+    shutil.rmtree(store, ignore_errors=True)
+    runs = {}
+    for mode, env in (("off", "off"), ("on", str(store))):
+        os.environ["EDGECNN_CACHE"] = env
+        runs[mode] = train(folder, work / f"run_photos{count}_{mode}", epochs, "--image-size", "64", "64")
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "edgecnn", "export", str(work / f"run_photos{count}_{mode}"), "-q",
+                        "--formats", "tflite"], check=True)
+        runs[mode]["export_s"] = time.perf_counter() - t
+        print(f"cache {mode}: {runs[mode]}", flush=True)
+    os.environ.pop("EDGECNN_CACHE")
+    sec = {m: statistics.median(r["epochs_s"][1:] or r["epochs_s"]) for m, r in runs.items()}
+    first = runs["on"]["epochs_s"][0] if runs["on"]["epochs_s"] else float("nan")
+    return (f"{count} 2 MP JPEGs -> 64x64, s/epoch",
+            f"no cache {sec['off']:.2f} s, cached {sec['on']:.2f} s (first epoch, filling it, {first:.2f} s); "
+            f"export {runs['off']['export_s']:.1f} vs {runs['on']['export_s']:.1f} s",
+            sec["off"] / sec["on"], ">= 3.0")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "edgecnn" / "data_scale"),
                     help="where the synthetic data and runs go (reused between runs)")
-    ap.add_argument("--only", choices=["npz", "folders", "speed", "photos"], default=None)
+    ap.add_argument("--only", choices=["npz", "folders", "speed", "photos", "cache"], default=None)
     ap.add_argument("--speed-epochs", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply every image count (0.02: a smoke run; the targets hold at 1.0 only)")
@@ -183,6 +232,9 @@ def main() -> int:
 
     if a.only in (None, "photos"):
         results.append(photos(work, max(3, int(24 * min(1.0, a.scale * 10)))))
+
+    if a.only in (None, "cache"):
+        results.append(cache(work, n(1_200), a.speed_epochs))
 
     print()
     print(f"{'check':32} {'ratio':>7}  {'target':8} measured")

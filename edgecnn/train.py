@@ -142,6 +142,7 @@ class TrainResult:
     files: list = field(default_factory=list)
     replicas: int = 1  # devices the batches were split across (--strategy)
     warnings: list = field(default_factory=list)  # what the user should know about the result (one line each)
+    cache: str = ""  # an image folder's disk cache of preprocessed images: where, or why not (Dataset.cache_line)
 
 
 def seed_everything(seed: int) -> None:
@@ -302,7 +303,7 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     return TrainResult(run_dir=out, metrics=metrics, history=history, spec=spec, dataset=ds.summary(),
                        seconds=time.perf_counter() - t0, files=files, replicas=replicas,
-                       warnings=result_warnings(metrics))
+                       warnings=result_warnings(metrics), cache=ds.cache_line())
 
 
 def result_warnings(metrics: dict) -> list:

@@ -7,6 +7,8 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # hermetic: no cached keras.datasets downloads, no user keras.json
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="edgecnn-keras-home-")
+# image folders' preprocessed-image cache (edgecnn/data/cache.py): never the user's ~/.cache
+os.environ["EDGECNN_CACHE"] = tempfile.mkdtemp(prefix="edgecnn-cache-")
 
 import numpy as np
 import pytest

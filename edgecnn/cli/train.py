@@ -129,6 +129,7 @@ def print_train_summary(result) -> None:
         ("architecture", f"{result.spec.arch}  {json.dumps(result.spec.resolved())}"),
         ("data", f"train {result.dataset['train']} / val {result.dataset['val']} / test {result.dataset['test']}, "
                  f"input {'x'.join(map(str, result.dataset['input_shape']))}" + _left_out(result.dataset)),
+        *([("image cache", result.cache)] if result.cache else []),
         ("epochs run", str(len(result.history.get("loss", []))) + (f" on {result.replicas} replicas"
                                                                   if result.replicas > 1 else "")),
         ("best val_loss", f"{min(result.history.get('val_loss', [float('nan')])):.4f}"),

@@ -120,6 +120,19 @@ class Dataset:
         out["split_sha256"] = self.split_fingerprint()
         return out
 
+    def cache_line(self) -> str:
+        """Where an image folder's preprocessed images are cached (data/cache.py), or why they are not when
+        caching would pay; "" for other sources."""
+        raw = self.train.raw
+        if not isinstance(raw, ImageFiles):
+            return ""
+        cache, why = raw.cache(self.preprocessing)
+        if cache is not None:
+            return f"{cache.filled()} of {cache.n} images cached as float32 in {cache.path}"
+        from edgecnn.data.cache import worth_caching
+
+        return f"not cached: {why}" if worth_caching(raw.sizes, self.preprocessing) else ""
+
     def split_fingerprint(self) -> str:
         """The first 16 hex digits of a SHA-256 over which source images each split holds (their positions), in
         train, val, test order: a run records it so that a later stage refuses a split that is not the one it

@@ -75,6 +75,7 @@ class ImageFiles:
         self.paths, self.sizes = paths, sizes  # sizes: (h, w) per file, from the header
         self.promote = len(set(colour)) > 1  # mixed grey and colour: every image is read as RGB
         self.channels = 3 if any(colour) else 1
+        self._caches: dict = {}  # preprocessing (JSON) -> (PixelCache or None, why not)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -105,6 +106,24 @@ class ImageFiles:
         if isinstance(idx, (int, np.integer)):
             return self.read(int(idx))
         return [self.read(int(i)) for i in np.asarray(idx).reshape(-1)]
+
+    def cache(self, prep: dict) -> tuple:
+        """(the disk cache of these files under `prep`, or None; why not), opened on first use (data/cache.py)."""
+        import json
+
+        from edgecnn.data.cache import PixelCache
+
+        key = json.dumps(prep, sort_keys=True)
+        if key not in self._caches:
+            self._caches[key] = PixelCache.open(self.paths, self.sizes, prep)
+        return self._caches[key]
+
+    def preprocessed(self, positions: np.ndarray, prep: dict) -> np.ndarray:
+        """The images at `positions` as the model takes them: from the disk cache where it holds them."""
+        cache, _ = self.cache(prep)
+        if cache is None:
+            return _apply(self[positions], prep)
+        return cache.get(positions, lambda pos: _apply(self[pos], prep))
 
 
 END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}  # the last bytes of a whole file of each format
@@ -210,7 +229,7 @@ class Split:
             return self[np.array([int(key)])][0]
         positions = self.index[key]
         if isinstance(self.raw, ImageFiles):
-            return _apply(self.raw[positions], self.prep)
+            return self.raw.preprocessed(positions, self.prep)
         if isinstance(self.raw, list):
             return _apply([self.raw[int(i)] for i in positions], self.prep)
         if len(positions) > 1 and np.any(np.diff(positions) < 0):  # read in file order, hand back in asked order
