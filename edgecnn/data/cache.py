@@ -89,7 +89,18 @@ def _make_room(folder: Path, need: int, keep: str) -> Optional[str]:
     cap = float(os.environ.get(ENV_GB, DEFAULT_GB)) * 2 ** 30
     if need > cap:
         return f"it would take {need / 2 ** 30:.1f} GiB, over the {cap / 2 ** 30:g} GiB cap ({ENV_GB})"
-    others = sorted((p for p in folder.glob("*.npy") if p.stem != keep), key=lambda p: p.stat().st_mtime)
+    def last_used(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:  # deleted meanwhile by another process
+            return 0.0
+
+    import time
+
+    for tmp in folder.glob(".*.tmp"):  # left by a process killed while creating a cache
+        if last_used(tmp) < time.time() - 3600:
+            tmp.unlink(missing_ok=True)
+    others = sorted((p for p in folder.glob("*.npy") if p.stem != keep), key=last_used)
     used = sum(_allocated(p) for p in others)
     while others and used + need > cap:
         old = others.pop(0)
@@ -197,5 +208,8 @@ class PixelCache:
 
     def filled(self) -> int:
         """Rows written so far."""
-        tags = np.frombuffer(self.index.read_bytes(), "<u8")
+        try:
+            tags = np.frombuffer(self.index.read_bytes(), "<u8")
+        except OSError:  # deleted since (another process's cap)
+            return 0
         return int(np.count_nonzero(tags & FILLED))
