@@ -1,5 +1,5 @@
 """RUN/report.html: one self-contained page with everything a run produced. Data and model, training curves,
-confusion matrix and classification report, the export table (with the quantization recipe), the bench table
+confusion matrix and classification report, a search's trials (`edgecnn tune`), the export table (with the quantization recipe), the bench table
 and plots, device and board rows, and the manifest. Images are inlined (data: URIs): the page needs no network
 and no file beside it, so it can be mailed or attached to a CI job as it is.
 
@@ -137,6 +137,55 @@ def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
                                                      if (run / "classification_report.txt").is_file() else "")
     if report:
         out.append(f"<h3>Classification report (test split)</h3><pre>{_e(report)}</pre>")
+    return "\n".join(out)
+
+
+def _search_section(run: Path, doc: dict) -> str:
+    """`edgecnn tune`'s search: every trial (best first), the architecture's defaults trained the same way, and
+    with a device budget each trial's int8 figures, the Pareto front and its plot."""
+    dev = doc.get("device") or {}
+    budget = dev.get("budget") or {}
+    limits = ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in budget.items() if k.startswith("max") and v)
+    measured = bool(budget)
+
+    def device_cells(t: dict) -> tuple:
+        if not measured:
+            return ()
+        lat, size, arena = t.get("int8_latency_ms"), t.get("int8_size_bytes"), t.get("arena_bytes")
+        return (_f(lat, ".3f"), "" if size is None else f"{size / 1024:.1f}", "" if arena is None else
+                f"{arena / 1024:.1f}", "yes" if t.get("pareto") else "",
+                "" if "over_budget" not in t or not limits else "over" if t["over_budget"] else "inside")
+
+    def number(trial_id) -> str:  # KerasTuner's ids are 0-based
+        return str(int(trial_id) + 1) if str(trial_id).isdigit() else str(trial_id)
+
+    workers = doc.get("workers") or {}
+    by = (lambda t: (t.get("worker") or "",)) if workers.get("workers") else (lambda t: ())  # a worker column
+    rows = [(number(t.get("trial_id")), _f(t.get("val_accuracy", t.get("score")), ".4f"), _f(t.get("seconds"), ".1f"),
+             *by(t), *device_cells(t),
+             ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (t.get("params") or
+                                                                                        {}).items()))
+            for t in doc.get("trials", [])]
+    if doc.get("defaults_score") is not None:
+        rows.append(("defaults", _f(doc["defaults_score"], ".4f"), "", *by({}),
+                     *device_cells(dev.get("defaults_figures") or {}), "the architecture's defaults"))
+    headers = ("trial", doc.get("objective", "score"), "seconds", *by({"worker": "worker"}),
+               *(("int8 latency ms", "int8 KiB", "arena KiB", "Pareto", "budget") if measured else ()),
+               "hyperparameters")
+    facts = [f"{len(doc.get('trials', []))} trials in {_f(doc.get('search_seconds'), '.0f')} s"
+             + (f" on {workers['workers']} workers" if workers.get("workers") else "")]
+    if measured:
+        facts.append(f"int8 measured on {budget.get('measure_on')}" + (f", budget {limits}: "
+                     f"{dev.get('inside_budget')} trial(s) inside" if limits else ""))
+    if doc.get("search_beat_defaults") is False:
+        facts.append("the search found nothing better than the architecture's defaults")
+    out = ["<h2>Search</h2>",
+           f"<p>{_e('; '.join(facts))}. The run above is the best trial's hyperparameters retrained in full.</p>",
+           _table(headers, rows, numeric=tuple(i for i, h in enumerate(headers) if h not in
+                                               ("trial", "worker", "Pareto", "budget", "hyperparameters")),
+                  wrap=(len(headers) - 1,))]
+    if dev.get("plot"):
+        out.append(_img(run / dev["plot"], "int8 accuracy against latency and size, the Pareto front"))
     return "\n".join(out)
 
 
@@ -291,6 +340,9 @@ def render(run_dir) -> str:
              f"{_e(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'))}</p>"]
     if config:
         parts.append(_run_section(run, config, metrics))
+    search = _read(run / "trials.json")
+    if search and search.get("trials"):
+        parts.append(_search_section(run, search))
     parts.append(_export_section(manifest, run) if manifest else "<h2>Export</h2><p class=muted>not exported yet: "
                  f"<code>edgecnn export {_e(run)}</code></p>")
     if bench_doc and not bench_doc.get("partial"):

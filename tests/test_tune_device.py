@@ -7,6 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
+import _browser
+
 from edgecnn.errors import ConfigError
 from edgecnn.tune_device import DeviceBudget, pareto_front
 
@@ -39,6 +41,12 @@ def test_a_latency_budget_records_every_trials_figures_and_the_pareto_table(tmp_
     assert "defaults" in res.output.split("device figures")[1]
     if defaults["over_budget"] and inside:  # a default model over the budget is never "as good" as a trial inside
         assert record["search_beat_defaults"] and "nothing better than the defaults" not in res.output
+    page = (run / "report.html").read_text()  # the search is on the run's page: trials, defaults, Pareto plot
+    search = page.split("<h2>Search</h2>")[1].split("<h2>")[0]
+    assert search.count("<tr>") == 1 + 3 + 1 and "defaults" in search and "Pareto front" in search
+    if _browser.CHROMIUM:
+        seen = _browser.load(run / "report.html")
+        assert seen["broken"] == 0 and seen["errors"] == 0 and seen["overflow"] == 0, seen
     if inside:  # the retrained model is the best trial inside the budget
         best = json.loads((run / "best_hyperparameters.json").read_text())["best"]
         assert best == max(inside, key=lambda t: t["val_accuracy"])["params"]
