@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgecnn.contracts.parity import one_class_warning
+from edgecnn.contracts.parity import chance_warning, one_class_warning
 from edgecnn.errors import ConfigError, ModelError
 
 from edgecnn.models import IMPORTED as ARCH, float32_model  # ARCH: the run's spec names no edgecnn architecture
@@ -360,7 +360,8 @@ def import_model(cfg: ImportConfig) -> ImportResult:
             if batchnorm_layers(model) and not settled else ""
         warnings.append(stuck + hint)
     else:
-        warnings += _class_order_warning(pred, y_val, list(ds.class_names))
+        warnings += _class_order_warning(pred, y_val, list(ds.class_names)) or \
+            [w for w in [chance_warning(pred, y_val, ds.class_names, "validation images")] if w]
     run_model, added = _wrap(model, (*size, int(c)), input_range, probs_ok)
     if low_precision:
         added.insert(0, f"float32 computation (it computed in {low_precision})")

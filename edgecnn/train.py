@@ -307,12 +307,12 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
 
 
 def result_warnings(metrics: dict) -> list:
-    """A model stuck on one class for the whole test split (chance-level accuracy, parity that proves nothing):
-    said when training ends rather than discovered at export."""
+    """A model stuck on one class for the whole test split, or no more accurate than answering the largest class
+    (parity against it proves little): said when training ends rather than discovered at export."""
     from edgecnn.contracts.parity import one_class_on_test
 
     stuck = one_class_on_test(metrics)
-    return [stuck + " Train longer, or check the learning rate"] if stuck else []
+    return [stuck + " Train longer, or check the learning rate and the labels."] if stuck else []
 
 
 def evaluate(model, ds: Dataset) -> dict:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgecnn.errors import ModelError
-from edgecnn.models import ARCHITECTURES, ModelSpec, build, copy_weights
+from edgecnn.models import ARCHITECTURES, ModelSpec, build, compile_model, copy_weights
 
 SHAPES = {
     "simple_cnn": (8, 8, 1),
@@ -60,3 +60,12 @@ def test_simple_cnn_hyperparameters_change_the_model():
     default = build(ModelSpec("simple_cnn", (8, 8, 1), 10))
     assert small.count_params() < default.count_params()
     assert [l.name for l in default.layers][:5] == ["image", "conv1", "bn1", "act1", "pool1"]
+
+
+def test_a_whole_number_for_a_float_hyperparameter_is_taken():
+    """`--param learning_rate=1` parses as an int, which Keras' optimizers refused with a traceback."""
+    spec = ModelSpec("simple_cnn", (8, 8, 1), 10, {"learning_rate": 1, "l2": 0, "optimizer": "sgd"})
+    hp = spec.resolved()
+    assert isinstance(hp["learning_rate"], float) and isinstance(hp["l2"], float)
+    model = compile_model(build(spec), spec)
+    assert float(model.optimizer.learning_rate.numpy()) == 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench_artifacts import broken_run, exported_run
@@ -67,3 +68,21 @@ def test_the_example_fails_when_the_run_was_not_exported(tmp_path, monkeypatch):
     monkeypatch.setattr(mod, "RUN", tmp_path / "missing")
     with pytest.raises(pytest.fail.Exception, match="no exported run"):
         mod.test_tflite_keeps_accuracy("tflite_int8")
+
+
+def test_chance_level_predictions_are_warned_even_when_they_vary():
+    from edgecnn.contracts.parity import chance_warning, one_class_on_test
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 36)  # 360 test images, 10 balanced classes
+    guess = rng.integers(0, 10, len(labels))  # varied, unlearned: about 0.10
+    w = chance_warning(guess, labels, [f"c{i}" for i in range(10)], "test images")
+    assert w and "no better than always answering the largest class" in w and "360 test images" in w
+    learned = np.where(rng.random(len(labels)) < 0.5, labels, guess)  # about 0.55: learned, if poorly
+    assert chance_warning(learned, labels, None, "test images") is None
+    skewed = np.r_[np.zeros(300, int), np.ones(60, int)]  # 83% one class: always 0 is 0.83, no better
+    assert chance_warning(np.r_[np.zeros(350, int), np.ones(10, int)], skewed, None, "x")
+    assert chance_warning(labels[:19], labels[:19] * 0, None, "x") is None  # too few to tell
+    cm = np.zeros((10, 10), int)  # a metrics.json's confusion matrix of the guesses reaches train's warnings
+    np.add.at(cm, (labels, guess), 1)
+    assert "no better than" in one_class_on_test({"confusion_matrix": cm.tolist()})

@@ -60,7 +60,8 @@ def test_training_that_ends_on_one_class_says_so():
 
     stuck = {"confusion_matrix": [[0, 2], [0, 3]], "per_class": {"cat": {}, "dog": {}}}
     assert result_warnings(stuck) == ["the model predicts dog for all 5 test images: is it trained (and its "
-                                      "BatchNorm moving statistics settled)? Train longer, or check the learning rate"]
+                                      "BatchNorm moving statistics settled)? Train longer, or check the learning rate "
+                                      "and the labels."]
     assert result_warnings({"confusion_matrix": [[2, 0], [1, 2]], "per_class": {"cat": {}, "dog": {}}}) == []
     # a test split of one class, predicted right: nothing to say
     assert result_warnings({"confusion_matrix": [[0, 0], [0, 2]], "per_class": {"cat": {}, "dog": {}}}) == []

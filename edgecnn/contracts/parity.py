@@ -57,14 +57,37 @@ def one_class_warning(pred, labels, class_names, images: str, parity_follows: bo
                    if parity_follows else "")
 
 
+def chance_warning(pred, labels, class_names, images: str) -> Optional[str]:
+    """A warning when the predictions are no more accurate than always answering the largest class (within two
+    binomial standard errors of its share): a model that has not learned, or is near stuck on a few classes,
+    though its predictions vary (the one-class case is `one_class_warning`'s). None otherwise, and below 20
+    inputs, where chance cannot be told apart."""
+    pred, labels = np.asarray(pred).reshape(-1), np.asarray(labels).reshape(-1)
+    n = len(labels)
+    if n < 20 or len(pred) != n or len(np.unique(labels)) < 2:
+        return None
+    counts = np.bincount(labels)
+    share = counts.max() / n
+    acc = float(np.mean(pred == labels))
+    if acc > share + 2 * np.sqrt(share * (1 - share) / n):
+        return None
+    c = int(counts.argmax())
+    name = str(class_names[c]) if class_names is not None and c < len(class_names) else str(c)
+    top = np.bincount(pred).max() / n
+    return (f"accuracy {acc:.4f} on {n} {images} is no better than always answering the largest class ({name}, "
+            f"{share:.4f} of them); the most predicted class takes {top:.0%} of the predictions: the model has not "
+            f"learned these classes.")
+
+
 def one_class_on_test(metrics: dict) -> Optional[str]:
     """`one_class_warning` for a run's metrics.json (train, import): from its confusion matrix and class names."""
     cm = np.asarray(metrics.get("confusion_matrix") or [[]])
     if not cm.size:
         return None
-    pred = np.repeat(np.arange(cm.shape[1]), cm.sum(axis=0))  # each image's predicted class
-    labels = np.repeat(np.arange(cm.shape[0]), cm.sum(axis=1))  # each image's true class
-    return one_class_warning(pred, labels, list(metrics.get("per_class") or {}) or None, "test images")
+    cell = np.repeat(np.arange(cm.size), cm.ravel())  # each image's (true, predicted) cell, row-major
+    labels, pred = cell // cm.shape[1], cell % cm.shape[1]
+    names = list(metrics.get("per_class") or {}) or None
+    return one_class_warning(pred, labels, names, "test images") or chance_warning(pred, labels, names, "test images")
 
 
 def differing(agreement: float, n: int) -> int:

@@ -114,10 +114,13 @@ class ModelSpec:
                 f"unknown hyperparameter(s) for {self.arch}: {', '.join(sorted(unknown))} "
                 f"(accepts {', '.join(sorted(defaults))})"
             )
-        for key, value in self.params.items():
+        params = dict(self.params)
+        for key, value in params.items():
             if key in defaults:
                 _check_param(key, value, defaults[key])
-        return {**defaults, **self.params}
+                if isinstance(defaults[key], float) and isinstance(value, int) and not isinstance(value, bool):
+                    params[key] = float(value)  # --param learning_rate=1: Keras' optimizers refuse an int
+        return {**defaults, **params}
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -255,7 +258,7 @@ def make_optimizer(keras_module: Any, name: str, learning_rate: float):
     if name not in opts:
         raise ModelError(f"unknown optimizer '{name}' (choose {', '.join(opts)})")
     kwargs = {"momentum": 0.9} if name == "sgd" else {}
-    return getattr(keras_module.optimizers, opts[name])(learning_rate=learning_rate, **kwargs)
+    return getattr(keras_module.optimizers, opts[name])(learning_rate=float(learning_rate), **kwargs)
 
 
 def compile_model(model, spec: ModelSpec, keras_module: Any = None, learning_rate: float | None = None):
