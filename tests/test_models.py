@@ -64,8 +64,8 @@ def test_simple_cnn_hyperparameters_change_the_model():
 
 def test_a_whole_number_for_a_float_hyperparameter_is_taken():
     """`--param learning_rate=1` parses as an int, which Keras' optimizers refused with a traceback."""
-    spec = ModelSpec("simple_cnn", (8, 8, 1), 10, {"learning_rate": 1, "l2": 0, "optimizer": "sgd"})
+    spec = ModelSpec("simple_cnn", (8, 8, 1), 10, {"learning_rate": 1, "l2": 0, "optimizer": "sgd", "filters": 16.0})
     hp = spec.resolved()
-    assert isinstance(hp["learning_rate"], float) and isinstance(hp["l2"], float)
+    assert isinstance(hp["learning_rate"], float) and isinstance(hp["l2"], float) and type(hp["filters"]) is int
     model = compile_model(build(spec), spec)
     assert float(model.optimizer.learning_rate.numpy()) == 1.0

@@ -120,6 +120,8 @@ class ModelSpec:
                 _check_param(key, value, defaults[key])
                 if isinstance(defaults[key], float) and isinstance(value, int) and not isinstance(value, bool):
                     params[key] = float(value)  # --param learning_rate=1: Keras' optimizers refuse an int
+                elif type(defaults[key]) is int and isinstance(value, float):
+                    params[key] = int(value)  # filters=32.0 (whole, as _check_param made sure)
         return {**defaults, **params}
 
     def to_dict(self) -> dict:
