@@ -178,9 +178,11 @@ def _search_section(run: Path, doc: dict) -> str:
         facts.append(f"int8 measured on {budget.get('measure_on')}" + (f", budget {limits}: "
                      f"{dev.get('inside_budget')} trial(s) inside" if limits else ""))
     if doc.get("search_beat_defaults") is False:
-        facts.append("the search found nothing better than the architecture's defaults")
+        facts.append("the search found nothing better than the architecture's defaults, which were retrained")
     out = ["<h2>Search</h2>",
-           f"<p>{_e('; '.join(facts))}. The run above is the best trial's hyperparameters retrained in full.</p>",
+           f"<p>{_e('; '.join(facts))}. The run above is "
+           + ("the defaults" if doc.get("search_beat_defaults") is False else "the best trial's hyperparameters")
+           + " retrained in full.</p>",
            _table(headers, rows, numeric=tuple(i for i, h in enumerate(headers) if h not in
                                                ("trial", "worker", "Pareto", "budget", "hyperparameters")),
                   wrap=(len(headers) - 1,))]

@@ -90,7 +90,7 @@ class TuneResult:
     train: TrainResult | None
     run_dir: Path
     defaults_score: float | None = None  # the objective of the architecture's default hyperparameters
-    used_defaults: bool = False  # True when the search found nothing better than the defaults
+    used_defaults: bool = False  # True when the search found nothing better than the defaults: they are retrained
     device: dict = field(default_factory=dict)  # budget, Pareto front, plot (with a device budget)
 
 
@@ -349,8 +349,11 @@ def _search(cfg, tcfg, out: Path, ds) -> "TuneResult":
         if cfg.budget.active and not inside:
             say(f"note: no trial met the budget ({'; '.join(cfg.budget.violations(best_trial))} for the best); "
                 "the retrained model is the best over it")
+    # What is retrained: the best configuration measured, the defaults included (a tie keeps the defaults)
+    retrain_params = dict(tcfg.params) if not_better else {**tcfg.params, **best}
     write_json(out / TRIALS_FILE, {"objective": cfg.objective, "best": best, "trials": timed,
                                    "defaults_score": defaults, "search_beat_defaults": not not_better,
+                                   "retrained": "defaults" if not_better else best_trial.get("trial_id"),
                                    "workers": workers, "search_seconds": search_seconds, "device": device})
     result = TuneResult(best_params=dict(best), trials=timed, train=None, run_dir=out, defaults_score=defaults,
                         used_defaults=not_better, device=device)
@@ -358,7 +361,7 @@ def _search(cfg, tcfg, out: Path, ds) -> "TuneResult":
         from edgecnn.train import BACKUP_DIR
 
         resume = tcfg.resume and (out / BACKUP_DIR).exists()  # an interrupted retrain continues
-        final = replace(tcfg, params={**tcfg.params, **best}, resume=resume, overwrite=False)
+        final = replace(tcfg, params=retrain_params, resume=resume, overwrite=False)
         result.train = fit_run(out, final, ds)
     return result
 

@@ -67,3 +67,20 @@ def test_pareto_front_and_budget_rules():
         DeviceBudget(max_arena_kb=8)
     with pytest.raises(ConfigError, match="--measure-on"):
         DeviceBudget(measure_on="gpu")
+
+
+def test_defaults_that_beat_every_trial_are_what_is_retrained(tmp_path, monkeypatch):
+    """The defaults are trained like a trial for comparison; when no trial beats them, retraining the best trial
+    would return a configuration known to be worse on validation: the defaults are retrained."""
+    import edgecnn.tune as tune
+
+    monkeypatch.setattr(tune, "_defaults_score", lambda *a: (1.0, None))  # no trial can beat this
+    run = tmp_path / "run"
+    res = cli("tune", "--out", run, "--limit", "300", "--max-trials", "1", "--trial-epochs", "1", "--epochs", "1",
+              "--param", "dropout=0.1")
+    assert res.exit_code == 0, res.output
+    record = json.loads((run / "trials.json").read_text())
+    assert record["retrained"] == "defaults" and record["search_beat_defaults"] is False
+    assert json.loads((run / "config.json").read_text())["model"]["params"] == {"dropout": 0.1}  # the user's own
+    assert "retrained: the architecture's defaults" in res.output
+    assert "the defaults retrained in full" in (run / "report.html").read_text()

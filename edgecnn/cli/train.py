@@ -173,12 +173,11 @@ def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
         click.echo(f"note: the search found nothing better than the defaults (val_accuracy "
                    f"{_f4(result.defaults_score)} against the best trial's "
                    f"{_f4(result.trials[0].get('val_accuracy', result.trials[0]['score']) if result.trials else None)}"
-                   f"{_budget_aside(result.device)}): "
-                   "`edgecnn train` with no --param "
-                   "may serve you as well")
+                   f"{_budget_aside(result.device)}): the defaults are retrained, as `edgecnn train` would")
     if result.device:
         _print_pareto(result)
-    click.echo(f"best hyperparameters: {json.dumps(result.best_params)}")
+    click.echo(f"best hyperparameters of the search: {json.dumps(result.best_params)}"
+               + ("; retrained: the architecture's defaults" if result.used_defaults else ""))
     if result.train:
         print_train_summary(result.train)
 
@@ -210,7 +209,8 @@ def _print_pareto(result) -> None:
         click.echo(f"Pareto plot: {result.run_dir / dev['plot']}")
     if budget.get("max_latency_ms") or budget.get("max_size_kb") or budget.get("max_arena_kb"):
         click.echo(f"{dev['inside_budget']} of {len(result.trials)} trials inside the budget" +
-                   (f"; retrained the best of them (trial {trial_number(dev['best_inside_budget'])})"
+                   ("; retrained the defaults" if result.used_defaults else
+                    f"; retrained the best of them (trial {trial_number(dev['best_inside_budget'])})"
                     if dev.get("best_inside_budget") is not None else "; none inside: retrained the best over it"))
 
 
