@@ -98,7 +98,7 @@ def _hypermodel(cfg: TrainConfig, input_shape, num_classes):
     space = get_architecture(cfg.arch).search_space
 
     def build_model(hp):
-        params = {**cfg.params, **space(hp)}
+        params = {**space(hp), **cfg.params}  # the user's --param wins (and is Fixed in the search: make_tuner)
         spec = ModelSpec(cfg.arch, tuple(input_shape), num_classes, params)
         return compile_model(build(spec), spec)
 
@@ -220,8 +220,14 @@ def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k
 
     tcfg = cfg.train
     constrained = cfg.budget is not None and cfg.budget.active
+    fixed = keras_tuner.HyperParameters()  # --param KEY=VALUE holds KEY at VALUE: the search varies the others
+    for k, v in tcfg.params.items():
+        if isinstance(v, (bool, int, float, str)):
+            fixed.Fixed(k, v)
     tuner = _tuner_class(keras_tuner, say, cfg)(
         hypermodel=_hypermodel(tcfg, input_shape, num_classes),
+        hyperparameters=fixed,
+        tune_new_entries=True,
         objective=keras_tuner.Objective(SCORE, "max") if constrained else cfg.objective,
         max_trials=cfg.max_trials,
         seed=tcfg.seed,

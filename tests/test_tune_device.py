@@ -71,7 +71,8 @@ def test_pareto_front_and_budget_rules():
 
 def test_defaults_that_beat_every_trial_are_what_is_retrained(tmp_path, monkeypatch):
     """The defaults are trained like a trial for comparison; when no trial beats them, retraining the best trial
-    would return a configuration known to be worse on validation: the defaults are retrained."""
+    would return a configuration known to be worse on validation: the defaults are retrained. A --param is held
+    fixed in the search (the search space overrode it before, silently)."""
     import edgecnn.tune as tune
 
     monkeypatch.setattr(tune, "_defaults_score", lambda *a: (1.0, None))  # no trial can beat this
@@ -81,6 +82,7 @@ def test_defaults_that_beat_every_trial_are_what_is_retrained(tmp_path, monkeypa
     assert res.exit_code == 0, res.output
     record = json.loads((run / "trials.json").read_text())
     assert record["retrained"] == "defaults" and record["search_beat_defaults"] is False
+    assert all(t["params"]["dropout"] == 0.1 for t in record["trials"])  # --param holds it in the search too
     assert json.loads((run / "config.json").read_text())["model"]["params"] == {"dropout": 0.1}  # the user's own
     assert "retrained: the architecture's defaults" in res.output
     assert "the defaults retrained in full" in (run / "report.html").read_text()
