@@ -354,7 +354,7 @@ def _search(cfg, tcfg, out: Path, ds) -> "TuneResult":
                   "best_inside_budget": inside[0]["trial_id"] if inside else None}
         if cfg.budget.active and not inside:
             say(f"note: no trial met the budget ({'; '.join(cfg.budget.violations(best_trial))} for the best); "
-                "the retrained model is the best over it")
+                "the retrained model is " + ("the defaults" if not_better else "the best over it"))
     # What is retrained: the best configuration measured, the defaults included (a tie keeps the defaults)
     retrain_params = dict(tcfg.params) if not_better else {**tcfg.params, **best}
     write_json(out / TRIALS_FILE, {"objective": cfg.objective, "best": best, "trials": timed,
