@@ -179,7 +179,8 @@ def cache(work: Path, count: int, epochs: int) -> tuple:
     first = runs["on"]["epochs_s"][0] if runs["on"]["epochs_s"] else float("nan")
     return (f"{count} 2 MP JPEGs -> 64x64, s/epoch",
             f"no cache {sec['off']:.2f} s, cached {sec['on']:.2f} s (first epoch, filling it, {first:.2f} s); "
-            f"export {runs['off']['export_s']:.1f} vs {runs['on']['export_s']:.1f} s",
+            f"export {runs['off']['export_s']:.1f} vs {runs['on']['export_s']:.1f} s; peak RSS "
+            f"{runs['off']['rss_mb']:.0f} vs {runs['on']['rss_mb']:.0f} MB",
             sec["off"] / sec["on"], ">= 3.0")
 
 

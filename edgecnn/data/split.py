@@ -119,11 +119,19 @@ class ImageFiles:
         return self._caches[key]
 
     def preprocessed(self, positions: np.ndarray, prep: dict) -> np.ndarray:
-        """The images at `positions` as the model takes them: from the disk cache where it holds them."""
+        """The images at `positions` as the model takes them: from the disk cache where it holds them, else
+        decoded and preprocessed one file at a time (a chunk of 1,024 2 MP photos decoded at once held 5.6 GB)."""
         cache, _ = self.cache(prep)
         if cache is None:
-            return _apply(self[positions], prep)
-        return cache.get(positions, lambda pos: _apply(self[pos], prep))
+            return self._decode(positions, prep)
+        return cache.get(positions, lambda pos: self._decode(pos, prep))
+
+    def _decode(self, positions, prep: dict) -> np.ndarray:
+        h, w = (int(v) for v in prep["image_size"])
+        out = np.empty((len(positions), h, w, int(prep["channels"])), np.float32)
+        for j, i in enumerate(np.asarray(positions).reshape(-1)):
+            out[j] = preprocess(self.read(int(i))[None], prep)[0]
+        return out
 
 
 END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}  # the last bytes of a whole file of each format
