@@ -714,6 +714,9 @@ def image_files(paths) -> list:
     return out
 
 
+IMAGE_CHUNK = 256  # image files read (and preprocessed) at a time: 154 MB of float32 at 224x224x3
+
+
 def read_image(path: str, prep: dict, resize: bool = True) -> np.ndarray:
     """An image file -> float32 (h, w, c) in [0, 1]: 8-bit grey or RGB as training read image folders,
     scaled by 1/255, converted to the model's channels and resized (bilinear) to its input size.
@@ -940,18 +943,26 @@ def run(a: argparse.Namespace) -> dict:
         if y is not None:
             check_labels(y, model.num_classes, a.npz)
         names = [f"{os.path.basename(a.npz)}[{i}]" for i in range(len(x))]
+        chunks = [x]
     elif a.images:
         names = image_files(a.images)
-        x = np.stack([read_image(f, prep, resize=not a.no_resize) for f in names])
+        x = read_image(names[0], prep, resize=not a.no_resize)[None]  # the timed input
+
+        def read_chunks():  # IMAGE_CHUNK files at a time: a board never holds a whole folder as float32
+            for s in range(0, len(names), IMAGE_CHUNK):
+                yield np.stack([read_image(f, prep, resize=not a.no_resize) for f in names[s:s + IMAGE_CHUNK]])
+
+        chunks = read_chunks()
     else:
         x = np.zeros((0, *model.input_shape), np.float32)
+        chunks = [x]
     notes = []
     if integrity != "verified":
         notes.append("the file differs from its manifest's sha256 (--allow-modified)" if integrity.startswith(
             "modified") else "unverified: no manifest entry with a sha256 for this file")
     timing = bench(model, x[:1] if len(x) else np.full((1, *model.input_shape), 0.5, np.float32),
                    a.bench, a.warmup, a.min_time, a.warmup_time, a.max_time) if a.bench else {}
-    probs = model.predict(x)
+    probs = np.concatenate([model.predict(c) for c in chunks]) if names else model.predict(x)
     pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
     k = min(a.top_k, model.num_classes)
     results = []
@@ -986,7 +997,7 @@ def run(a: argparse.Namespace) -> dict:
         "latency": timing.get("latency"), "peak_rss_mb": peak_rss_mb(),
         "timing_includes_copies": False if a.bench else None, "integrity": integrity,
         "note": "; ".join(notes) or None,
-        "n": len(x), "predictions": [int(v) for v in pred], "results": results,
+        "n": len(pred), "predictions": [int(v) for v in pred], "results": results,
         "machine": info["machine"], "cpu": info["cpu"], "cpu_count": info["cpu_count"], "python": info["python"],
         "hostname": info["hostname"], "script_version": __version__,
         "manifest_accuracy": expected["accuracy"] if expected and accuracy is not None else None,
