@@ -84,12 +84,21 @@ def model_metadata(model: Path, manifest: Optional[str] = None) -> dict:
 def load_inputs(paths, prep: dict) -> tuple:
     """Image files, folders of them and .npz files -> (float32 NHWC in [0, 1], one name per image). A folder
     gives the images under it (subfolders too), each named by its path, as the on-device script names them.
+    `input_chunks` gives the same a piece at a time.
 
     Raises:
         DataError: a missing or unreadable file, an .npz without images.
     """
-    from edgecnn.script.edgecnn_infer import UsageError, image_files, preprocess, read_image
+    parts = list(input_chunks(paths, prep))
+    return np.concatenate([x for x, _ in parts]), [n for _, names in parts for n in names]
 
+
+def input_chunks(paths, prep: dict, size: Optional[int] = None):
+    """`load_inputs` in pieces of about `size` images (default: the on-device script's IMAGE_CHUNK files; an .npz
+    comes whole), so a folder of many photos is never held as float32 at once. Yields (x, names)."""
+    from edgecnn.script.edgecnn_infer import IMAGE_CHUNK, UsageError, image_files, preprocess, read_image
+
+    size = size or IMAGE_CHUNK
     given = []  # (path, name)
     for p in map(Path, paths):
         try:
@@ -110,7 +119,11 @@ def load_inputs(paths, prep: dict) -> tuple:
             except UsageError as e:
                 raise DataError(str(e)) from None
             names.append(name)
-    return np.concatenate(xs), names
+        if len(names) >= size:
+            yield np.concatenate(xs), names
+            xs, names = [], []
+    if xs:
+        yield np.concatenate(xs), names
 
 
 def _npz_images(p: Path) -> np.ndarray:
@@ -167,7 +180,7 @@ def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, th
     entry_name = m.entry_for_file(model.name)[0] if m is not None else None
     if m is not None:
         m.check_file(entry_name, model, allow_modified)  # before anything opens it
-    x, names = load_inputs(inputs, meta["preprocessing"])
+    chunks = input_chunks(inputs, meta["preprocessing"])
     with native_stderr():
         try:
             sess = open_session(DEFAULT[fmt], model, RuntimeOptions(threads=threads))
@@ -182,12 +195,18 @@ def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, th
         try:
             _check_fits(meta, sess, model, entry_name)
             want = tuple(sess.input_shape)
-            if len(want) != 3 or any(w is not None and w != h for w, h in zip(want, x.shape[1:])):
-                raise ShapeError(f"{model.name} takes input {list(want)} but the recorded preprocessing gives "
-                                 f"{list(x.shape[1:])}: wrong --manifest?")
-            probs = sess.predict(x)
+            probs, names = [], []
+            for x, part in chunks:
+                if len(want) != 3 or any(w is not None and w != h for w, h in zip(want, x.shape[1:])):
+                    raise ShapeError(f"{model.name} takes input {list(want)} but the recorded preprocessing gives "
+                                     f"{list(x.shape[1:])}: wrong --manifest?")
+                probs.append(sess.predict(x))
+                names += part
         finally:
             sess.close()
+    if not probs:
+        return []
+    probs = np.concatenate(probs)
     classes = [str(c) for c in meta["class_names"]] or [str(i) for i in range(probs.shape[1])]
     out = []
     for name, p in zip(names, probs):
@@ -214,4 +233,4 @@ def _check_fits(meta: dict, sess, model: Path, entry_name) -> None:
         raise ConfigError(str(e)) from None
 
 
-__all__ = ["Prediction", "predict", "load_inputs", "model_metadata"]
+__all__ = ["Prediction", "predict", "load_inputs", "input_chunks", "model_metadata"]

@@ -124,6 +124,16 @@ def test_a_folder_of_images_is_classified_as_its_files(exported, samples, tmp_pa
     theirs = json.loads(theirs.stdout)["results"]
     assert [r["input"] for r in ours] == [r["input"] for r in theirs] == expected
     assert [r["label"] for r in ours] == [r["label"] for r in theirs]
+    from edgecnn.predict import input_chunks, load_inputs, predict
+
+    for i in range(3):  # 5 files read 2 at a time: the same images and names as all at once
+        shutil.copy(d / "first.png", folder / f"c{i}.png")
+    prep = json.loads((exported / "export" / "manifest.json").read_text())["preprocessing"]
+    x, names = load_inputs([folder], prep)
+    parts = list(input_chunks([folder], prep, size=2))
+    assert [len(n) for _, n in parts] == [2, 2, 1] and [n for _, ns in parts for n in ns] == names
+    assert np.array_equal(np.concatenate([p for p, _ in parts]), x)
+    assert [p.input for p in predict(model, [folder])] == names
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(__import__("edgecnn.cli", fromlist=["main"]).main,
                              ["predict", "--model", str(model), str(tmp_path / "empty")])
