@@ -116,7 +116,9 @@ def _make_room(folder: Path, need: int, keep: str) -> Optional[str]:
 def _create(path: Path, write: Callable) -> None:
     """Make `path` once, atomically: written under a temporary name and linked into place; when another process
     got there first, its file stands."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    import threading
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # tf.data's threads too
     with open(tmp, "wb") as f:
         write(f)
     try:
@@ -170,6 +172,8 @@ class PixelCache:
             return cls(folder, key, len(paths), shape), None
         except OSError as e:
             return None, f"{folder}: {e.strerror or e}"
+        except ValueError as e:  # a damaged .npy header (edited by hand?): read the images without it
+            return None, f"{folder}: {e}"
 
     def get(self, positions: np.ndarray, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """Preprocessed images at source `positions`: cached rows whose CRC holds, the rest from `compute`
