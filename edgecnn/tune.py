@@ -214,6 +214,9 @@ def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k
     distributed search the KERASTUNER_* environment makes its oracle a client of the chief's, which serves this
     same tuner's oracle (tune_workers.supervise). With a device budget the objective is `score` (validation
     accuracy, minus one over the budget)."""
+    import contextlib
+    import io
+
     import keras_tuner
 
     from edgecnn.tune_device import SCORE
@@ -224,17 +227,21 @@ def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k
     for k, v in tcfg.params.items():
         if isinstance(v, (bool, int, float, str)):
             fixed.Fixed(k, v)
-    tuner = _tuner_class(keras_tuner, say, cfg)(
-        hypermodel=_hypermodel(tcfg, input_shape, num_classes),
-        hyperparameters=fixed,
-        tune_new_entries=True,
-        objective=keras_tuner.Objective(SCORE, "max") if constrained else cfg.objective,
-        max_trials=cfg.max_trials,
-        seed=tcfg.seed,
-        directory=str(out),
-        project_name=TUNER_DIR,
-        overwrite=False,
-    )
+    reloading = io.StringIO()  # KerasTuner prints "Reloading Tuner from ..." on stdout, which broke --json
+    with contextlib.redirect_stdout(reloading):
+        tuner = _tuner_class(keras_tuner, say, cfg)(
+            hypermodel=_hypermodel(tcfg, input_shape, num_classes),
+            hyperparameters=fixed,
+            tune_new_entries=True,
+            objective=keras_tuner.Objective(SCORE, "max") if constrained else cfg.objective,
+            max_trials=cfg.max_trials,
+            seed=tcfg.seed,
+            directory=str(out),
+            project_name=TUNER_DIR,
+            overwrite=False,
+        )
+    if reloading.getvalue().strip():
+        say(f"resuming the search in {out / TUNER_DIR}")
     tuner.probe = probe
     return tuner
 
@@ -336,8 +343,8 @@ def _search(cfg, tcfg, out: Path, ds) -> "TuneResult":
     # The defaults are held to the trials' budget: defaults over it cannot "serve as well" as a trial inside it.
     defaults_over = (cfg.budget.violations(defaults_figures)
                      if cfg.budget is not None and cfg.budget.active and defaults_figures else [])
-    not_better = defaults is not None and (best_score is None or best_score <= defaults) and \
-        (not defaults_over or best_trial.get("over_budget", True))
+    not_better = bool(defaults is not None and (best_score is None or best_score <= defaults) and
+                      (not defaults_over or best_trial.get("over_budget", True)))
     device = {}
     if cfg.budget is not None:
         from edgecnn.tune_device import pareto_front, plot_pareto

@@ -124,9 +124,11 @@ def test_tune_two_trials_then_retrain_and_resume(tmp_path):
     else:
         assert {k: config["model"]["params"][k] for k in best["best"]} == best["best"]
     assert (out / "model.keras").exists()
-    # the search state lives in the run directory: resuming a finished search runs no new trial
-    r = invoke(*args, "--resume")
+    # the search state lives in the run directory: resuming a finished search runs no new trial; --json stays
+    # JSON (KerasTuner's "Reloading Tuner from ..." went to stdout)
+    r = invoke(*args, "--resume", "--json")
     assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["used_defaults"] in (True, False)
     assert read_json(out / "best_hyperparameters.json")["trials"] == best["trials"]
 
 
