@@ -253,7 +253,8 @@ def train(do_tune, max_trials, trial_epochs, as_json, **o):
                                "epochs": len(result.history.get("loss", [])), "replicas": result.replicas,
                                "test_accuracy": result.metrics["test_accuracy"],
                                "test_loss": result.metrics["test_loss"], "macro_f1": result.metrics["macro_f1"],
-                               "seconds": round(result.seconds, 2), "warnings": result.warnings}, indent=2))
+                               "seconds": round(result.seconds, 2), "image_cache": result.cache or None,
+                               "warnings": result.warnings}, indent=2))
         for w in result.warnings:
             warn(w)
         return
