@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgecnn.contracts.parity import one_class_on_test
-from edgecnn.contracts.rows import kib, ms
+from edgecnn.contracts.rows import kib, ms, trial_figures, trial_number
 
 REPORT = "report.html"
 
@@ -151,17 +151,12 @@ def _search_section(run: Path, doc: dict) -> str:
     def device_cells(t: dict) -> tuple:
         if not measured:
             return ()
-        lat, size, arena = t.get("int8_latency_ms"), t.get("int8_size_bytes"), t.get("arena_bytes")
-        return (_f(lat, ".3f"), "" if size is None else f"{size / 1024:.1f}", "" if arena is None else
-                f"{arena / 1024:.1f}", "yes" if t.get("pareto") else "",
+        return (*trial_figures(t), "yes" if t.get("pareto") else "",
                 "" if "over_budget" not in t or not limits else "over" if t["over_budget"] else "inside")
-
-    def number(trial_id) -> str:  # KerasTuner's ids are 0-based
-        return str(int(trial_id) + 1) if str(trial_id).isdigit() else str(trial_id)
 
     workers = doc.get("workers") or {}
     by = (lambda t: (t.get("worker") or "",)) if workers.get("workers") else (lambda t: ())  # a worker column
-    rows = [(number(t.get("trial_id")), _f(t.get("val_accuracy", t.get("score")), ".4f"), _f(t.get("seconds"), ".1f"),
+    rows = [(trial_number(t.get("trial_id")), _f(t.get("val_accuracy", t.get("score")), ".4f"), _f(t.get("seconds"), ".1f"),
              *by(t), *device_cells(t),
              ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (t.get("params") or
                                                                                         {}).items()))

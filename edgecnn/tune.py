@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
+from edgecnn.contracts.rows import trial_number
 from edgecnn.data import load_dataset
 from edgecnn.errors import ConfigError, DataError, MissingDependencyError
 from edgecnn.io import folder_lock, read_json, write_json
@@ -202,11 +203,6 @@ def _tuner_class(keras_tuner, say, cfg):
             return metrics
 
     return TimedBayesian
-
-
-def trial_number(trial_id) -> str:
-    """A trial's 1-based number as people count them (KerasTuner's ids are 0-based strings)."""
-    return str(int(trial_id) + 1) if str(trial_id).isdigit() else str(trial_id)
 
 
 def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k: None, probe=None):

@@ -144,7 +144,8 @@ def print_train_summary(result) -> None:
 
 
 def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
-    from edgecnn.tune import TuneConfig, trial_number, tune
+    from edgecnn.contracts.rows import trial_number
+    from edgecnn.tune import TuneConfig, tune
 
     from edgecnn.reporting import print_table
 
@@ -184,24 +185,18 @@ def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
 
 def _print_pareto(result) -> None:
     """The device figures of every trial, the Pareto front marked, and where the plot is."""
+    from edgecnn.contracts.rows import trial_figures, trial_number
     from edgecnn.reporting import print_table
-    from edgecnn.tune import trial_number
 
     dev = result.device
     budget = dev["budget"]
-    rows = []
-    for t in sorted(result.trials, key=lambda t: (not t.get("pareto"), -(t.get("val_accuracy") or 0))):
-        lat, size, arena = t.get("int8_latency_ms"), t.get("int8_size_bytes"), t.get("arena_bytes")
-        rows.append((trial_number(t["trial_id"]),
-                     _f4(t.get("val_accuracy")), "" if lat is None else f"{lat:.3f}",
-                     "" if size is None else f"{size / 1024:.1f}", "" if arena is None else f"{arena / 1024:.1f}",
-                     "yes" if t.get("pareto") else "", "over" if t.get("over_budget") else "inside"))
+    rows = [(trial_number(t["trial_id"]), _f4(t.get("val_accuracy")), *trial_figures(t),
+             "yes" if t.get("pareto") else "", "over" if t.get("over_budget") else "inside")
+            for t in sorted(result.trials, key=lambda t: (not t.get("pareto"), -(t.get("val_accuracy") or 0)))]
     d = dev.get("defaults_figures")
     if d:  # the architecture's defaults, measured the same way, for comparison
-        lat, size, arena = d.get("int8_latency_ms"), d.get("int8_size_bytes"), d.get("arena_bytes")
-        rows.append(("defaults", _f4(result.defaults_score), "" if lat is None else f"{lat:.3f}",
-                     "" if size is None else f"{size / 1024:.1f}", "" if arena is None else f"{arena / 1024:.1f}",
-                     "", "over" if d.get("over_budget") else "inside" if "over_budget" in d else ""))
+        rows.append(("defaults", _f4(result.defaults_score), *trial_figures(d), "",
+                     "over" if d.get("over_budget") else "inside" if "over_budget" in d else ""))
     limits = ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in budget.items() if k.startswith("max") and v)
     print_table(f"device figures (int8 on {budget['measure_on']}; budget: {limits or 'none'})",
                 ("trial", "val_accuracy", "latency ms", "size KiB", "arena KiB", "Pareto", "budget"), rows)

@@ -77,6 +77,19 @@ def kib(v: Optional[int]) -> str:
     return f"{v / 1024:.1f} KiB" if v < 1024 ** 2 else f"{v / 1024 ** 2:.2f} MiB"
 
 
+def trial_number(trial_id) -> str:
+    """A tuning trial's 1-based number as people count them (KerasTuner's ids are 0-based strings)."""
+    return str(int(trial_id) + 1) if str(trial_id).isdigit() else str(trial_id)
+
+
+def trial_figures(t: dict) -> tuple:
+    """A tuning trial's (or the defaults') int8 figures as the tune table and the report show them: latency ms,
+    size KiB, arena KiB; "" where not measured."""
+    lat, size, arena = t.get("int8_latency_ms"), t.get("int8_size_bytes"), t.get("arena_bytes")
+    return ("" if lat is None else f"{lat:.3f}", "" if size is None else f"{size / 1024:.1f}",
+            "" if arena is None else f"{arena / 1024:.1f}")
+
+
 def skipped_groups(rows) -> list:
     """The skipped rows (`Row`s or bench.json dicts) grouped by runtime, device and reason, in the order they
     first appear, as (backend, device, [artifacts], reason): a runtime that is not installed or has no hardware

@@ -69,7 +69,7 @@ class NpzArray:
 
 
 class ImageFiles:
-    """Image files known by their headers; pixels are decoded when asked for (`files[positions]`)."""
+    """Image files known by their headers; pixels are decoded when asked for (`files[i]`, `preprocessed`)."""
 
     def __init__(self, paths: list, sizes: list, colour: list):
         self.paths, self.sizes = paths, sizes  # sizes: (h, w) per file, from the header
@@ -103,9 +103,7 @@ class ImageFiles:
         return a
 
     def __getitem__(self, idx):
-        if isinstance(idx, (int, np.integer)):
-            return self.read(int(idx))
-        return [self.read(int(i)) for i in np.asarray(idx).reshape(-1)]
+        return self.read(int(idx))  # one file: a split reads several through `preprocessed`, one at a time
 
     def cache(self, prep: dict) -> tuple:
         """(the disk cache of these files under `prep`, or None; why not), opened on first use (data/cache.py)."""

@@ -260,7 +260,7 @@ def make_optimizer(keras_module: Any, name: str, learning_rate: float):
     if name not in opts:
         raise ModelError(f"unknown optimizer '{name}' (choose {', '.join(opts)})")
     kwargs = {"momentum": 0.9} if name == "sgd" else {}
-    return getattr(keras_module.optimizers, opts[name])(learning_rate=float(learning_rate), **kwargs)
+    return getattr(keras_module.optimizers, opts[name])(learning_rate=learning_rate, **kwargs)
 
 
 def compile_model(model, spec: ModelSpec, keras_module: Any = None, learning_rate: float | None = None):
