@@ -446,3 +446,17 @@ def test_plots_scale_with_classes(tmp_path):
             assert ticks and all(float(t).is_integer() for t in ticks), (name, ticks)
     assert captured["c1.png"].axes[0].lines[0].get_marker() == "o"
     plt.close("all")
+
+
+def test_long_classification_report_is_folded(tmp_path):
+    from edgecnn.report import _run_section
+
+    def section(n):
+        per_class = {f"c{i:03d}": {"precision": 1.0, "recall": 1.0, "f1-score": 1.0 - (i == 7) * 0.25, "support": 5}
+                     for i in range(n)}
+        return _run_section(tmp_path, {}, {"per_class": per_class, "report_text": "the report"})
+
+    assert "<details>" not in section(30) and "<pre>the report</pre>" in section(30)
+    folded = section(150)
+    assert "<details><summary>150 classes; lowest F1: c007 0.750, c000 1.000" in folded
+    assert "<pre>the report</pre></details>" in folded
