@@ -167,3 +167,55 @@ def test_bad_inputs_are_one_line(exported, samples, tmp_path):
         res = cli("predict", *args)
         assert res.exit_code == 2 and message in res.stderr, (args, res.output)
         assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_labelled_folder_reports_accuracy_everywhere(exported, tmp_path):
+    """A held-out or field folder laid out one subfolder per class, holding some of the model's classes: the
+    on-device script and `edgecnn predict` label each image by its class folder and report accuracy, and
+    `bench --model M --data FOLDER` runs every image of it with labels in the model's class order (before:
+    only the folder's own 20% test split, its classes renumbered 0, 1 in its own sorted order: 0.0000 here).
+    A class folder the model does not know is said in one line, never guessed."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from edgecnn.bench import BenchConfig, bench
+    from edgecnn.data import DataConfig, load_dataset
+    from edgecnn.device import script_path
+
+    ds = load_dataset(DataConfig())
+    field = tmp_path / "field"
+    truth = {}
+    for cls in ("3", "7"):
+        (field / cls).mkdir(parents=True)
+        for j, i in enumerate(np.flatnonzero(ds.y_test == int(cls))[:6]):
+            f = field / cls / f"{j}.png"
+            Image.fromarray(np.round(ds.x_test[i, ..., 0] * 255).astype(np.uint8), mode="L").save(f)
+            truth[str(f)] = int(cls)
+    model = exported / "export" / "model_int8.tflite"
+    p = subprocess.run([sys.executable, str(script_path()), "--model", str(model), str(field), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    expected = float(np.mean([r["index"] == truth[r["input"]] for r in out["results"]]))
+    assert out["labels"] == "class folders" and out["accuracy"] == expected >= 0.8 and out["n"] == 12
+    ours = json.loads(cli("predict", "--model", model, field, "--json").output)
+    assert ours["accuracy"] == expected and ours["labels"] == "class folders"
+    assert f"accuracy: {expected:.4f} on 12 labelled inputs" in cli("predict", "--model", model, field).output
+    res = bench(model=model, data=str(field), config=BenchConfig(backends=["tflite"], timing=False, write=False))
+    row = next(r for r in res.rows if r.artifact == "tflite_int8")
+    assert res.settings["test_images"] == 12 and row.accuracy == pytest.approx(expected, abs=1e-4)
+    assert res.settings["source"]["images"] == f"images: all of {field.resolve()}"
+    (field / "cat").mkdir()
+    Image.new("L", (8, 8)).save(field / "cat" / "0.png")
+    p = subprocess.run([sys.executable, str(script_path()), "--model", str(model), str(field), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    out = json.loads(p.stdout)
+    assert out["accuracy"] is None and "'cat' are not classes of the model" in out["note"]
+    assert "'cat' are not classes of the model" in cli("predict", "--model", model, field).output
+    res = cli("bench", "--model", model, "--data", field, "--backends", "tflite", "--no-timing")
+    assert res.exit_code == 2 and res.output.startswith("error: ") and "'cat' are not among the model's 10" \
+        in res.output and len(res.output.strip().splitlines()) == 1
+    own = bench(model=model, data="digits", config=BenchConfig(backends=["tflite"], timing=False, write=False))
+    assert own.settings["test_images"] == len(ds.y_test) and own.settings["source"]["images"] == "test images"

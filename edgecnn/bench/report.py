@@ -110,8 +110,9 @@ def print_report(result, console=None, wide: bool = False) -> None:
             width = max(width, sum(max(len(c[0]), *(len(c[1](r)) for r in result.rows)) + 3 for c in specs) + 1)
         console = Console(width=width, soft_wrap=False)
     src = result.settings.get("source", {})
-    table = Table(title=f"edgecnn bench: {src.get('run_dir') or src.get('model')} "
-                        f"({result.settings.get('test_images')} test images, {result.settings.get('threads')} "
+    table = Table(title=f"edgecnn bench: {src.get('model') or src.get('run_dir')} "
+                        f"({result.settings.get('test_images')} {src.get('images') or 'test images'}, "
+                        f"{result.settings.get('threads')} "
                         f"thread(s))", title_justify="left")
     for header, _, right, _, _ in specs:
         table.add_column(header, justify="right" if right else "left", no_wrap=True, overflow="ellipsis")

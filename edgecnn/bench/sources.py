@@ -109,10 +109,12 @@ def _run_of(model: Path, manifest: Optional[Manifest]):
 
 
 def from_model(model, data: Optional[str], cfg) -> Target:
-    """One model file (.keras, .tflite, .onnx) on a data source's test split.
+    """One model file (.keras, .tflite, .onnx) on the test split of the run it came from, or on `data`.
 
     Preprocessing and class names come from the manifest beside the model (or the run's config.json
-    for a .keras file); without `data`, the split of the run the model came from is used.
+    for a .keras file). Without `data`, or with the run's own source, the run's test split is used (split as
+    the run was: its seed and fractions); other data is `load_eval_split`'s: every image of a folder (labelled
+    by class folder name, in the model's class order) or a source's test split.
 
     Raises:
         ConfigError: missing file, unknown format, no data to run on.
@@ -131,25 +133,32 @@ def from_model(model, data: Optional[str], cfg) -> Target:
                    entry.precision if entry else ("fp32" if fmt == "keras" else None), entry)
     prep = manifest.preprocessing.to_dict() if manifest else (run.preprocessing if run else None)
     ref_acc = None
-    if data is None:
+    names = (manifest.class_names if manifest else None) or (run.class_names if run else None)
+    what = "test images"
+    if data is None or (run is not None and DataConfig(source=data).source == run.data_config.source):
         if run is None:
             raise ConfigError(f"{model}: no run recorded beside it; pass --data SOURCE (digits, an .npz, a folder)")
-        ds = run.load_dataset()
+        ds = run.load_dataset()  # the run's own test split, split as it was trained (seed, fractions)
         ref_acc = manifest.reference.get("accuracy") if manifest and not cfg.limit else None
-    else:
-        kw = {}
-        if prep:
-            kw = {"image_size": tuple(prep["image_size"]), "channels": int(prep["channels"])}
-        ds = load_dataset(DataConfig(source=data, **kw))
+        x, y, prep = ds.test, ds.y_test, ds.preprocessing
+        names = names or ds.class_names
+    elif names:  # other images: a held-out or field folder in the model's class order, or a source's test split
+        from edgecnn.data import load_eval_split
+
+        kw = {"image_size": tuple(prep["image_size"]), "channels": int(prep["channels"])} if prep else {}
+        x, what = load_eval_split(data, list(names), **kw)
+        y, prep = x.labels, x.prep
+    else:  # a model with no record of its classes: the source's own split and names
+        ds = load_dataset(DataConfig(source=data))
+        x, y, prep, names = ds.test, ds.y_test, ds.preprocessing, ds.class_names
     reference = art if fmt == "keras" else (Artifact("keras", run.model_path, "keras", "fp32") if run else None)
-    x, y = _limit(ds.x_test, ds.y_test, cfg.limit)
-    names = (manifest.class_names if manifest else None) or (run.class_names if run else None) or ds.class_names
+    x, y = (x[:cfg.limit], y[:cfg.limit]) if cfg.limit else (np.asarray(x), y)  # a Split reads only those
     return Target(
         artifacts=[art], x=x, y=y, class_names=list(names), reference=reference, reference_accuracy=ref_acc,
         out_dir=Path(cfg.out) if cfg.out else model.parent / f"bench_{model.stem}",
         origin={"model": str(model), "data": data or "run split", "manifest": str(mpath) if manifest else None,
-                "run_dir": str(run.path) if run else None},
-        preprocessing=dict(ds.preprocessing), manifest=manifest,
+                "run_dir": str(run.path) if run else None, "images": what},
+        preprocessing=dict(prep), manifest=manifest,
     )
 
 

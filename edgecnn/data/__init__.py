@@ -23,7 +23,7 @@ from edgecnn.data.split import ImageFiles, NpzArray, Split, check_pixels, map_ch
 from edgecnn.script.edgecnn_infer import preprocess
 from edgecnn.errors import DataError
 
-__all__ = ["DataConfig", "Dataset", "Split", "load_dataset", "map_chunks", "preprocess", "SOURCES"]
+__all__ = ["DataConfig", "Dataset", "Split", "load_dataset", "load_eval_split", "map_chunks", "preprocess", "SOURCES"]
 
 
 @dataclass(frozen=True)
@@ -263,3 +263,53 @@ def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
         test=Split(test_raw, test_idx, y_test, prep),
         class_names=list(raw.class_names), preprocessing=prep, origin=raw.origin,
     )
+
+
+def _labels_for(raw: RawData, y: np.ndarray, class_names: list, source: str) -> np.ndarray:
+    """`y` in the model's class order. An image folder's classes are matched by name (a field folder may hold
+    some of the classes: its own sorted order would number them otherwise); a source whose classes are bare
+    numbers keeps its labels."""
+    names = [str(c) for c in raw.class_names]
+    if names == list(class_names):
+        return y
+    if all(c in class_names for c in names):
+        return np.array([class_names.index(c) for c in names], np.int64)[y]
+    if raw.origin.get("source") == "folder" or names != [str(i) for i in range(len(names))]:
+        unknown = [c for c in names if c not in class_names]
+        shown = ", ".join(repr(c) for c in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        known = ", ".join(map(str, class_names[:10])) + (", ..." if len(class_names) > 10 else "")
+        raise DataError(f"{source}: class(es) {shown} are not among the model's {len(class_names)} classes ({known})")
+    return y
+
+
+def load_eval_split(source: str, class_names: list, image_size=None, channels=None) -> tuple:
+    """The images a model is evaluated on when they are not its run's own: an image folder's every image (a
+    held-out or field set; labels from the class folders' names, in the model's class order), or a source's
+    test split (an .npz's x_test/y_test, a named dataset's). Preprocessed as `image_size`/`channels` say (the
+    model's), with the source's own pixel scale.
+
+    Returns:
+        (a `Split`, what it holds in words: "images: all of FOLDER" or "test images of SOURCE").
+    Raises:
+        DataError: unreadable source, a class the model does not know, labels out of range.
+    """
+    from edgecnn.script.edgecnn_infer import UsageError, check_labels
+
+    raw = load_raw(source)
+    if raw.x_test is not None:
+        x, y, what = raw.x_test, np.asarray(raw.y_test, np.int64), f"test images of {source}"
+    else:
+        x, y, what = raw.x_train, np.asarray(raw.y_train, np.int64), f"images: all of {source}"
+    y = _labels_for(raw, y, list(class_names), source)
+    try:
+        check_labels(y, len(class_names), source)
+    except UsageError as e:
+        raise DataError(str(e)) from None
+    _check_pixels(source, x)
+    shape = raw_shape(x)
+    if image_size is None and len(raw_sizes(x)) > 1:
+        raise DataError(f"{source}: images have different sizes; the model's input size is needed to resize them")
+    prep = {"image_size": list(image_size or shape[:2]),
+            "channels": int(channels or (1 if len(shape) == 2 else min(shape[-1], 3))),
+            "pixel_max": float(raw.pixel_max), "resize": "bilinear"}
+    return Split(x, np.arange(len(y)), y, prep), what

@@ -8,12 +8,14 @@ apply exactly the same transform.
 
     python3 edgecnn_infer.py --model model_int8.tflite digit.png          # manifest.json beside the model
     python3 edgecnn_infer.py --model model_int8.tflite --npz test.npz --json --top-k 3
+    python3 edgecnn_infer.py --model model_int8.tflite field_photos/       # one subfolder per class: accuracy
     python3 edgecnn_infer.py --model model_int8.tflite --npz test.npz --bench 200 --warmup 20 --threads 4 --json
     python3 edgecnn_infer.py --model model_int8.tflite --delegate libedgetpu.so.1 digit.png
     python3 edgecnn_infer.py --info                                        # runtime and device, as JSON
 
-Inputs: image files (read with Pillow as 8-bit grey or RGB, scaled by 1/255 and resized to the model's
-input like training did), or an .npz with `x` (raw pixels, divided by the manifest's pixel_max; or already
+Inputs: image files or folders of them (read with Pillow as 8-bit grey or RGB, scaled by 1/255 and resized
+to the model's input like training did; a folder with one subfolder per class, named as the model's classes,
+is a labelled set and the run reports accuracy), or an .npz with `x` (raw pixels, divided by the manifest's pixel_max; or already
 preprocessed float32 NHWC in [0, 1] when the npz holds `preprocessed=1`) and optional labels `y`.
 
 Python::
@@ -714,6 +716,33 @@ def image_files(paths) -> list:
     return out
 
 
+def folder_labels(paths, files, class_names):
+    """(labels of `files` or None, why not): when every path is a folder laid out as for training (each image in
+    a subfolder named after one of the model's classes: a held-out or field set), each image is labelled by its
+    class folder, so the run reports accuracy; None otherwise, with a reason when a layout looked meant."""
+    roots = [os.path.abspath(p) for p in map(str, paths)]
+    if not roots or not all(os.path.isdir(r) for r in roots):
+        return None, None
+    index = {str(c): i for i, c in enumerate(class_names)}
+    for r in roots:
+        sub = [d for d in os.listdir(r) if os.path.isdir(os.path.join(r, d)) and is_data_folder(d)]
+        if not any(d in index for d in sub):
+            return None, None  # a plain folder of photos
+        unknown = sorted(d for d in sub if d not in index)
+        if unknown:
+            return None, (f"{r}: subfolder(s) {', '.join(repr(d) for d in unknown[:3])} are not classes of the "
+                          f"model, so its images are not labelled")
+    labels = []
+    for f in files:
+        f = os.path.abspath(f)
+        root = next((r for r in roots if f.startswith(r + os.sep)), None)
+        top = os.path.relpath(f, root).split(os.sep)[0] if root else None
+        if top not in index or top == os.path.relpath(f, root):  # an image beside the class folders
+            return None, f"{f}: not in a class folder, so the images are not labelled"
+        labels.append(index[top])
+    return np.asarray(labels, np.int64), None
+
+
 IMAGE_CHUNK = 256  # image files read (and preprocessed) at a time: 154 MB of float32 at 224x224x3
 
 
@@ -937,7 +966,7 @@ def run(a: argparse.Namespace) -> dict:
     model = TfliteModel(a.model, threads=a.threads, runtime=a.runtime, delegate=a.delegate,
                         xnnpack=not a.no_xnnpack, reference=a.reference_kernels)
     prep, class_names = _preprocessing(a, model, manifest, mpath, entry)
-    names, y = [], None
+    names, y, why = [], None, None
     if a.npz:
         x, y = read_npz(a.npz, prep, model.input_shape)
         if y is not None:
@@ -946,6 +975,7 @@ def run(a: argparse.Namespace) -> dict:
         chunks = [x]
     elif a.images:
         names = image_files(a.images)
+        y, why = folder_labels(a.images, names, class_names)
         x = read_image(names[0], prep, resize=not a.no_resize)[None]  # the timed input
 
         def read_chunks():  # IMAGE_CHUNK files at a time: a board never holds a whole folder as float32
@@ -956,7 +986,7 @@ def run(a: argparse.Namespace) -> dict:
     else:
         x = np.zeros((0, *model.input_shape), np.float32)
         chunks = [x]
-    notes = []
+    notes = [why] if why else []
     if integrity != "verified":
         notes.append("the file differs from its manifest's sha256 (--allow-modified)" if integrity.startswith(
             "modified") else "unverified: no manifest entry with a sha256 for this file")
@@ -1002,6 +1032,7 @@ def run(a: argparse.Namespace) -> dict:
         "hostname": info["hostname"], "script_version": __version__,
         "manifest_accuracy": expected["accuracy"] if expected and accuracy is not None else None,
         "manifest_predictions": None if same is None else ("same" if same else "differ"),
+        "labels": None if y is None else ("npz" if a.npz else "class folders"),
     })
     if out["latency"] and out["latency"]["median_ms"]:
         out["throughput_ips"] = 1e3 / out["latency"]["median_ms"]
@@ -1020,6 +1051,7 @@ def _print_text(out: dict, limit=None) -> None:
     if out["accuracy"] is not None:
         same = out.get("manifest_accuracy")
         print(f"accuracy: {out['accuracy']:.4f} on {out['n']} labelled inputs"
+              + (" (labels: their class folders)" if out.get("labels") == "class folders" else "")
               + ("" if same is None else f" (the manifest's for {out['accelerator']}: {same:.4f})"))
     if out.get("manifest_predictions") == "same":
         print(f"top-1 predictions: the {out['n']} export recorded for the {out['accelerator']} kernels")
