@@ -47,6 +47,7 @@ class AugmentConfig:
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 STREAMS = ("auto", "on", "off")
+CLASS_WEIGHTS = ("none", "balanced")
 IN_MEMORY_MB = 512  # "auto" holds the float32 train and validation splits in memory up to this size
 
 
@@ -91,6 +92,8 @@ class TrainConfig:
     stream: str = "auto"  # on: preprocess batches from the raw pixels as training reads them (memory independent
     # of the number of images); off: float32 splits in memory; auto: on for image folders and for splits whose
     # float32 form exceeds IN_MEMORY_MB
+    class_weight: str = "none"  # balanced: each class's loss weighted n / (classes x its count), so a rare class
+    # counts as much as a common one (an "ok"/"defect" folder of 1,500 to 45 otherwise learns to say "ok")
     strategy: str = "default"  # default (one device) | mirrored (every GPU, or every logical device, of this
     # machine: tf.distribute.MirroredStrategy) | multiworker (several machines: MultiWorkerMirroredStrategy + TF_CONFIG)
 
@@ -111,6 +114,8 @@ class TrainConfig:
             raise ConfigError(f"--fine-tune-at must be a layer index >= 0 or a layer name (got {self.fine_tune_at})")
         if self.stream not in STREAMS:
             raise ConfigError(f"unknown --stream '{self.stream}' (choose {', '.join(STREAMS)})")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ConfigError(f"unknown --class-weight '{self.class_weight}' (choose {', '.join(CLASS_WEIGHTS)})")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown --strategy '{self.strategy}' (choose {', '.join(STRATEGIES)})")
         ModelSpec(self.arch, params=dict(self.params)).resolved()  # unknown names, wrong types, out of range
@@ -182,17 +187,31 @@ def streams(ds: Dataset, stream: str) -> bool:
     return big or isinstance(ds.train.raw, ImageFiles)
 
 
-def fit_inputs(ds: Dataset, batch_size: int, seed: int, stream: str, augment=None) -> dict:
-    """Keyword arguments for `model.fit`: the training input and validation data.
+def class_weights(labels, num_classes: int, mode: str = "none") -> Optional[dict]:
+    """`model.fit`'s class_weight for `mode`: None, or for "balanced" scikit-learn's n / (classes x count) per
+    class present in `labels` (the training split's)."""
+    if mode in (None, "none"):
+        return None
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes)
+    present = np.flatnonzero(counts)
+    return {int(c): float(len(labels) / (len(present) * counts[c])) for c in present}
+
+
+def fit_inputs(ds: Dataset, batch_size: int, seed: int, stream: str, augment=None,
+               class_weight: str = "none") -> dict:
+    """Keyword arguments for `model.fit`: the training input and validation data, and the class weights of
+    `class_weight` ("none" or "balanced", from the training labels).
 
     In memory without augmentation: NumPy arrays, the input path of a plain `fit`. Otherwise a `tf.data`
     pipeline: per-batch preprocessing from the raw pixels (streaming) or slices of the float32 arrays,
     then the augmentation on training batches.
     """
+    weights = class_weights(ds.y_train, ds.num_classes, class_weight)
+    extra = {"class_weight": weights} if weights else {}
     if not streams(ds, stream):
         if augment is None:
             return {"x": ds.x_train, "y": ds.y_train, "batch_size": batch_size, "shuffle": True,
-                    "validation_data": (ds.x_val, ds.y_val)}
+                    "validation_data": (ds.x_val, ds.y_val), **extra}
         import tensorflow as tf
 
         data = (tf.data.Dataset.from_tensor_slices((ds.x_train, ds.y_train))
@@ -208,7 +227,8 @@ def fit_inputs(ds: Dataset, batch_size: int, seed: int, stream: str, augment=Non
 
         aug = _augmenter(augment, seed)
         data = data.map(lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), y), num_parallel_calls=1)
-    return {"x": data.prefetch(2), "validation_data": val, "shuffle": False}  # shuffled above; Keras warns otherwise
+    return {"x": data.prefetch(2), "validation_data": val, "shuffle": False,  # shuffled above; Keras warns otherwise
+            **extra}
 
 
 @contextlib.contextmanager
@@ -273,7 +293,7 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
         callbacks.append(epoch_lines(cfg.epochs))
     checkpoint = callbacks[0]
     try:
-        fit_kw = dict(fit_inputs(ds, cfg.batch_size, cfg.seed, cfg.stream, cfg.augment),
+        fit_kw = dict(fit_inputs(ds, cfg.batch_size, cfg.seed, cfg.stream, cfg.augment, cfg.class_weight),
                       callbacks=callbacks + list(extra_callbacks), verbose=cfg.verbose)
         with data_errors():
             if cfg.freeze_epochs:
@@ -303,16 +323,35 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     return TrainResult(run_dir=out, metrics=metrics, history=history, spec=spec, dataset=ds.summary(),
                        seconds=time.perf_counter() - t0, files=files, replicas=replicas,
-                       warnings=result_warnings(metrics), cache=ds.cache_line())
+                       warnings=result_warnings(metrics, ds.y_train, cfg.class_weight), cache=ds.cache_line())
 
 
-def result_warnings(metrics: dict) -> list:
+IMBALANCED = 10  # the largest training class this many times the smallest: imbalanced
+
+
+def result_warnings(metrics: dict, y_train=None, class_weight: str = "none") -> list:
     """A model stuck on one class for the whole test split, or no more accurate than answering the largest class
-    (parity against it proves little): said when training ends rather than discovered at export."""
+    (parity against it proves little), and an imbalanced training split whose rare class the model misses
+    (test recall below 0.5) without --class-weight: said when training ends rather than discovered at export."""
     from edgecnn.contracts.parity import one_class_on_test
 
     stuck = one_class_on_test(metrics)
-    return [stuck + " Train longer, or check the learning rate and the labels."] if stuck else []
+    out = [stuck + " Train longer, or check the learning rate and the labels."] if stuck else []
+    per_class = metrics.get("per_class") or {}
+    if y_train is None or class_weight != "none" or not per_class:
+        return out
+    counts = np.bincount(np.asarray(y_train, np.int64), minlength=len(per_class))
+    names = list(per_class)
+    if counts.min() == 0 or counts.max() < IMBALANCED * counts.min():
+        return out
+    missed = [n for n in names if per_class[n]["support"] and per_class[n]["recall"] < 0.5]
+    if missed:
+        worst = min(missed, key=lambda n: per_class[n]["recall"])
+        big, small = names[int(counts.argmax())], names[int(counts.argmin())]
+        out.append(f"the training split is imbalanced ({big} {counts.max():,} images, {small} {counts.min():,}: "
+                   f"{counts.max() / counts.min():.0f}x) and the model finds {per_class[worst]['recall']:.0%} of the "
+                   f"test split's {worst}: --class-weight balanced weighs rare classes up")
+    return out
 
 
 def evaluate(model, ds: Dataset) -> dict:

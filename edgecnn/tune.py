@@ -263,7 +263,8 @@ def search_kwargs(cfg, ds, verbose: int) -> dict:
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=3)]
     if tcfg.precise_bn:
         callbacks.insert(0, precise_bn.callback(ds.train, tcfg.seed, tcfg.batch_size))
-    return dict(fit_inputs(ds, tcfg.batch_size, tcfg.seed, tcfg.stream), epochs=cfg.trial_epochs, verbose=verbose,
+    return dict(fit_inputs(ds, tcfg.batch_size, tcfg.seed, tcfg.stream, class_weight=tcfg.class_weight),
+                epochs=cfg.trial_epochs, verbose=verbose,
                 callbacks=callbacks)
 
 

@@ -62,6 +62,9 @@ def train_options(fn):
         click.option("--precise-bn/--no-precise-bn", default=True, show_default=True,
                      help="Re-measure BatchNorm statistics for the current weights before each validation (on up "
                           "to 1,024 training images); off: Keras' moving averages alone, which small data never settles."),
+        click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
+                     help="balanced: weight each class's loss by n / (classes x its count), so a rare class counts as "
+                          "much as a common one (imbalanced folders: ok/defect, empty/person)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, Python, NumPy and TensorFlow."),
         click.option("--overwrite", is_flag=True, help="Replace a non-empty run directory."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run (or search) in --out."),
@@ -105,6 +108,7 @@ def _train_config(o: dict):
         batch_size=o["batch_size"], patience=o["patience"], augment=augment, precise_bn=o["precise_bn"], seed=o["seed"],
         overwrite=o["overwrite"], resume=o["resume"], backup_every_s=o["backup_every"],
         verbose={0: 0, 1: 0, 2: 1}.get(o["verbose"], 2), strategy=o["strategy"], stream=o["stream"],
+        class_weight=o["class_weight"],
         freeze_epochs=o["freeze_epochs"], fine_tune_lr=o["fine_tune_lr"],
         fine_tune_at=int(o["fine_tune_at"]) if (o["fine_tune_at"] or "").isdigit() else o["fine_tune_at"],
         progress=(sys.stdout.isatty() or o["verbose"] >= 1) and not o.get("as_json"),

@@ -77,6 +77,7 @@ def run_qat(ctx, out_path: Path) -> dict:
         "data": ctx.run.data_config.to_dict(), "stream": train_cfg.get("stream", "auto"), "graph": graph,
         "spec": ctx.spec.to_dict(), "epochs": int(cfg.qat_epochs), "learning_rate": lr,
         "batch_size": int(train_cfg.get("batch_size", 32)), "seed": int(cfg.seed), "io": cfg.io.value,
+        "class_weight": train_cfg.get("class_weight", "none"),  # fine-tuned as it was trained
         "tflite_batch": cfg.tflite_batch, "out": str(out_path), "result": str(job_dir / "result.json"),
         "dir": str(job_dir), "progress": bool(cfg.progress),
     }
@@ -347,7 +348,8 @@ def _child(job: dict) -> dict:
         from edgecnn.checkpoint import epoch_lines
 
         callbacks.append(epoch_lines(job["epochs"], keras_module=tf_keras, prefix="QAT epoch"))
-    hist = q.fit(**fit_inputs(ds, job["batch_size"], job["seed"], job.get("stream", "auto")), epochs=job["epochs"],
+    hist = q.fit(**fit_inputs(ds, job["batch_size"], job["seed"], job.get("stream", "auto"),
+                              class_weight=job.get("class_weight", "none")), epochs=job["epochs"],
                  callbacks=callbacks, verbose=0)
     if keep.weights is not None:
         q.set_weights(keep.weights)
