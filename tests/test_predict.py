@@ -217,5 +217,12 @@ def test_a_labelled_folder_reports_accuracy_everywhere(exported, tmp_path):
     res = cli("bench", "--model", model, "--data", field, "--backends", "tflite", "--no-timing")
     assert res.exit_code == 2 and res.output.startswith("error: ") and "'cat' are not among the model's 10" \
         in res.output and len(res.output.strip().splitlines()) == 1
+    np.savez(tmp_path / "field.npz", x=ds.x_test[:30] * 16.0, y=ds.y_test[:30])  # the script's --npz form
+    p = subprocess.run([sys.executable, str(script_path()), "--model", str(model), "--npz", str(tmp_path / "field.npz"),
+                        "--json"], capture_output=True, text=True, timeout=120)
+    res = bench(model=model, data=str(tmp_path / "field.npz"),
+                config=BenchConfig(backends=["tflite"], timing=False, write=False))
+    row = next(r for r in res.rows if r.artifact == "tflite_int8")
+    assert res.settings["test_images"] == 30 and row.accuracy == pytest.approx(json.loads(p.stdout)["accuracy"])
     own = bench(model=model, data="digits", config=BenchConfig(backends=["tflite"], timing=False, write=False))
     assert own.settings["test_images"] == len(ds.y_test) and own.settings["source"]["images"] == "test images"

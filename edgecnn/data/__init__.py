@@ -282,11 +282,35 @@ def _labels_for(raw: RawData, y: np.ndarray, class_names: list, source: str) -> 
     return y
 
 
-def load_eval_split(source: str, class_names: list, image_size=None, channels=None) -> tuple:
+def _script_npz(source: str) -> Optional[RawData]:
+    """An .npz in the on-device script's form (`x` and labels `y`, optional `class_names`), or None."""
+    from edgecnn.data.sources import _pixel_max
+
+    if not str(source).endswith(".npz") or not Path(source).is_file():
+        return None
+    try:
+        with np.load(source, allow_pickle=False) as z:
+            if "x_test" in z.files or "x" not in z.files:
+                return None
+            if "y" not in z.files:
+                raise DataError(f"{source}: no labels 'y' beside its images 'x' to evaluate against")
+            y = z["y"].reshape(-1).astype(np.int64)
+            names = [str(c) for c in z["class_names"].tolist()] if "class_names" in z.files else \
+                [str(i) for i in range(int(y.max()) + 1 if y.size else 0)]
+    except (OSError, ValueError) as e:
+        raise DataError(f"{source}: not a readable .npz file ({e})") from None
+    x = NpzArray(str(source), "x")
+    return RawData(x_train=x, y_train=y, pixel_max=_pixel_max([x]), class_names=names,
+                   origin={"source": "npz", "path": str(Path(source).resolve())})
+
+
+def load_eval_split(source: str, class_names: list, image_size=None, channels=None, pixel_max=None) -> tuple:
     """The images a model is evaluated on when they are not its run's own: an image folder's every image (a
     held-out or field set; labels from the class folders' names, in the model's class order), or a source's
-    test split (an .npz's x_test/y_test, a named dataset's). Preprocessed as `image_size`/`channels` say (the
-    model's), with the source's own pixel scale.
+    test split (an .npz's x_test/y_test, a named dataset's); an .npz in the on-device script's form (`x`, `y`)
+    is every image of it. Preprocessed as `image_size`/`channels` say (the
+    model's). An .npz's raw pixels are on the model's recorded `pixel_max` when given, as the on-device script
+    reads an .npz (0-16 for digits); image files are 8-bit.
 
     Returns:
         (a `Split`, what it holds in words: "images: all of FOLDER" or "test images of SOURCE").
@@ -295,7 +319,7 @@ def load_eval_split(source: str, class_names: list, image_size=None, channels=No
     """
     from edgecnn.script.edgecnn_infer import UsageError, check_labels
 
-    raw = load_raw(source)
+    raw = _script_npz(source) or load_raw(source)
     if raw.x_test is not None:
         x, y, what = raw.x_test, np.asarray(raw.y_test, np.int64), f"test images of {source}"
     else:
@@ -311,5 +335,6 @@ def load_eval_split(source: str, class_names: list, image_size=None, channels=No
         raise DataError(f"{source}: images have different sizes; the model's input size is needed to resize them")
     prep = {"image_size": list(image_size or shape[:2]),
             "channels": int(channels or (1 if len(shape) == 2 else min(shape[-1], 3))),
-            "pixel_max": float(raw.pixel_max), "resize": "bilinear"}
+            "pixel_max": float(pixel_max if pixel_max and raw.origin.get("source") == "npz" else raw.pixel_max),
+            "resize": "bilinear"}
     return Split(x, np.arange(len(y)), y, prep), what
