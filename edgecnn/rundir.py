@@ -137,7 +137,17 @@ class Run:
         """
         from edgecnn.data import load_dataset
 
-        ds = load_dataset(self.data_config)
+        try:
+            return self._checked(load_dataset(self.data_config))
+        except ConfigError as e:
+            if not self.data_override:
+                raise
+            raise ConfigError(f"{e}; --data with a run directory is where the run's own data moved to: to run its "
+                              f"models on other images, `edgecnn bench --model {self.export_dir / 'model_int8.tflite'}"
+                              f" --data {self.data_override}`") from None
+
+    def _checked(self, ds):
+        """`ds` if it is the run's data split as the run split it; ConfigError naming what differs."""
         where = f"{self.data_override}: not the data of {self.path}" if self.data_override else \
             f"{self.path}: the data source changed since training"
         if ds.class_names != self.class_names:

@@ -217,6 +217,8 @@ def test_a_labelled_folder_reports_accuracy_everywhere(exported, tmp_path):
     res = cli("bench", "--model", model, "--data", field, "--backends", "tflite", "--no-timing")
     assert res.exit_code == 2 and res.output.startswith("error: ") and "'cat' are not among the model's 10" \
         in res.output and len(res.output.strip().splitlines()) == 1
+    res = cli("bench", exported, "--data", field, "--backends", "tflite", "--no-timing")  # not the run's data
+    assert res.exit_code == 2 and "to run its models on other images, `edgecnn bench --model" in res.output
     np.savez(tmp_path / "field.npz", x=ds.x_test[:30] * 16.0, y=ds.y_test[:30])  # the script's --npz form
     p = subprocess.run([sys.executable, str(script_path()), "--model", str(model), "--npz", str(tmp_path / "field.npz"),
                         "--json"], capture_output=True, text=True, timeout=120)
