@@ -93,7 +93,8 @@ class TrainConfig:
     # of the number of images); off: float32 splits in memory; auto: on for image folders and for splits whose
     # float32 form exceeds IN_MEMORY_MB
     class_weight: str = "none"  # balanced: each class's loss weighted n / (classes x its count), so a rare class
-    # counts as much as a common one (an "ok"/"defect" folder of 1,500 to 45 otherwise learns to say "ok")
+    # counts as much as a common one (digits' eights against the rest, 10 of 1,097: 12-30% of test eights found
+    # unweighted, 67-72% balanced)
     strategy: str = "default"  # default (one device) | mirrored (every GPU, or every logical device, of this
     # machine: tf.distribute.MirroredStrategy) | multiworker (several machines: MultiWorkerMirroredStrategy + TF_CONFIG)
 

@@ -34,6 +34,15 @@ def check_pixels(x: np.ndarray, where: str) -> None:
         raise DataError(str(e)) from None
 
 
+def check_raw_pixels(name: str, x) -> None:
+    """`check_pixels` for a source's raw images: arrays and lists now; an .npz member is checked when read
+    (NpzArray.load) and image files by their headers (scan_images)."""
+    if isinstance(x, (NpzArray, ImageFiles)):
+        return
+    for a in x if isinstance(x, list) else [x]:
+        check_pixels(np.asarray(a), name)
+
+
 class NpzArray:
     """One array of an `.npz`, known by its header (shape, dtype) and read whole on first use."""
 

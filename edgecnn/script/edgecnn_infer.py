@@ -15,8 +15,9 @@ apply exactly the same transform.
 
 Inputs: image files or folders of them (read with Pillow as 8-bit grey or RGB, scaled by 1/255 and resized
 to the model's input like training did; a folder with one subfolder per class, named as the model's classes,
-is a labelled set and the run reports accuracy), or an .npz with `x` (raw pixels, divided by the manifest's pixel_max; or already
-preprocessed float32 NHWC in [0, 1] when the npz holds `preprocessed=1`) and optional labels `y`.
+is a labelled set and the run reports accuracy), or an .npz with `x` (raw pixels, divided by the manifest's
+pixel_max; or already preprocessed float32 NHWC in [0, 1] when the npz holds `preprocessed=1`) and optional
+labels `y`.
 
 Python::
 
