@@ -96,8 +96,8 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title
     else:
         from matplotlib.colors import ListedColormap
 
-        cmap = ListedColormap(plt.get_cmap("Blues")(np.linspace(0.3, 1.0, 256)))  # Blues' pale end hid a 1
-        cmap.set_bad("white")
+        cmap = ListedColormap(plt.get_cmap("Blues")(np.linspace(0.3, 1.0, 256))).with_extremes(bad="white")
+        # (Blues' own pale end hid a 1)
         im = ax.imshow(np.ma.masked_less(cm, 1), cmap=cmap, norm=LogNorm(vmin=1, vmax=max(1, int(cm.max()))),
                        interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="images (log scale; white: none)")
