@@ -207,6 +207,9 @@ def test_a_labelled_folder_reports_accuracy_everywhere(exported, tmp_path):
     row = next(r for r in res.rows if r.artifact == "tflite_int8")
     assert res.settings["test_images"] == 12 and row.accuracy == pytest.approx(expected, abs=1e-4)
     assert res.settings["source"]["images"] == f"images: all of {field.resolve()}"
+    from edgecnn.bench.report import markdown
+
+    assert f"Run on 12 images: all of {field.resolve()}, model {model}." in markdown(res)
     (field / "cat").mkdir()
     Image.new("L", (8, 8)).save(field / "cat" / "0.png")
     p = subprocess.run([sys.executable, str(script_path()), "--model", str(model), str(field), "--json"],

@@ -126,9 +126,12 @@ def print_report(result, console=None, wide: bool = False) -> None:
 
 def markdown(result) -> str:
     """bench.md: the table, the footnotes and the settings."""
+    src = result.settings.get("source", {})
     out = [f"# edgecnn bench ({result.created})", "",
            f"Host: {result.host.get('cpu')} ({result.host.get('cpus')} CPUs), {result.host.get('os')}, "
            f"Python {result.host.get('python')}.", "",
+           f"Run on {result.settings.get('test_images')} {src.get('images') or 'test images'}, "
+           f"model {src.get('model') or src.get('run_dir')}.", "",
            "| " + " | ".join(c.replace("|", "\\|") for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in result.rows:
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |")
