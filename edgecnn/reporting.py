@@ -78,7 +78,7 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title
     n = len(class_names)
     size = min(CONFUSION_INCHES, max(4.0, 0.45 * n + 2))
     fig, ax = plt.subplots(figsize=(size, size))
-    step = -(-n // LABELLED_CLASSES)
+    step = max(1, -(-n // LABELLED_CLASSES))
     ticks = list(range(0, n, step))
     font = 10 if n <= ANNOTATED_CLASSES else max(5.0, min(9.0, 700 / len(ticks)))
     ax.set_xticks(ticks, [str(class_names[i]) for i in ticks], rotation=45 if n <= ANNOTATED_CLASSES else 90,
