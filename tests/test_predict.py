@@ -175,6 +175,7 @@ def test_a_labelled_folder_reports_accuracy_everywhere(exported, tmp_path):
     `bench --model M --data FOLDER` runs every image of it with labels in the model's class order (before:
     only the folder's own 20% test split, its classes renumbered 0, 1 in its own sorted order: 0.0000 here).
     A class folder the model does not know is said in one line, never guessed."""
+    import shutil
     import subprocess
     import sys
 
@@ -210,6 +211,15 @@ def test_a_labelled_folder_reports_accuracy_everywhere(exported, tmp_path):
     from edgecnn.bench.report import markdown
 
     assert f"Run on 12 images: all of {field.resolve()}, model {model}." in markdown(res)
+    first = next(r for r in out["results"] if r["input"] == str(field / "3" / "0.png"))
+    assert first["label"] == first["true_label"] == "3"
+    shutil.copy(field / "3" / "0.png", field / "7" / "x.png")  # a three filed under 7: named as a miss
+    p = subprocess.run([sys.executable, str(script_path()), "--model", str(model), str(field)],
+                       capture_output=True, text=True, timeout=120)
+    miss = f"{field / '7' / 'x.png'} (7 -> 3)"
+    assert miss in p.stdout.splitlines()[-1] and p.stdout.splitlines()[-1].startswith("wrong: ")
+    assert miss in cli("predict", "--model", model, field).output.splitlines()[-1]
+    assert len(p.stdout.splitlines()) == 10 + 3  # ten lines, "... 3 more", accuracy, wrong
     (field / "cat").mkdir()
     Image.new("L", (8, 8)).save(field / "cat" / "0.png")
     p = subprocess.run([sys.executable, str(script_path()), "--model", str(model), str(field), "--json"],

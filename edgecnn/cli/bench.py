@@ -162,23 +162,33 @@ def predict(inputs, model_opt, top_k, manifest, threads, allow_modified, as_json
         raise ConfigError("nothing to classify: give image files or an .npz after the model")
     preds = run_predict(model, inputs, top_k=top_k, manifest=manifest, threads=threads,
                         allow_modified=allow_modified)
+    from edgecnn.script.edgecnn_infer import wrong_line
+
     labelled = _folder_accuracy(model, manifest, inputs, preds)  # folders with one subfolder per class
+    results = [dict(p.result(), **({"true_label": t} if t is not None else {}))
+               for p, t in zip(preds, labelled.pop("true_labels", [None] * len(preds)))]
     if as_json:  # the script's shape: {"model", "results": [{input, label, index, confidence, top_k}]}
-        click.echo(json.dumps({"model": model, "results": [p.result() for p in preds], **labelled}, indent=2))
+        click.echo(json.dumps({"model": model, "results": results, **labelled}, indent=2))
         return
-    for p in preds:
+    shown = 10 if "accuracy" in labelled else len(preds)  # a scored set: its misses, not every line (as the script)
+    for p in preds[:shown]:
         others = ", ".join(f"{t['label']} {t['confidence']:.3f}" for t in p.top[1:])
         click.echo(f"{p.input}: {p.label} ({p.confidence:.3f})" + (f"  [{others}]" if others else ""))
+    if len(preds) > shown:
+        click.echo(f"... {len(preds) - shown} more (--json for all)")
     if labelled.get("accuracy") is not None:
         click.echo(f"accuracy: {labelled['accuracy']:.4f} on {len(preds)} labelled inputs (labels: their class "
                    "folders)")
+        if wrong_line(results):
+            click.echo(wrong_line(results))
     if labelled.get("note"):
         click.echo(f"note: {labelled['note']}")
 
 
 def _folder_accuracy(model, manifest, inputs, preds) -> dict:
-    """{"accuracy", "labels"} when the inputs are folders laid out one subfolder per class (the on-device
-    script's rule, `folder_labels`), {"note"} when such a layout has a folder the model has no class for."""
+    """{"accuracy", "labels", "true_labels"} when the inputs are folders laid out one subfolder per class (the
+    on-device script's rule, `folder_labels`), {"note"} when such a layout has a folder the model has no class
+    for."""
     from pathlib import Path
 
     from edgecnn.predict import model_metadata
@@ -186,7 +196,9 @@ def _folder_accuracy(model, manifest, inputs, preds) -> dict:
 
     if not preds or not all(Path(i).is_dir() for i in inputs):
         return {}
-    y, why = folder_labels(inputs, [p.input for p in preds], model_metadata(Path(model), manifest)["class_names"])
+    names = model_metadata(Path(model), manifest)["class_names"]
+    y, why = folder_labels(inputs, [p.input for p in preds], names)
     if y is None:
         return {"note": why} if why else {}
-    return {"accuracy": float(sum(p.index == t for p, t in zip(preds, y)) / len(y)), "labels": "class folders"}
+    return {"accuracy": float(sum(p.index == t for p, t in zip(preds, y)) / len(y)), "labels": "class folders",
+            "true_labels": [names[int(t)] for t in y]}

@@ -1002,6 +1002,9 @@ def run(a: argparse.Namespace) -> dict:
         results.append({"input": name, "label": class_names[top[0]], "index": int(top[0]),
                         "confidence": float(p[top[0]]),
                         "top_k": [{"label": class_names[i], "index": int(i), "confidence": float(p[i])} for i in top]})
+    if y is not None and not a.npz:  # labelled by class folder: each result says its class
+        for r, t in zip(results, y):
+            r["true_label"] = class_names[int(t)]
     accuracy = float(np.mean(pred == y)) if y is not None and len(y) else None
     expected = manifest_figures(entry, model.accelerator) if len(pred) else None
     if expected is not None and expected.get("n") != len(pred):
@@ -1042,6 +1045,17 @@ def run(a: argparse.Namespace) -> dict:
     return out
 
 
+def wrong_line(results, shown: int = 5) -> str:
+    """"wrong: 2 of 30: a.jpg (cat -> dog); b.jpg (dog -> cat)" for results that carry `true_label`, "" if none
+    is wrong (a field set's misses, named)."""
+    wrong = [r for r in results if "true_label" in r and r["label"] != r["true_label"]]
+    if not wrong:
+        return ""
+    more = f"; and {len(wrong) - shown} more (--json for all)" if len(wrong) > shown else ""
+    return (f"wrong: {len(wrong)} of {len(results)}: "
+            + "; ".join(f"{r['input']} ({r['true_label']} -> {r['label']})" for r in wrong[:shown]) + more)
+
+
 def _print_text(out: dict, limit=None) -> None:
     results = out["results"]
     for r in results[:limit]:
@@ -1054,6 +1068,8 @@ def _print_text(out: dict, limit=None) -> None:
         print(f"accuracy: {out['accuracy']:.4f} on {out['n']} labelled inputs"
               + (" (labels: their class folders)" if out.get("labels") == "class folders" else "")
               + ("" if same is None else f" (the manifest's for {out['accelerator']}: {same:.4f})"))
+    if wrong_line(results):
+        print(wrong_line(results))
     if out.get("manifest_predictions") == "same":
         print(f"top-1 predictions: the {out['n']} export recorded for the {out['accelerator']} kernels")
     if out.get("note"):
@@ -1078,7 +1094,7 @@ def main(argv=None) -> int:
             out.pop("results")  # bench rows carry predictions; per-input labels only when asked for inputs
         print(json.dumps(out))
     else:
-        _print_text(out, limit=10 if a.npz else None)
+        _print_text(out, limit=10 if a.npz or out.get("labels") else None)  # a scored set: its misses, not every line
     return 0
 
 
