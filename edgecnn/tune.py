@@ -30,7 +30,8 @@ from edgecnn.errors import ConfigError, MissingDependencyError
 from edgecnn.io import folder_lock, read_json, write_json
 from edgecnn.models import ModelSpec, build, compile_model
 from edgecnn.rundir import prepare_out_dir
-from edgecnn.train import TrainConfig, TrainResult, data_errors, fit_inputs, fit_run, seed_everything
+from edgecnn.train import TrainConfig, TrainResult, data_errors, fit_run, seed_everything
+from edgecnn.train_inputs import fit_inputs
 from edgecnn.tune_device import DeviceBudget
 from edgecnn.tune_trials import TUNER_DIR, make_tuner, trial_records
 

@@ -77,7 +77,7 @@ def test_npz_split_is_read_only_when_used(tmp_path):
 
 def test_auto_streams_folders_and_big_data_only(tmp_path):
     from edgecnn.data import DataConfig, load_dataset
-    from edgecnn.train import fit_inputs, streams
+    from edgecnn.train_inputs import fit_inputs, streams
 
     npz = load_dataset(DataConfig(source=str(make_npz(tmp_path / "d.npz"))))
     folder = load_dataset(DataConfig(source=str(make_folder(tmp_path / "f"))))

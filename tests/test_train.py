@@ -72,7 +72,8 @@ def test_class_weights_reach_fit_and_an_imbalanced_miss_is_said():
     fit's input (arrays, streamed, augmented); without it, an imbalanced split (10x or more) whose rare class the
     model misses gets a warning naming the flag."""
     from edgecnn.data import DataConfig, load_dataset
-    from edgecnn.train import AugmentConfig, TrainConfig, class_weights, fit_inputs, result_warnings
+    from edgecnn.train import TrainConfig, result_warnings
+    from edgecnn.train_inputs import AugmentConfig, class_weights, fit_inputs
 
     assert class_weights([0, 0, 0, 1], 2, "balanced") == pytest.approx({0: 4 / 6, 1: 2.0})
     assert class_weights([0, 0, 2], 3, "balanced") == pytest.approx({0: 0.75, 2: 1.5})  # absent classes: none

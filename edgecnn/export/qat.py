@@ -312,7 +312,7 @@ def _child(job: dict) -> dict:
     if spec.params.get("weights"):  # the weights come from the trained model below, never from a cache file
         spec = ModelSpec.from_dict(dict(job["spec"], params=dict(spec.params, weights=None)))
     from edgecnn.data import DataConfig, load_dataset
-    from edgecnn.train import fit_inputs
+    from edgecnn.train_inputs import fit_inputs
 
     ds = load_dataset(DataConfig.from_dict(job["data"]))
     calib = np.load(Path(job["dir"]) / "calib.npy")
