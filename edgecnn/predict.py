@@ -217,6 +217,22 @@ def predict(model, inputs, *, top_k: int = 3, manifest: Optional[str] = None, th
     return out
 
 
+def folder_scores(model, inputs, preds: list, manifest: Optional[str] = None) -> dict:
+    """How `predict`'s results on `inputs` score when the inputs are folders laid out one subfolder per class (the
+    on-device script's rule, `folder_labels`): {"accuracy", "labels": "class folders", "true_labels"}; {"note"}
+    when such a layout has a folder the model has no class for; {} otherwise."""
+    from edgecnn.script.edgecnn_infer import folder_labels
+
+    if not preds or not all(Path(i).is_dir() for i in inputs):
+        return {}
+    names = model_metadata(Path(model), manifest)["class_names"]
+    y, why = folder_labels(inputs, [p.input for p in preds], names)
+    if y is None:
+        return {"note": why} if why else {}
+    return {"accuracy": float(np.mean([p.index == t for p, t in zip(preds, y)])), "labels": "class folders",
+            "true_labels": [names[int(t)] for t in y]}
+
+
 def _check_fits(meta: dict, sess, model: Path, entry_name) -> None:
     """The recorded preprocessing and class names (and a manifest entry's I/O) against the open model: the
     on-device script's check, so predict refuses what the device refuses."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgecnn.contracts.parity import one_class_on_test
-from edgecnn.contracts.rows import kib, ms, trial_figures, trial_number
+from edgecnn.contracts.rows import kib, ms, trial_figures, trial_number, trial_params
 
 REPORT = "report.html"
 FOLDED_CLASSES = 30  # a longer classification report is folded under its five lowest-F1 classes
@@ -165,8 +165,7 @@ def _search_section(run: Path, doc: dict) -> str:
     by = (lambda t: (t.get("worker") or "",)) if workers.get("workers") else (lambda t: ())  # a worker column
     rows = [(trial_number(t.get("trial_id")), _f(t.get("val_accuracy", t.get("score")), ".4f"), _f(t.get("seconds"), ".1f"),
              *by(t), *device_cells(t),
-             ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (t.get("params") or
-                                                                                        {}).items()))
+             trial_params(t.get("params")))
             for t in doc.get("trials", [])]
     if doc.get("defaults_score") is not None:
         rows.append(("defaults", _f(doc["defaults_score"], ".4f"), "", *by({}),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgecnn.contracts.rows import trial_number
+from edgecnn.contracts.rows import trial_number, trial_params
 from edgecnn.errors import DataError
 from edgecnn.models import ModelSpec, build, compile_model, get_architecture
 from edgecnn.train import TrainConfig, data_errors
@@ -84,8 +84,7 @@ def _tuner_class(keras_tuner, say, cfg):
                             else "")
                          + (f", arena {figures['arena_bytes'] / 1024:.1f} KiB" if figures.get("arena_bytes") else "")
                          + (f" on {budget.measure_on}") + (f"  OVER BUDGET: {'; '.join(broken)}" if broken else ""))
-            params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in trial.hyperparameters.values.items())
+            params = trial_params(trial.hyperparameters.values)
             who = f"worker{worker_index()} " if worker_index() >= 0 else ""
             say(f"{who}trial {trial_number(trial.trial_id)}/{max_trials}: {objective} "
                 f"{score if score is None else f'{score:.4f}'}  {took:.1f} s{extra}  {params}", flush=True)

@@ -109,11 +109,9 @@ def print_report(result, console=None, wide: bool = False) -> None:
         if wide:  # as wide as the table needs: a wide table is for a file or a wide window
             width = max(width, sum(max(len(c[0]), *(len(c[1](r)) for r in result.rows)) + 3 for c in specs) + 1)
         console = Console(width=width, soft_wrap=False)
-    src = result.settings.get("source", {})
-    table = Table(title=f"edgecnn bench: {src.get('model') or src.get('run_dir')} "
-                        f"({result.settings.get('test_images')} {src.get('images') or 'test images'}, "
-                        f"{result.settings.get('threads')} "
-                        f"thread(s))", title_justify="left")
+    model, images = _what_ran(result)
+    table = Table(title=f"edgecnn bench: {model} ({images}, {result.settings.get('threads')} thread(s))",
+                  title_justify="left")
     for header, _, right, _, _ in specs:
         table.add_column(header, justify="right" if right else "left", no_wrap=True, overflow="ellipsis")
     style = {"ok": None, "skipped": "dim", "failed": "red"}
@@ -124,14 +122,20 @@ def print_report(result, console=None, wide: bool = False) -> None:
         console.print(line, markup=False, highlight=False)
 
 
+def _what_ran(result) -> tuple:
+    """(the model file or run directory benched, "359 test images" or "33 images: all of FOLDER")."""
+    src = result.settings.get("source", {})
+    return (src.get("model") or src.get("run_dir"),
+            f"{result.settings.get('test_images')} {src.get('images') or 'test images'}")
+
+
 def markdown(result) -> str:
     """bench.md: the table, the footnotes and the settings."""
-    src = result.settings.get("source", {})
+    model, images = _what_ran(result)
     out = [f"# edgecnn bench ({result.created})", "",
            f"Host: {result.host.get('cpu')} ({result.host.get('cpus')} CPUs), {result.host.get('os')}, "
            f"Python {result.host.get('python')}.", "",
-           f"Run on {result.settings.get('test_images')} {src.get('images') or 'test images'}, "
-           f"model {src.get('model') or src.get('run_dir')}.", "",
+           f"Run on {images}, model {model}.", "",
            "| " + " | ".join(c.replace("|", "\\|") for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in result.rows:
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |")

@@ -162,9 +162,10 @@ def predict(inputs, model_opt, top_k, manifest, threads, allow_modified, as_json
         raise ConfigError("nothing to classify: give image files or an .npz after the model")
     preds = run_predict(model, inputs, top_k=top_k, manifest=manifest, threads=threads,
                         allow_modified=allow_modified)
+    from edgecnn.predict import folder_scores
     from edgecnn.script.edgecnn_infer import wrong_line
 
-    labelled = _folder_accuracy(model, manifest, inputs, preds)  # folders with one subfolder per class
+    labelled = folder_scores(model, inputs, preds, manifest)  # folders with one subfolder per class
     results = [dict(p.result(), **({"true_label": t} if t is not None else {}))
                for p, t in zip(preds, labelled.pop("true_labels", [None] * len(preds)))]
     if as_json:  # the script's shape: {"model", "results": [{input, label, index, confidence, top_k}]}
@@ -179,26 +180,9 @@ def predict(inputs, model_opt, top_k, manifest, threads, allow_modified, as_json
     if labelled.get("accuracy") is not None:
         click.echo(f"accuracy: {labelled['accuracy']:.4f} on {len(preds)} labelled inputs (labels: their class "
                    "folders)")
-        if wrong_line(results):
-            click.echo(wrong_line(results))
+        wrong = wrong_line(results)
+        if wrong:
+            click.echo(wrong)
     if labelled.get("note"):
         click.echo(f"note: {labelled['note']}")
 
-
-def _folder_accuracy(model, manifest, inputs, preds) -> dict:
-    """{"accuracy", "labels", "true_labels"} when the inputs are folders laid out one subfolder per class (the
-    on-device script's rule, `folder_labels`), {"note"} when such a layout has a folder the model has no class
-    for."""
-    from pathlib import Path
-
-    from edgecnn.predict import model_metadata
-    from edgecnn.script.edgecnn_infer import folder_labels
-
-    if not preds or not all(Path(i).is_dir() for i in inputs):
-        return {}
-    names = model_metadata(Path(model), manifest)["class_names"]
-    y, why = folder_labels(inputs, [p.input for p in preds], names)
-    if y is None:
-        return {"note": why} if why else {}
-    return {"accuracy": float(sum(p.index == t for p, t in zip(preds, y)) / len(y)), "labels": "class folders",
-            "true_labels": [names[int(t)] for t in y]}

@@ -148,7 +148,7 @@ def print_train_summary(result) -> None:
 
 
 def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
-    from edgecnn.contracts.rows import trial_number
+    from edgecnn.contracts.rows import trial_number, trial_params
     from edgecnn.tune import TuneConfig, tune
 
     from edgecnn.reporting import print_table
@@ -169,7 +169,7 @@ def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
         return
     rows = [(trial_number(t["trial_id"]), _f4(t.get("val_accuracy", t["score"])), _f1(t.get("seconds")),
              t.get("worker") or "-",
-             ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()))
+             trial_params(t["params"]))
             for t in result.trials]
     rows.append(("defaults", _f4(result.defaults_score), "", "", "the architecture's defaults"))
     print_table(f"trials (best first; {result.run_dir}/trials.json)", ("trial", "val_accuracy", "seconds",

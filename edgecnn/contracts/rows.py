@@ -82,6 +82,11 @@ def trial_number(trial_id) -> str:
     return str(int(trial_id) + 1) if str(trial_id).isdigit() else str(trial_id)
 
 
+def trial_params(params: dict) -> str:
+    """A trial's hyperparameters in one line: "filters=32, learning_rate=0.00123" (floats to 3 figures)."""
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (params or {}).items())
+
+
 def trial_figures(t: dict) -> tuple:
     """A tuning trial's (or the defaults') int8 figures as the tune table and the report show them: latency ms,
     size KiB, arena KiB; "" where not measured."""

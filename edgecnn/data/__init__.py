@@ -257,4 +257,3 @@ def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
         test=Split(test_raw, test_idx, y_test, prep),
         class_names=list(raw.class_names), preprocessing=prep, origin=raw.origin,
     )
-

@@ -54,8 +54,9 @@ def load_eval_split(source: str, class_names: list, image_size=None, channels=No
     """The images a model is evaluated on when they are not its run's own: an image folder's every image (a
     held-out or field set; labels from the class folders' names, in the model's class order), or a source's
     test split (an .npz's x_test/y_test, a named dataset's); an .npz in the on-device script's form (`x`, `y`)
-    is every image of it. Preprocessed as `image_size`/`channels` say (the model's). An .npz's raw pixels are on the model's recorded `pixel_max` when given, as the on-device script
-    reads an .npz (0-16 for digits); image files are 8-bit.
+    is every image of it. Preprocessed as `image_size`/`channels` say (the model's). An .npz's raw pixels are
+    on the model's recorded `pixel_max` when given, as the on-device script reads an .npz (0-16 for digits);
+    image files are 8-bit.
 
     Returns:
         (a `Split`, what it holds in words: "images: all of FOLDER" or "test images of SOURCE").
