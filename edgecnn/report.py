@@ -163,7 +163,8 @@ def _search_section(run: Path, doc: dict) -> str:
 
     workers = doc.get("workers") or {}
     by = (lambda t: (t.get("worker") or "",)) if workers.get("workers") else (lambda t: ())  # a worker column
-    rows = [(trial_number(t.get("trial_id")), _f(t.get("val_accuracy", t.get("score")), ".4f"), _f(t.get("seconds"), ".1f"),
+    objective = doc.get("objective", "val_accuracy")
+    rows = [(trial_number(t.get("trial_id")), _f(t.get(objective, t.get("score")), ".4f"), _f(t.get("seconds"), ".1f"),
              *by(t), *device_cells(t),
              trial_params(t.get("params")))
             for t in doc.get("trials", [])]

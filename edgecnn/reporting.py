@@ -45,9 +45,9 @@ def plot_curves(history: dict, path: Path) -> None:
     best = best_epoch(history)
     for ax, metric, ylabel in zip(axes, ("accuracy", "loss"), ("accuracy (fraction correct)",
                                                                "loss (sparse categorical cross-entropy)")):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            if prefix + metric in history:
-                ax.plot(epochs, history[prefix + metric], style, label=(prefix or "train_") + metric,
+        for key, style in (("", "-"), ("val_", "--"), ("val_balanced_", ":")):  # the last: --class-weight balanced
+            if key + metric in history:
+                ax.plot(epochs, history[key + metric], style, label=(key or "train_") + metric,
                         marker="o" if len(epochs) <= MARKED_EPOCHS else None)  # one epoch: a line of one point
         if best is not None:
             ax.axvline(best, color="tab:red", linestyle=":", label=f"best epoch {best} (kept)")

@@ -29,7 +29,7 @@ from edgecnn.checkpoint import (BACKUP_DIR, BEST, LOG_CSV, epochs_done, load_bes
                                 trim_log)
 from edgecnn.data import DataConfig, Dataset, load_dataset
 from edgecnn.errors import ConfigError, DataError
-from edgecnn.models import ModelSpec, build, compile_model
+from edgecnn.models import ModelSpec, build, compile_model, saveable
 from edgecnn.io import atomic_path, folder_lock, write_json, write_text
 from edgecnn.rundir import MODEL, prepare_out_dir, write_config
 from edgecnn import precise_bn, transfer
@@ -204,7 +204,7 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
             stale.unlink(missing_ok=True)
     strategy = distribution(cfg.strategy)
     with _scope(strategy):
-        model = compile_model(build(spec), spec)
+        model = compile_model(build(spec), spec, balanced=cfg.class_weight == "balanced")
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     callbacks = _callbacks(out, cfg, read_log(out / LOG_CSV))
     if cfg.precise_bn:
@@ -228,6 +228,9 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     best = checkpoint.best_weights or load_best(out)  # this session's best, else the one before an interruption
     if best is not None:
         model.set_weights(best)
+    if cfg.class_weight == "balanced":
+        with _scope(strategy):
+            saveable(model)  # the balanced accuracy compiled out: the saved model loads without edgecnn
     with atomic_path(out / MODEL) as tmp:
         model.save(tmp)
     (out / BEST).unlink(missing_ok=True)

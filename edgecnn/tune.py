@@ -31,12 +31,14 @@ from edgecnn.io import folder_lock, read_json, write_json
 from edgecnn.models import ModelSpec, build, compile_model
 from edgecnn.rundir import prepare_out_dir
 from edgecnn.train import TrainConfig, TrainResult, data_errors, fit_run, seed_everything
+from edgecnn.models.metrics import BALANCED_ACCURACY
 from edgecnn.train_inputs import fit_inputs
 from edgecnn.tune_device import DeviceBudget
 from edgecnn.tune_trials import TUNER_DIR, make_tuner, trial_records
 
 BEST_FILE = "best_hyperparameters.json"
 TRIALS_FILE = "trials.json"  # every trial: hyperparameters, objective, seconds; and the defaults' objective
+OBJECTIVES = ("val_accuracy", BALANCED_ACCURACY)  # what a search can maximise (TuneConfig.objective)
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class TuneConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # data, architecture, out, seed, and the full retrain
     max_trials: int = 10  # models the Bayesian search tries
     trial_epochs: int = 8  # short training per trial
-    objective: str = "val_accuracy"  # what the search maximises
+    objective: str = "auto"  # what the search maximises: val_accuracy, or val_balanced_accuracy (the mean
+    # per-class recall on validation); auto: the second with balanced class weights, else the first
     retrain: bool = True  # retrain the best configuration in full afterwards
     workers: int = 0  # 0: trials one after another in this process; N: KerasTuner's chief and N worker processes
     worker_threads: int = 0  # threads per worker (0: this machine's cores shared among the workers)
@@ -57,6 +60,11 @@ class TuneConfig:
     # over its limits (edgecnn.tune_device)
 
     def __post_init__(self):
+        balanced = self.train.class_weight == "balanced"
+        if self.objective == "auto":
+            object.__setattr__(self, "objective", BALANCED_ACCURACY if balanced else "val_accuracy")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective '{self.objective}' (choose auto, {', '.join(OBJECTIVES)})")
         if self.max_trials < 1 or self.trial_epochs < 1:
             raise ConfigError("--max-trials and --trial-epochs must be at least 1")
         if self.workers < 0 or self.worker_threads < 0 or self.worker_index < 0:
@@ -93,6 +101,7 @@ class TuneResult:
     defaults_score: float | None = None  # the objective of the architecture's default hyperparameters
     used_defaults: bool = False  # True when the search found nothing better than the defaults: they are retrained
     device: dict = field(default_factory=dict)  # budget, Pareto front, plot (with a device budget)
+    objective: str = "val_accuracy"  # what the search maximised (each trial record holds it under this name)
 
 
 def tune(cfg: TuneConfig) -> TuneResult:
@@ -107,6 +116,10 @@ def tune(cfg: TuneConfig) -> TuneResult:
         import keras_tuner  # noqa: F401  anything starts)
     except ImportError as e:
         raise MissingDependencyError("keras-tuner tensorboard", f"tuning ({e})") from None
+    from edgecnn.native import quiet_tensorflow
+
+    quiet_tensorflow()  # as train does: each trial's model traces its own predict function, and TensorFlow
+    # advises about retracing after the fifth
 
     tcfg = cfg.train
     out = Path(tcfg.out)
@@ -157,7 +170,7 @@ def _defaults_score(cfg, tcfg, ds, probe) -> tuple:
     when the search measures them (on the trials' `probe`)."""
     spec = ModelSpec(tcfg.arch, tuple(ds.input_shape), ds.num_classes, dict(tcfg.params))
     seed_everything(tcfg.seed)
-    model = compile_model(build(spec), spec)
+    model = compile_model(build(spec), spec, balanced=cfg.objective == BALANCED_ACCURACY)
     with data_errors():  # outside the trials (with --workers, the chief's only fit), a broken file is one line too
         history = model.fit(**search_kwargs(cfg, ds, 0))
     figures = None
@@ -191,13 +204,13 @@ def _search(cfg, tcfg, out: Path, ds) -> "TuneResult":
     if not best_trials:
         raise ConfigError(f"{out}: the search ended with no completed trial")
     best = best_trials[0].hyperparameters.values
-    timed = trial_records(tuner, cfg.max_trials)
+    timed = trial_records(tuner, cfg.max_trials, cfg.objective)
     write_json(out / BEST_FILE, {"objective": cfg.objective, "best": best,
                                  "trials": [{k: t[k] for k in ("trial_id", "score", "params")} for t in timed]})
     say("defaults: training the architecture's default hyperparameters like a trial, for comparison")
     defaults, defaults_figures = _defaults_score(cfg, tcfg, ds, probe)
     best_trial = timed[0] if timed else {}
-    best_score = best_trial.get("val_accuracy", best_trial.get("score"))
+    best_score = best_trial.get(cfg.objective, best_trial.get("score"))
     # The defaults are held to the trials' budget: defaults over it cannot "serve as well" as a trial inside it.
     defaults_over = (cfg.budget.violations(defaults_figures)
                      if cfg.budget is not None and cfg.budget.active and defaults_figures else [])
@@ -207,10 +220,10 @@ def _search(cfg, tcfg, out: Path, ds) -> "TuneResult":
     if cfg.budget is not None:
         from edgecnn.tune_device import pareto_front, plot_pareto
 
-        front = pareto_front(timed)
+        front = pareto_front(timed, objective=cfg.objective)
         for t in timed:
             t["pareto"] = t["trial_id"] in front
-        plot = plot_pareto(timed, front, out / "pareto.png", cfg.budget)
+        plot = plot_pareto(timed, front, out / "pareto.png", cfg.budget, cfg.objective)
         inside = [t for t in timed if not t.get("over_budget")]
         device = {"budget": asdict(cfg.budget), "pareto_front": front, "plot": plot.name if plot else None,
                   "inside_budget": len(inside),
@@ -227,7 +240,7 @@ def _search(cfg, tcfg, out: Path, ds) -> "TuneResult":
                                    "retrained": "defaults" if not_better else best_trial.get("trial_id"),
                                    "workers": workers, "search_seconds": search_seconds, "device": device})
     result = TuneResult(best_params=dict(best), trials=timed, train=None, run_dir=out, defaults_score=defaults,
-                        used_defaults=not_better, device=device)
+                        used_defaults=not_better, device=device, objective=cfg.objective)
     if cfg.retrain:
         from edgecnn.train import BACKUP_DIR
 

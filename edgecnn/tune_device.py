@@ -7,8 +7,9 @@ The measurement goes through the runtime layer, as `edgecnn bench` measures:
   median latency on this host's reference kernels;
 - `ethos-u`: Arm Vela's compile for Ethos-U55-128 (`--npu` in bench); its estimated time is the latency
   (`est_ms`), with SRAM and the ops left on the CPU.
-The objective KerasTuner maximises becomes `score`: the validation accuracy inside the budget, and the
-validation accuracy minus one outside it (so the oracle learns from over-budget trials and steers away).
+The objective KerasTuner maximises becomes `score`: the search's objective (validation accuracy, or balanced
+accuracy with balanced class weights) inside the budget, and it minus one outside it (so the oracle learns from
+over-budget trials and steers away).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from edgecnn.errors import ConfigError
 MEASURE_ON = ("tflite", "tflm", "ethos-u")
 SCORE = "score"  # the constrained objective's name
 PENALTY = 1.0
+OBJECTIVE_LABELS = {"val_accuracy": "validation accuracy",
+                    "val_balanced_accuracy": "validation balanced accuracy (mean recall)"}
 FIGURES = ("int8_size_bytes", "int8_latency_ms", "arena_bytes", "est_ms", "sram_bytes", "cpu_ops")
 
 
@@ -152,9 +155,9 @@ def _measure_on(sess, x, budget: DeviceBudget, out: dict) -> None:
         out["arena_bytes"] = sess.extras(x).get("arena_bytes")
 
 
-def pareto_front(trials: list, keys=("int8_latency_ms", "int8_size_bytes")) -> list:
-    """Ids of the trials no other trial beats on accuracy and on every figure in `keys` at once."""
-    pts = [(t["trial_id"], t.get("val_accuracy") if t.get("val_accuracy") is not None else t.get("score"),
+def pareto_front(trials: list, keys=("int8_latency_ms", "int8_size_bytes"), objective: str = "val_accuracy") -> list:
+    """Ids of the trials no other trial beats on the objective and on every figure in `keys` at once."""
+    pts = [(t["trial_id"], t.get(objective) if t.get(objective) is not None else t.get("score"),
             [t.get(k) for k in keys]) for t in trials]
     pts = [p for p in pts if p[1] is not None and all(v is not None for v in p[2])]
     front = []
@@ -167,8 +170,9 @@ def pareto_front(trials: list, keys=("int8_latency_ms", "int8_size_bytes")) -> l
     return front
 
 
-def plot_pareto(trials: list, front: list, path: Path, budget: DeviceBudget) -> Optional[Path]:
-    """Accuracy against int8 latency (left) and int8 size (right), the front joined, the budget as lines."""
+def plot_pareto(trials: list, front: list, path: Path, budget: DeviceBudget,
+                objective: str = "val_accuracy") -> Optional[Path]:
+    """The objective against int8 latency (left) and int8 size (right), the front joined, the budget as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,7 +180,7 @@ def plot_pareto(trials: list, front: list, path: Path, budget: DeviceBudget) -> 
 
     from edgecnn.io import atomic_path
 
-    rows = [t for t in trials if t.get("val_accuracy") is not None and t.get("int8_latency_ms") is not None]
+    rows = [t for t in trials if t.get(objective) is not None and t.get("int8_latency_ms") is not None]
     if not rows:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -184,14 +188,14 @@ def plot_pareto(trials: list, front: list, path: Path, budget: DeviceBudget) -> 
             (axes[0], "int8_latency_ms", 1.0, f"int8 latency (ms, {budget.measure_on})", budget.max_latency_ms),
             (axes[1], "int8_size_bytes", 1 / 1024, "int8 size (KiB)", budget.max_size_kb)):
         colours = ["tab:red" if t.get("over_budget") else "tab:green" for t in rows]
-        ax.scatter([t[key] * scale for t in rows], [t["val_accuracy"] for t in rows], c=colours)
-        on = sorted((t[key] * scale, t["val_accuracy"]) for t in rows if t["trial_id"] in front)
+        ax.scatter([t[key] * scale for t in rows], [t[objective] for t in rows], c=colours)
+        on = sorted((t[key] * scale, t[objective]) for t in rows if t["trial_id"] in front)
         if on:
             ax.plot([p[0] for p in on], [p[1] for p in on], "k--", linewidth=1, label="Pareto front")
         if limit is not None:
             ax.axvline(limit, color="tab:red", linewidth=1, label="budget")
         ax.set_xlabel(label)
-        ax.set_ylabel("validation accuracy")
+        ax.set_ylabel(OBJECTIVE_LABELS.get(objective, objective))
         ax.legend(loc="lower right", fontsize=8)
     fig.suptitle("trials: green inside the budget, red over it")
     fig.tight_layout()

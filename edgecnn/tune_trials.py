@@ -15,13 +15,14 @@ from edgecnn.train import TrainConfig, data_errors
 TUNER_DIR = "tuner"  # RUN/tuner/: KerasTuner's state (an interrupted search resumes from it)
 
 
-def hypermodel(cfg: TrainConfig, input_shape, num_classes):
+def hypermodel(cfg: TrainConfig, input_shape, num_classes, balanced: bool = False):
+    """`build_model(hp)` for KerasTuner; `balanced` compiles in the balanced accuracy (the search's objective)."""
     space = get_architecture(cfg.arch).search_space
 
     def build_model(hp):
         params = {**space(hp), **cfg.params}  # the user's --param wins (and is Fixed in the search: make_tuner)
         spec = ModelSpec(cfg.arch, tuple(input_shape), num_classes, params)
-        return compile_model(build(spec), spec)
+        return compile_model(build(spec), spec, balanced=balanced)
 
     return build_model
 
@@ -96,13 +97,14 @@ def _tuner_class(keras_tuner, say, cfg):
 def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k: None, probe=None):
     """The search's tuner on RUN/tuner/ (reloaded when it exists: an interrupted search resumes). In a worker of a
     distributed search the KERASTUNER_* environment makes its oracle a client of the chief's, which serves this
-    same tuner's oracle (tune_workers.supervise). With a device budget the objective is `score` (validation
-    accuracy, minus one over the budget)."""
+    same tuner's oracle (tune_workers.supervise). With a device budget the objective is `score` (the search's
+    objective, minus one over the budget)."""
     import contextlib
     import io
 
     import keras_tuner
 
+    from edgecnn.models.metrics import BALANCED_ACCURACY
     from edgecnn.tune_device import SCORE
 
     tcfg = cfg.train
@@ -114,10 +116,10 @@ def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k
     reloading = io.StringIO()  # KerasTuner prints "Reloading Tuner from ..." on stdout, which broke --json
     with contextlib.redirect_stdout(reloading):
         tuner = _tuner_class(keras_tuner, say, cfg)(
-            hypermodel=hypermodel(tcfg, input_shape, num_classes),
+            hypermodel=hypermodel(tcfg, input_shape, num_classes, balanced=cfg.objective == BALANCED_ACCURACY),
             hyperparameters=fixed,
             tune_new_entries=True,
-            objective=keras_tuner.Objective(SCORE, "max") if constrained else cfg.objective,
+            objective=keras_tuner.Objective(SCORE if constrained else cfg.objective, "max"),
             max_trials=cfg.max_trials,
             seed=tcfg.seed,
             directory=str(out),
@@ -130,9 +132,9 @@ def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k
     return tuner
 
 
-def trial_records(tuner, max_trials: int) -> list:
-    """Every trial the oracle holds, best first: id, objective, hyperparameters, seconds, worker, status, and the
-    device figures when measured."""
+def trial_records(tuner, max_trials: int, objective: str = "val_accuracy") -> list:
+    """Every trial the oracle holds, best first: id, score, hyperparameters, seconds, worker, status, the
+    validation accuracy and `objective` (under their names), and the device figures when measured."""
     from edgecnn.tune_device import FIGURES
 
     out = []
@@ -144,7 +146,7 @@ def trial_records(tuner, max_trials: int) -> list:
         rec = {"trial_id": t.trial_id, "score": t.score, "params": t.hyperparameters.values,
                "seconds": last(SECONDS), "worker": None if worker is None or worker < 0 else f"worker{int(worker)}",
                "status": str(t.status)}
-        for k in ("val_accuracy", *FIGURES, "over_budget"):
+        for k in dict.fromkeys(("val_accuracy", objective, *FIGURES, "over_budget")):
             v = last(k)
             if v is not None:
                 rec[k] = int(v) if k in ("int8_size_bytes", "arena_bytes", "sram_bytes", "cpu_ops") else \

@@ -97,6 +97,56 @@ def test_class_weights_reach_fit_and_an_imbalanced_miss_is_said():
     assert len(result_warnings(metrics, np.array([0] * 72 + [1] * 8))) == 1  # 9x is not imbalanced here
 
 
+def test_balanced_accuracy_and_the_objective_of_a_balanced_search():
+    """The balanced accuracy metric is scikit-learn's balanced_accuracy_score over batches (the mean recall over
+    the classes seen); a search with balanced class weights maximises it (plain accuracy ranks "always the common
+    class" first), others validation accuracy."""
+    from edgecnn.models.metrics import balanced_accuracy_metric
+    from edgecnn.tune import TuneConfig
+
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 4, 200), rng.integers(0, 5, 200)  # class 4: predicted, never true: counts nowhere
+    metric = balanced_accuracy_metric(5)
+    for part in np.array_split(np.arange(200), 7):
+        metric.update_state(y[part], np.eye(5, dtype=np.float32)[p[part]])
+    recalls = [np.mean(p[y == c] == c) for c in range(4)]  # balanced_accuracy_score's, without its warning
+    assert float(metric.result()) == pytest.approx(np.mean(recalls), abs=1e-6)
+    metric.reset_state()
+    metric.update_state(np.array([0, 0, 0, 1]), np.eye(5, dtype=np.float32)[[0, 0, 0, 0]])
+    assert float(metric.result()) == pytest.approx(0.5)  # accuracy 0.75
+    assert TuneConfig().objective == "val_accuracy"
+    assert TuneConfig(train=TrainConfig(class_weight="balanced")).objective == "val_balanced_accuracy"
+    assert TuneConfig(objective="val_balanced_accuracy").objective == "val_balanced_accuracy"
+    with pytest.raises(Exception, match="unknown objective 'val_f1'"):
+        TuneConfig(objective="val_f1")
+
+
+def test_a_balanced_search_ranks_trials_by_balanced_accuracy(tmp_path):
+    """`tune --class-weight balanced`: every epoch logs val_balanced_accuracy, the trials are ranked by it (table,
+    trials.json, report), the retrained run's figure is its model's mean recall on the validation split, and the
+    saved model loads without edgecnn's metric class."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from edgecnn.rundir import open_run
+
+    out = tmp_path / "t"
+    r = invoke("tune", "--out", out, "--limit", 300, "--max-trials", 1, "--trial-epochs", 1, "--epochs", 1,
+               "--class-weight", "balanced", "-v")
+    assert r.exit_code == 0, r.output
+    assert "trial 1/1: val_balanced_accuracy" in r.output and "val_balanced_accuracy" in r.output.split("trials (")[1]
+    doc = read_json(out / "trials.json")
+    assert doc["objective"] == "val_balanced_accuracy"
+    assert doc["trials"][0]["score"] == doc["trials"][0]["val_balanced_accuracy"]
+    assert "<th>val_balanced_accuracy</th>" in (out / "report.html").read_text()
+    import keras
+
+    history = read_json(out / "history.json")
+    ds = open_run(out).load_dataset()
+    model = keras.models.load_model(out / "model.keras")
+    pred = ds.val.predict_with(model).argmax(1)
+    assert history["val_balanced_accuracy"][-1] == pytest.approx(balanced_accuracy_score(ds.y_val, pred), abs=1e-6)
+
+
 def test_same_seed_same_metrics(tmp_path):
     cfg = dict(data=DataConfig(limit=300), epochs=2, seed=3)
     a = train(TrainConfig(out=str(tmp_path / "a"), **cfg))

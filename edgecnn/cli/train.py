@@ -64,7 +64,8 @@ def train_options(fn):
                           "to 1,024 training images); off: Keras' moving averages alone, which small data never settles."),
         click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
                      help="balanced: weight each class's loss by n / (classes x its count), so a rare class counts as "
-                          "much as a common one (imbalanced folders: ok/defect, empty/person)."),
+                          "much as a common one (imbalanced folders: ok/defect, empty/person); each epoch also logs "
+                          "val_balanced_accuracy (mean per-class recall), which a search then maximises."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, Python, NumPy and TensorFlow."),
         click.option("--overwrite", is_flag=True, help="Replace a non-empty run directory."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run (or search) in --out."),
@@ -158,7 +159,7 @@ def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
         click.echo(f"worker{dist.get('worker_index', 0)}: the chief at {dist['worker_of']} has no more trials")
         return
     if o.get("as_json"):
-        click.echo(json.dumps({"best": result.best_params, "trials": result.trials,
+        click.echo(json.dumps({"best": result.best_params, "objective": result.objective, "trials": result.trials,
                                "defaults_score": result.defaults_score, "used_defaults": result.used_defaults,
                                "device": result.device,
                                "test_accuracy": result.train.metrics["test_accuracy"] if result.train else None,
@@ -167,17 +168,18 @@ def _run_tune(o: dict, max_trials: int, trial_epochs: int, **dist) -> None:
         for w in result.train.warnings if result.train else []:
             warn(w)
         return
-    rows = [(trial_number(t["trial_id"]), _f4(t.get("val_accuracy", t["score"])), _f1(t.get("seconds")),
+    objective = result.objective
+    rows = [(trial_number(t["trial_id"]), _f4(t.get(objective, t["score"])), _f1(t.get("seconds")),
              t.get("worker") or "-",
              trial_params(t["params"]))
             for t in result.trials]
     rows.append(("defaults", _f4(result.defaults_score), "", "", "the architecture's defaults"))
-    print_table(f"trials (best first; {result.run_dir}/trials.json)", ("trial", "val_accuracy", "seconds",
+    print_table(f"trials (best first; {result.run_dir}/trials.json)", ("trial", objective, "seconds",
                                                                        "worker", "hyperparameters"), rows)
     if result.used_defaults:
-        click.echo(f"note: the search found nothing better than the defaults (val_accuracy "
+        click.echo(f"note: the search found nothing better than the defaults ({objective} "
                    f"{_f4(result.defaults_score)} against the best trial's "
-                   f"{_f4(result.trials[0].get('val_accuracy', result.trials[0]['score']) if result.trials else None)}"
+                   f"{_f4(result.trials[0].get(objective, result.trials[0]['score']) if result.trials else None)}"
                    f"{_budget_aside(result.device)}): the defaults are retrained, as `edgecnn train` would")
     if result.device:
         _print_pareto(result)
@@ -194,16 +196,17 @@ def _print_pareto(result) -> None:
 
     dev = result.device
     budget = dev["budget"]
-    rows = [(trial_number(t["trial_id"]), _f4(t.get("val_accuracy")), *trial_figures(t),
+    objective = result.objective
+    rows = [(trial_number(t["trial_id"]), _f4(t.get(objective)), *trial_figures(t),
              "yes" if t.get("pareto") else "", "over" if t.get("over_budget") else "inside")
-            for t in sorted(result.trials, key=lambda t: (not t.get("pareto"), -(t.get("val_accuracy") or 0)))]
+            for t in sorted(result.trials, key=lambda t: (not t.get("pareto"), -(t.get(objective) or 0)))]
     d = dev.get("defaults_figures")
     if d:  # the architecture's defaults, measured the same way, for comparison
         rows.append(("defaults", _f4(result.defaults_score), *trial_figures(d), "",
                      "over" if d.get("over_budget") else "inside" if "over_budget" in d else ""))
     limits = ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in budget.items() if k.startswith("max") and v)
     print_table(f"device figures (int8 on {budget['measure_on']}; budget: {limits or 'none'})",
-                ("trial", "val_accuracy", "latency ms", "size KiB", "arena KiB", "Pareto", "budget"), rows)
+                ("trial", objective, "latency ms", "size KiB", "arena KiB", "Pareto", "budget"), rows)
     if dev.get("plot"):
         click.echo(f"Pareto plot: {result.run_dir / dev['plot']}")
     if budget.get("max_latency_ms") or budget.get("max_size_kb") or budget.get("max_arena_kb"):

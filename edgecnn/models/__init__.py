@@ -263,17 +263,31 @@ def make_optimizer(keras_module: Any, name: str, learning_rate: float):
     return getattr(keras_module.optimizers, opts[name])(learning_rate=learning_rate, **kwargs)
 
 
-def compile_model(model, spec: ModelSpec, keras_module: Any = None, learning_rate: float | None = None):
+def compile_model(model, spec: ModelSpec, keras_module: Any = None, learning_rate: float | None = None,
+                  balanced: bool = False):
     """Compile for sparse-label classification with the spec's optimizer (keywords only: Keras 3's third
-    positional argument is loss_weights)."""
+    positional argument is loss_weights). `balanced` (Keras 3 only) adds the balanced accuracy beside accuracy
+    (`edgecnn.models.metrics`); `saveable` compiles it out again before the model is saved."""
     if keras_module is None:
         import keras as keras_module
     hp = spec.resolved()
+    metrics = ["accuracy"]
+    if balanced:
+        from edgecnn.models.metrics import balanced_accuracy_metric
+
+        metrics.append(balanced_accuracy_metric(spec.num_classes))
     model.compile(
         optimizer=make_optimizer(keras_module, hp["optimizer"], learning_rate or hp["learning_rate"]),
         loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        metrics=metrics,
     )
+    return model
+
+
+def saveable(model):
+    """`model` compiled with accuracy alone and its own optimizer (state kept): what `model.save` writes then
+    loads anywhere, without edgecnn's metric classes."""
+    model.compile(optimizer=model.optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
