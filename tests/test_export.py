@@ -207,6 +207,28 @@ def test_too_few_images_to_calibrate_says_what_still_exports():
     assert len(images) == 12 and warnings
 
 
+def test_calibration_holds_every_class():
+    """A rare class the seeded draw misses gets images added (the next of that class in the same order, up to
+    PER_CLASS); a draw that holds every class is the plain draw; an array without labels too."""
+    from edgecnn.export.calibration import PER_CLASS, calibration_images
+
+    x = np.arange(1000, dtype=np.float32).reshape(1000, 1, 1, 1)  # each image's value is its index
+    labels = np.zeros(1000, np.int64)
+    labels[[3, 500, 999]] = 1  # 3 of 1,000: a draw of 30 misses them for seed 0
+    order = np.random.default_rng(0).permutation(1000)
+    assert not (labels[order[:30]] == 1).any()
+    images, _ = calibration_images(x, 30, 0, labels=labels)
+    drawn = images.reshape(-1).astype(int)
+    assert len(drawn) == 30 + PER_CLASS and list(drawn[:30]) == list(order[:30])
+    assert list(drawn[30:]) == [i for i in order if labels[i] == 1][:PER_CLASS]  # in the draw's order
+    one = labels.copy()
+    one[[500, 999]] = 0  # a class of one image: that one
+    assert calibration_images(x, 30, 0, labels=one)[0].reshape(-1)[30:].astype(int).tolist() == [3]
+    balanced = np.arange(1000) % 10
+    assert np.array_equal(calibration_images(x, 300, 0, labels=balanced)[0].reshape(-1), order[:300])
+    assert np.array_equal(calibration_images(x, 30, 0)[0].reshape(-1), order[:30])
+
+
 def test_a_model_tflite_micro_cannot_load_skips_its_record_and_keeps_the_others(exported, dataset, monkeypatch):
     """TFLite Micro lacking an op (or taking batch 1 only) is a skipped tflm record, not a failed export; an error on
     LiteRT's own kernels still fails it."""
