@@ -53,7 +53,8 @@ def assert_parity(run_dir, *, max_acc_drop: Optional[float] = 0.5, min_agreement
     Keras reference: accuracy drop <= `max_acc_drop` points, top-1 agreement >= `min_agreement`
     (fraction), max abs probability difference <= `max_abs_diff`. A failed row, a backend on which
     no artifact ran (a skipped accelerator, say), or a reference stuck on one class fails too: a parity test that
-    checked nothing must not pass.
+    checked nothing must not pass. `max_class_drop=POINTS` (among the BenchConfig `options`) also gates the
+    largest fall of one class's recall.
 
     Returns:
         The `BenchResult`, for further checks.

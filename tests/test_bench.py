@@ -18,7 +18,9 @@ from edgecnn.script.edgecnn_infer import LATENCY_KEYS
 QUICK = dict(runs=3, min_s=0.0, warmup_runs=1, warmup_min_s=0.0, max_s=1.0)
 CONTRACT_ROW_KEYS = (
     "artifact", "file", "format", "precision", "backend", "accelerator", "runtime", "device", "threads", "batch",
-    "status", "reason", "accuracy", "accuracy_drop", "agreement", "max_abs_diff", "size_bytes", "load_ms",
+    "status", "reason", "accuracy", "accuracy_drop", "agreement", "max_abs_diff",
+    "class_drop", "worst_class",  # the class whose recall falls most below the reference's
+    "size_bytes", "load_ms",
     "first_ms", "latency", "throughput_ips", "peak_rss_mb", "footprint_mb", "timing_includes_copies",
     # target-specific keys (issue 9): TFLite Micro, Ethos-U (Vela estimates), int8 steps vs the reference kernels
     "arena_bytes", "flash_bytes", "sram_bytes", "npu_ops", "cpu_ops", "est_ms", "max_int8_steps",
@@ -127,7 +129,7 @@ def test_batch_throughput_and_fixed_batch_models(full):
 
 def test_gate_fails_the_command_on_a_broken_int8_artifact(exported, tmp_path):
     args = ["--backends", "tflite", "--artifacts", "keras,tflite_int8", "--no-timing", "--max-acc-drop", "1",
-            "--min-agreement", "0.95", "--out", tmp_path / "good"]
+            "--min-agreement", "0.95", "--max-class-drop", "20", "--out", tmp_path / "good"]
     good = cli("bench", exported, *args)
     assert good.exit_code == 0, good.output
     bad_run = broken_run(exported, tmp_path / "broken")
@@ -135,8 +137,45 @@ def test_gate_fails_the_command_on_a_broken_int8_artifact(exported, tmp_path):
     assert bad.exit_code == 1
     assert "parity gate failed: tflite_int8 on tflite" in bad.stderr and "accuracy drop" in bad.stderr
     assert re.search(r"\(\+\d+ errors against the reference on \d+ images; accuracy", bad.stderr), bad.stderr
+    assert re.search(r"tflite_int8 on tflite \(xnnpack\): recall of \d drops [\d.]+ points > --max-class-drop 20 "
+                     r"\(\d+ of its \d+ images lost\)", bad.stderr), bad.stderr
     doc = json.loads((tmp_path / "bad" / "bench.json").read_text())
     assert doc["violations"] and all(r["status"] == "ok" for r in doc["rows"])
+    int8 = next(r for r in doc["rows"] if r["artifact"] == "tflite_int8")
+    assert int8["class_drop"] > 20 and set(int8["worst_class"]) == {"name", "lost", "images"}
+
+
+def test_a_class_that_an_accuracy_drop_hides_breaks_max_class_drop():
+    """300 ok and 9 defect test images; the artifact loses 2 defects the reference finds: 0.65 points of accuracy
+    pass --max-acc-drop 1, 22.22 points of the defect class's recall break --max-class-drop 10. A class the
+    artifact does better on is no drop."""
+    from edgecnn.bench.report import _worst
+    from edgecnn.contracts.gates import Gates
+    from edgecnn.contracts.parity import parity
+    from edgecnn.contracts.rows import Row
+
+    labels = np.array([1] * 300 + [0] * 9)
+    ref = labels.copy()
+    ref[300] = 1  # the reference misses one defect
+    art = ref.copy()
+    art[[301, 302]] = 1  # the artifact two more
+    art[0] = 0  # and calls one ok a defect, which ok's recall pays, 0.33 points
+    names = ["defect", "ok"]
+    p = parity(np.eye(2)[art], np.eye(2)[ref], labels)
+    assert p.accuracy_drop == pytest.approx(100 * 3 / 309, abs=1e-4)
+    assert (p.class_drop, p.worst(names)) == (pytest.approx(200 / 9), ("defect", 2, 9))
+    violations = Gates(max_acc_drop=1.0, max_class_drop=10).check(
+        "tflite_int8 on tflite", accuracy_drop=p.accuracy_drop, class_drop=p.class_drop, worst=p.worst(names))
+    assert [str(v) for v in violations] == ["tflite_int8 on tflite: recall of defect drops 22.22 points > "
+                                            "--max-class-drop 10 (2 of its 9 images lost)"]
+    row = Row(artifact="tflite_int8", **p.row_fields(names))
+    assert row.worst_class == {"name": "defect", "lost": 2, "images": 9} and _worst(row) == "defect -22.22 (2/9)"
+    better = parity(np.eye(2)[ref], np.eye(2)[art], labels)  # the other way round: better on every class
+    assert (better.class_drop, better.worst(names), better.row_fields(names)["worst_class"]) == (0.0, (), None)
+    assert _worst(Row(artifact="a", **better.row_fields(names))) == ""
+    mixed = art.copy()
+    mixed[300] = 0  # finds the defect the reference missed, and still loses two: net one
+    assert parity(np.eye(2)[mixed], np.eye(2)[ref], labels).worst(names) == ("defect", 1, 9)
 
 
 def test_timing_loop_is_bounded_by_count_and_time():

@@ -83,7 +83,8 @@ def test_manifest_fields_and_hashes(exported):
         f = run / "export" / e["file"]
         assert e["sha256"] == sha256(f) and e["size_bytes"] == f.stat().st_size, name
         assert set(e["parity"]) == {"accuracy", "reference_accuracy", "accuracy_drop", "top1_agreement",
-                                    "max_abs_diff", "n", "predictions_sha256"}
+                                    "max_abs_diff", "n", "predictions_sha256", "class_drop", "worst_class",
+                                    "class_lost", "class_support"}
         assert e["format"] in ("tflite", "onnx") and e["precision"] in ("fp32", "int8")
         assert e["quant"] == ("ptq" if e["precision"] == "int8" else None)
         for t in e["inputs"] + e["outputs"]:

@@ -42,6 +42,7 @@ class BenchConfig:
     max_acc_drop: Optional[float] = None  # gate: accuracy drop vs the reference, in points (percent)
     min_agreement: Optional[float] = None  # gate: top-1 agreement with the reference, fraction 0-1
     max_abs_diff: Optional[float] = None  # gate: max abs probability difference vs the reference
+    max_class_drop: Optional[float] = None  # gate: points of one class's recall lost to the reference
     out: Optional[str] = None  # where bench.json/bench.md/plots go; None: RUN/bench or ./bench-<model>
     write: bool = True  # write bench.json, bench.md and plots (False: only return the result)
     plots: bool = True  # write the PNG plots and confusion matrices
@@ -65,7 +66,8 @@ class BenchConfig:
 
     @property
     def gates(self) -> Gates:
-        return Gates(max_acc_drop=self.max_acc_drop, min_agreement=self.min_agreement, max_abs_diff=self.max_abs_diff)
+        return Gates(max_acc_drop=self.max_acc_drop, min_agreement=self.min_agreement, max_abs_diff=self.max_abs_diff,
+                     max_class_drop=self.max_class_drop)
 
     def runtime_options(self) -> RuntimeOptions:
         """The options the runtimes read (each declares which)."""

@@ -42,9 +42,10 @@ class _Reference:
         self.accuracy = accuracy
 
 
-def _parity(row: Row, probs: np.ndarray, y: np.ndarray, ref: _Reference) -> None:
+def _parity(row: Row, probs: np.ndarray, y: np.ndarray, ref: _Reference, class_names=None) -> None:
     p = parity(probs, ref.probs, y, ref.accuracy)
-    row.accuracy, row.agreement, row.max_abs_diff = p.accuracy, p.agreement, p.max_abs_diff
+    for k, v in p.row_fields(class_names).items():
+        setattr(row, k, v)
     row.accuracy_drop = p.accuracy_drop if ref.accuracy is not None else None
 
 
@@ -58,7 +59,8 @@ def check_gates(rows, gates, n=None) -> list:
     """The gates each ok row breaks (contracts.gates.Violation); `n`: the test images every row ran."""
     return [v for r in rows if r.status == "ok"
             for v in gates.check(label(r), accuracy_drop=r.accuracy_drop, agreement=r.agreement,
-                                 max_abs_diff=r.max_abs_diff, accuracy=r.accuracy, n=n)]
+                                 max_abs_diff=r.max_abs_diff, accuracy=r.accuracy, n=n, class_drop=r.class_drop,
+                                 worst=tuple((r.worst_class or {}).values()))]
 
 
 def _check_shape(sess, x: np.ndarray, artifact: Artifact) -> None:
@@ -139,7 +141,7 @@ def _measure(artifact, backend, variant, target, cfg, ref, device, session, load
         if probs.shape != (len(target.y), len(target.class_names)):
             raise ShapeError(f"outputs shape {list(probs.shape)}, expected [{len(target.y)}, "
                              f"{len(target.class_names)}] (one probability per class)")
-        _parity(row, probs, target.y, ref)
+        _parity(row, probs, target.y, ref, target.class_names)
         if artifact.entry is not None and row.backend in ("tflite", "tflm"):
             entry = artifact.entry.to_dict()
             # TFLite Micro: its own figures; a manifest from before they were recorded has the reference kernels'

@@ -45,11 +45,11 @@ def remote_rows(cfg, target, ref_probs, ref_accuracy=None) -> list:
                         max_s=cfg.max_s, allow_modified=cfg.allow_modified,
                         accept_new_host_keys=cfg.accept_new_host_keys,
                         kernels=RuntimeOptions.of(cfg).kernels)
-        rows += [_adapt(d, names, ref_probs, ref_accuracy, target.y) for d in got]
+        rows += [_adapt(d, names, ref_probs, ref_accuracy, target.y, target.class_names) for d in got]
     return rows
 
 
-def _adapt(d: dict, names: dict, ref_probs, ref_accuracy, labels=None) -> Row:
+def _adapt(d: dict, names: dict, ref_probs, ref_accuracy, labels=None, class_names=None) -> Row:
     """A board's row dict -> Row, named like the local artifact, with parity against the local reference."""
     row = Row.from_dict(d)
     art = names.get(d.get("file") or "")
@@ -62,7 +62,8 @@ def _adapt(d: dict, names: dict, ref_probs, ref_accuracy, labels=None) -> Row:
     probs = d.get("probs")
     if row.status == "ok" and probs is not None:
         p = parity(np.asarray(probs, dtype=np.float32), ref_probs, labels, ref_accuracy)
-        row.accuracy, row.agreement, row.max_abs_diff = p.accuracy, p.agreement, p.max_abs_diff
+        for k, v in p.row_fields(class_names).items():
+            setattr(row, k, v)
         row.accuracy_drop = p.accuracy_drop if ref_accuracy is not None else None
         noted = d.get("manifest_predictions") == "differ" or (
             d.get("manifest_accuracy") is not None and abs(d["manifest_accuracy"] - d["accuracy"]) > 1e-9)

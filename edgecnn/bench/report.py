@@ -19,6 +19,14 @@ def _where(r) -> str:
     return r.artifact + at_device(r.device)
 
 
+def _worst(r) -> str:
+    """The class whose recall drops most below the reference's: 'defect -22.22 (2/9)'; blank when none drops."""
+    w = r.worst_class or {}
+    if not r.class_drop or r.class_drop <= 0 or not w:
+        return ""
+    return f"{w.get('name')} -{r.class_drop:.2f} ({w.get('lost')}/{w.get('images')})"
+
+
 # (header, cell, right-aligned, narrow table, timing column): the narrow set fits 100 columns; --wide shows all
 COLUMN_SPECS = (
     ("artifact", _where, False, True, False),
@@ -29,6 +37,7 @@ COLUMN_SPECS = (
     ("drop pt", lambda r: _f(r.accuracy_drop, "+.2f"), True, True, False),
     ("agree", lambda r: _f(r.agreement, ".4f"), True, True, False),
     ("max|dp|", lambda r: _f(r.max_abs_diff, ".2g"), True, False, False),
+    ("worst class pt", _worst, False, False, False),
     ("size", lambda r: kib(r.size_bytes), True, True, False),
     ("load", lambda r: ms(r.load_ms), True, False, True),
     ("first", lambda r: ms(r.first_ms), True, False, True),

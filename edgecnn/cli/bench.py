@@ -87,7 +87,7 @@ def _split(values) -> tuple:
 def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, reference_kernels, delegate, providers,
           graph_opt, npu, npu_system, npu_memory, keep_compiled, precision, runs,
           min_time, max_time, warmup, warmup_time, timing, include_copies, limit, max_acc_drop, min_agreement,
-          max_abs_diff, out, plots, remote, hosts_file, remote_jobs, remote_timeout, allow_modified,
+          max_abs_diff, max_class_drop, out, plots, remote, hosts_file, remote_jobs, remote_timeout, allow_modified,
           accept_new_host_keys, wide, as_json, fail_on_error):
     """Run every exported artifact of RUN_DIR on every backend here: accuracy, parity with the Keras model,
     size, load, first-inference and steady latency, throughput, memory. Exit 1 when a parity gate breaks."""
@@ -107,7 +107,7 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, re
         npu_system=npu_system, npu_memory=npu_memory, keep_compiled=keep_compiled, precision=precision,
         warmup_runs=warmup, warmup_min_s=warmup_time, runs=runs, min_s=min_time, max_s=max_time, timing=timing,
         include_copies=include_copies, limit=limit, max_acc_drop=max_acc_drop, min_agreement=min_agreement,
-        max_abs_diff=max_abs_diff, out=out, plots=plots, remote=tuple(remote) + tuple(read_hosts(hosts_file) if
+        max_abs_diff=max_abs_diff, max_class_drop=max_class_drop, out=out, plots=plots, remote=tuple(remote) + tuple(read_hosts(hosts_file) if
                                                                               hosts_file else ()),
         remote_jobs=remote_jobs, remote_timeout=remote_timeout, allow_modified=allow_modified,
         accept_new_host_keys=accept_new_host_keys,

@@ -157,7 +157,7 @@ KERNEL_TEXT = {  # how the summary names each arithmetic an int8 artifact's `par
 @user_errors
 def export(run_dir, formats, quant, calib_samples, calib_method, calib_percentile, onnx_weight_bits, io_type, opset,
            seed, qat_epochs, qat_lr, min_int8_macs, auto_qat, kernels, max_acc_drop, min_agreement, max_abs_diff,
-           max_size_ratio, strict, data, as_json):
+           max_class_drop, max_size_ratio, strict, data, as_json):
     """Export RUN_DIR to int8/float TFLite and ONNX, verify each artifact against the Keras model, and write
     RUN_DIR/export/ (artifacts, manifest.json, edgecnn_infer.py). Artifacts of formats left out are removed."""
     from edgecnn.export import ExportConfig, ThresholdError, export as run_export, resolve_formats
@@ -167,7 +167,7 @@ def export(run_dir, formats, quant, calib_samples, calib_method, calib_percentil
                           onnx_weight_bits=onnx_weight_bits, opset=opset, seed=seed, qat_epochs=qat_epochs, qat_lr=qat_lr, strict=strict,
                           min_int8_macs=min_int8_macs, auto_qat=auto_qat, kernels=kernels,
                           max_acc_drop=max_acc_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,
-                          max_size_ratio=max_size_ratio, progress=sys.stdout.isatty() and not as_json)
+                          max_size_ratio=max_size_ratio, max_class_drop=max_class_drop, progress=sys.stdout.isatty() and not as_json)
     config.validate()  # option errors before TensorFlow starts
     try:
         result = run_export(run_dir, config, data=data)

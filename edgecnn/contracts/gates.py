@@ -33,7 +33,7 @@ class Violation:
     """One broken gate."""
 
     subject: str  # what broke it: "tflite_int8 on tflite (xnnpack)"
-    metric: str  # accuracy_drop | agreement | max_abs_diff | size_ratio
+    metric: str  # accuracy_drop | agreement | max_abs_diff | size_ratio | class_drop
     value: float
     limit: float
     flag: str  # the option that set the limit: --max-acc-drop, ...
@@ -48,19 +48,20 @@ class Violation:
 
 @dataclass(frozen=True)
 class Gates:
-    """Limits on accuracy drop (points), top-1 agreement (fraction), max abs probability difference and the
-    int8/fp32 size ratio. None: not checked."""
+    """Limits on accuracy drop (points), top-1 agreement (fraction), max abs probability difference, the
+    int8/fp32 size ratio and the largest drop of one class's recall (points). None: not checked."""
 
     max_acc_drop: Optional[float] = None  # points (percent) of accuracy an artifact may lose to the reference
     min_agreement: Optional[float] = None  # top-1 agreement with the reference, fraction 0-1
     max_abs_diff: Optional[float] = None  # max abs probability difference to the reference
     max_size_ratio: Optional[float] = None  # int8 file size / fp32 file size (export only)
+    max_class_drop: Optional[float] = None  # points of one class's recall an artifact may lose to the reference
 
     def __post_init__(self):
         if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
             raise ConfigError(f"--min-agreement is a fraction between 0 and 1 (got {self.min_agreement}); "
                               "for 99% pass 0.99")
-        for name in ("max_abs_diff", "max_size_ratio"):
+        for name in ("max_abs_diff", "max_size_ratio", "max_class_drop"):
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (got {v})")
@@ -92,10 +93,11 @@ class Gates:
         return out
 
     def check(self, subject: str, *, accuracy_drop=None, agreement=None, max_abs_diff=None, size_ratio=None,
-              accuracy=None, n: Optional[int] = None) -> list:
+              accuracy=None, n: Optional[int] = None, class_drop=None, worst: tuple = ()) -> list:
         """The gates `subject`'s figures break (a figure that is None is not judged). With `n`, the images the
         figures come from, a broken accuracy or agreement gate also says how many images that is and, for
-        agreement, its 95% interval: on a few hundred images a gate can break by one image."""
+        agreement, its 95% interval: on a few hundred images a gate can break by one image. `worst`: the class
+        whose recall drops most, as (name, images lost, its images), named when --max-class-drop breaks."""
         out = []
         if self.max_acc_drop is not None and accuracy_drop is not None and accuracy_drop > self.max_acc_drop:
             why = [f"{round(accuracy_drop * n / 100):+d} errors against the reference on {n} images"] if n else []
@@ -120,4 +122,10 @@ class Gates:
             out.append(Violation(subject, "size_ratio", size_ratio, self.max_size_ratio, "--max-size-ratio",
                                  f"{subject}: size {size_ratio:.3f}x of fp32 > --max-size-ratio "
                                  f"{self.max_size_ratio:g}"))
+        if self.max_class_drop is not None and class_drop is not None and class_drop > self.max_class_drop:
+            name, lost, support = (tuple(worst) + (None, None, None))[:3]
+            out.append(Violation(subject, "class_drop", class_drop, self.max_class_drop, "--max-class-drop",
+                                 f"{subject}: recall of {name if name is not None else 'one class'} drops "
+                                 f"{class_drop:.2f} points > --max-class-drop {self.max_class_drop:g}"
+                                 + (f" ({lost} of its {support} images lost)" if support else "")))
         return out

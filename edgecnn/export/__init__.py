@@ -124,6 +124,7 @@ class ExportConfig:
     min_agreement: Optional[float] = None  # gate: top-1 agreement with the Keras model, fraction 0-1
     max_abs_diff: Optional[float] = None  # gate: max abs probability difference to the Keras model
     max_size_ratio: Optional[float] = None  # gate: int8/fp32 file size ratio per format
+    max_class_drop: Optional[float] = None  # gate: points of one class's recall an artifact may lose
     strict: bool = False  # a broken gate writes nothing (otherwise the artifacts are written and the gate reported)
     progress: bool = False  # QAT: one line per fine-tuning epoch on stdout
     kernels: str = "xnnpack"  # TFLite CPU kernels that verify (parity, gates) and --quant auto judge (runtimes.KERNELS)
@@ -132,7 +133,8 @@ class ExportConfig:
     def gates(self) -> Gates:
         """The parity gates, the same set `edgecnn bench` judges."""
         return Gates(max_acc_drop=self.max_acc_drop, min_agreement=self.min_agreement,
-                     max_abs_diff=self.max_abs_diff, max_size_ratio=self.max_size_ratio)
+                     max_abs_diff=self.max_abs_diff, max_size_ratio=self.max_size_ratio,
+                     max_class_drop=self.max_class_drop)
 
     def validate(self) -> "ExportConfig":
         """Check option values; return a copy with enums and format names resolved.
@@ -207,13 +209,22 @@ def _size_ratios(entries: dict) -> dict:
     return out
 
 
-def check_gates(gates: Gates, entries: dict) -> list:
+def check_gates(gates: Gates, entries: dict, class_names=None) -> list:
     """The gates each artifact breaks (contracts.gates.Violation), in the words `edgecnn bench` uses."""
     ratios = _size_ratios(entries)
     return [v for name, e in entries.items()
             for v in gates.check(name, accuracy_drop=e.parity["accuracy_drop"], agreement=e.parity["top1_agreement"],
                                  max_abs_diff=e.parity["max_abs_diff"], size_ratio=ratios.get(name),
-                                 accuracy=e.parity["accuracy"], n=e.parity.get("n"))]
+                                 accuracy=e.parity["accuracy"], n=e.parity.get("n"),
+                                 class_drop=e.parity.get("class_drop"), worst=_worst(e.parity, class_names))]
+
+
+def _worst(parity: dict, class_names) -> tuple:
+    """(name, lost, images) of a manifest parity record's worst class, for the --max-class-drop message."""
+    from edgecnn.contracts.parity import class_label
+
+    c = parity.get("worst_class")
+    return () if c is None else (class_label(c, class_names), parity.get("class_lost"), parity.get("class_support"))
 
 
 def _check_model(model, spec, num_classes: int) -> None:
@@ -335,7 +346,7 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
                                   qat=config.quant == Quantization.QAT and int8_wanted, warnings=ctx.warnings)
         result = ExportResult(run_dir=run.path, export_dir=export_dir, manifest=manifest.to_dict(),
                               artifacts=[{"name": n, **e.to_dict()} for n, e in entries.items()],
-                              warnings=ctx.warnings, failures=check_gates(config.gates, entries))
+                              warnings=ctx.warnings, failures=check_gates(config.gates, entries, ds.class_names))
         if config.strict and result.failures:
             raise ThresholdError("strict: parity gate failed: " + "; ".join(map(str, result.failures))
                                  + " (nothing written)", result)

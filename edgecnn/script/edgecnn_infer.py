@@ -136,7 +136,8 @@ def preprocess(images, prep: dict) -> np.ndarray:
 # The keys of a bench row, defined once: `edgecnn bench` rows (edgecnn.contracts.rows.Row), board rows over SSH
 # and this script's --json output all use them (documented in docs/bench.md).
 ROW_KEYS = ("artifact", "file", "format", "precision", "backend", "accelerator", "runtime", "device", "threads",
-            "batch", "status", "reason", "accuracy", "accuracy_drop", "agreement", "max_abs_diff", "size_bytes",
+            "batch", "status", "reason", "accuracy", "accuracy_drop", "agreement", "max_abs_diff", "class_drop",
+            "worst_class", "size_bytes",
             "load_ms", "first_ms", "latency", "throughput_ips", "peak_rss_mb", "footprint_mb",
             "timing_includes_copies", "arena_bytes", "flash_bytes", "sram_bytes", "npu_ops", "cpu_ops", "est_ms",
             "max_int8_steps", "integrity", "note")
