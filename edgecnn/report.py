@@ -288,15 +288,18 @@ def _export_section(manifest: dict, run: Optional[Path] = None) -> str:
 
 
 def _bench_section(bench_dir: Path, doc: dict) -> str:
-    from edgecnn.contracts.rows import is_local, skipped_groups
+    from edgecnn.contracts.rows import is_local, skipped_groups, worst_class_text
 
     rows, classes, boards = [], [], []
     for r in doc.get("rows", []):
         lat = r.get("latency") or {}
+        worst = worst_class_text(r.get("class_drop"), r.get("worst_class"))  # a class's recall falling: first
+        note = "; ".join(t for t in (f"worst class (pts): {worst}" if worst else "",
+                                     r.get("reason") or r.get("note") or "") if t)
         cells = (r.get("artifact"), r.get("backend"), r.get("accelerator"), r.get("status"),
                  _f(r.get("accuracy"), ".4f"), _f(r.get("accuracy_drop"), "+.2f"), _f(r.get("agreement"), ".4f"),
                  _f(r.get("max_abs_diff"), ".2g"), ms(lat.get("median_ms")), ms(lat.get("p90_ms")),
-                 r.get("integrity"), r.get("reason") or r.get("note") or "")
+                 r.get("integrity"), note)
         if not is_local(r.get("device")):
             boards.append((r.get("device"), *cells))
         elif r.get("status") != "skipped":  # skipped rows: below, each runtime's reason once
@@ -311,7 +314,7 @@ def _bench_section(bench_dir: Path, doc: dict) -> str:
                + "</ul>") if violations else (
         '<p class="verdict-ok">parity gates passed</p>' if any(doc.get("settings", {}).get(k) is not None
                                                                 for k in ("max_acc_drop", "min_agreement",
-                                                                          "max_abs_diff")) else "")
+                                                                          "max_abs_diff", "max_class_drop")) else "")
     host = doc.get("host", {})
     verdict = "".join(f'<p class="verdict-bad">warning: {_e(w)}</p>' for w in doc.get("warnings") or []) + verdict
     out = ["<h2>Bench</h2>",

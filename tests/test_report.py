@@ -55,15 +55,18 @@ def test_report_renders_in_a_browser_with_every_image(benched):
 @needs_chromium
 def test_board_rows_fit_the_page_beside_the_local_ones(benched, tmp_path):
     """Rows measured on a board (bench --remote) get their own table, one column wider: it fits a 1300-pixel
-    window too, the board's description wrapping rather than pushing the notes behind a scrollbar."""
+    window too, the board's description wrapping rather than pushing the notes behind a scrollbar. A row where
+    a class's recall falls says which first in its notes."""
     run = shutil.copytree(benched, tmp_path / "run")  # with its bench results, which copy_run leaves out
     doc = json.loads((run / "bench" / "bench.json").read_text())
     board = "pi@raspberrypi.local (Raspberry Pi 5 Model B Rev 1.0, aarch64, Debian 12)"
     doc["rows"] += [dict(r, device=board) for r in doc["rows"] if r["backend"] == "tflite"]
+    doc["rows"][-1].update(class_drop=22.222222, worst_class={"name": "seven", "lost": 2, "images": 9})
     (run / "bench" / "bench.json").write_text(json.dumps(doc))
     assert cli("report", run).exit_code == 0
     page = run / "report.html"
     assert "Devices and boards" in page.read_text() and "raspberrypi.local" in page.read_text()
+    assert "worst class (pts): seven -22.22 (2/9)" in page.read_text().replace("<wbr>", "")
     seen = _browser.load(page)
     assert seen["overflow"] == 0 and seen["errors"] == 0, seen
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgecnn.contracts.rows import at_device, kib, ms, skipped_groups
+from edgecnn.contracts.rows import at_device, kib, ms, skipped_groups, worst_class_text
 from edgecnn.io import atomic_path, write_json, write_text
 
 
@@ -20,11 +20,7 @@ def _where(r) -> str:
 
 
 def _worst(r) -> str:
-    """The class whose recall drops most below the reference's: 'defect -22.22 (2/9)'; blank when none drops."""
-    w = r.worst_class or {}
-    if not r.class_drop or r.class_drop <= 0 or not w:
-        return ""
-    return f"{w.get('name')} -{r.class_drop:.2f} ({w.get('lost')}/{w.get('images')})"
+    return worst_class_text(r.class_drop, r.worst_class)
 
 
 # (header, cell, right-aligned, narrow table, timing column): the narrow set fits 100 columns; --wide shows all

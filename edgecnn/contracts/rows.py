@@ -50,6 +50,14 @@ Row = dataclasses.make_dataclass(
 Row.__module__ = __name__
 
 
+def worst_class_text(class_drop, worst_class) -> str:
+    """A row's class whose recall falls most below the reference's: 'defect -22.22 (2/9)'; blank when none."""
+    w = worst_class or {}
+    if not class_drop or class_drop <= 0 or not w:
+        return ""
+    return f"{w.get('name')} -{class_drop:.2f} ({w.get('lost')}/{w.get('images')})"
+
+
 def is_local(device) -> bool:
     """Whether a row's `device` is this machine (no device, or "local ...") rather than a board."""
     return not device or str(device).startswith("local")
