@@ -63,15 +63,17 @@ def calibration_images(x_train, n: int, seed: int = 0, labels=None) -> tuple[np.
 def _every_class(order: np.ndarray, m: int, labels: np.ndarray) -> np.ndarray:
     """The first `m` of `order`, then, in `order`, images of each class those hold fewer than PER_CLASS of."""
     counts = np.bincount(labels, minlength=int(labels.max()) + 1)
-    need = np.minimum(counts, PER_CLASS) - np.bincount(labels[order[:m]], minlength=len(counts))
-    if not (need > 0).any():
-        return order[:m]
+    need = np.maximum(np.minimum(counts, PER_CLASS) - np.bincount(labels[order[:m]], minlength=len(counts)), 0)
+    left = int(need.sum())
     extra = []
-    for i in order[m:]:
+    for i in order[m:] if left else ():
         c = labels[i]
         if need[c] > 0:
             extra.append(i)
             need[c] -= 1
+            left -= 1
+            if not left:
+                break
     return np.concatenate([order[:m], np.asarray(extra, order.dtype)])
 
 
