@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 
 from edgecnn.io import atomic_path
+from edgecnn.models.metrics import BALANCED_ACCURACY
 
 BACKUP_DIR = "backup"  # BackupAndRestore state, removed when a run finishes
 LOG_CSV = "history.csv"  # per-epoch log, appended across resumed sessions
@@ -137,7 +138,7 @@ def epoch_lines(total_epochs: int, write=print, keras_module=None, prefix: str =
             mean = (time.perf_counter() - self.t_start) / done
             left = max(0, total_epochs - epoch - 1) * mean
             figures = "  ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy",
-                                                                "val_balanced_accuracy") if k in logs)
+                                                                BALANCED_ACCURACY) if k in logs)
             eta = f"ETA <= {left / 60:.1f} min" if left >= 60 else f"ETA <= {left:.0f} s"
             write(f"{prefix} {epoch + 1}/{total_epochs}  {figures}  {took:.1f} s  {eta}", flush=True)
 

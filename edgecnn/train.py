@@ -111,6 +111,11 @@ class TrainConfig:
             raise ConfigError(f"unknown --strategy '{self.strategy}' (choose {', '.join(STRATEGIES)})")
         ModelSpec(self.arch, params=dict(self.params)).resolved()  # unknown names, wrong types, out of range
 
+    @property
+    def balanced(self) -> bool:
+        """Balanced class weights: the loss weighs classes equally and fitting logs the balanced accuracy."""
+        return self.class_weight == "balanced"
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["data"] = self.data.to_dict()
@@ -204,7 +209,7 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
             stale.unlink(missing_ok=True)
     strategy = distribution(cfg.strategy)
     with _scope(strategy):
-        model = compile_model(build(spec), spec, balanced=cfg.class_weight == "balanced")
+        model = compile_model(build(spec), spec, balanced=cfg.balanced)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     callbacks = _callbacks(out, cfg, read_log(out / LOG_CSV))
     if cfg.precise_bn:
@@ -228,7 +233,7 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     best = checkpoint.best_weights or load_best(out)  # this session's best, else the one before an interruption
     if best is not None:
         model.set_weights(best)
-    if cfg.class_weight == "balanced":
+    if cfg.balanced:
         with _scope(strategy):
             saveable(model)  # the balanced accuracy compiled out: the saved model loads without edgecnn
     with atomic_path(out / MODEL) as tmp:

@@ -46,11 +46,11 @@ def fit(model, spec, cfg, out: Path, fit_kw: dict, scope: Callable) -> None:
     if not (cfg.resume and epochs_done(out) >= cfg.freeze_epochs):  # a resumed run past phase 1 skips it
         set_trainable(model, "head")
         with scope():
-            compile_model(model, spec, balanced=cfg.class_weight == "balanced")
+            compile_model(model, spec, balanced=cfg.balanced)
         model.fit(**fit_kw, epochs=cfg.freeze_epochs)
     set_trainable(model, "fine", cfg.fine_tune_at)
     with scope():
-        compile_model(model, spec, learning_rate=cfg.fine_tune_lr or lr / 10, balanced=cfg.class_weight == "balanced")
+        compile_model(model, spec, learning_rate=cfg.fine_tune_lr or lr / 10, balanced=cfg.balanced)
     if cfg.epochs > cfg.freeze_epochs:
         model.fit(**fit_kw, epochs=cfg.epochs, initial_epoch=cfg.freeze_epochs)
     set_trainable(model, "all")

@@ -30,8 +30,8 @@ from edgecnn.errors import ConfigError, MissingDependencyError
 from edgecnn.io import folder_lock, read_json, write_json
 from edgecnn.models import ModelSpec, build, compile_model
 from edgecnn.rundir import prepare_out_dir
-from edgecnn.train import TrainConfig, TrainResult, data_errors, fit_run, seed_everything
 from edgecnn.models.metrics import BALANCED_ACCURACY
+from edgecnn.train import TrainConfig, TrainResult, data_errors, fit_run, seed_everything
 from edgecnn.train_inputs import fit_inputs
 from edgecnn.tune_device import DeviceBudget
 from edgecnn.tune_trials import TUNER_DIR, make_tuner, trial_records
@@ -60,9 +60,8 @@ class TuneConfig:
     # over its limits (edgecnn.tune_device)
 
     def __post_init__(self):
-        balanced = self.train.class_weight == "balanced"
         if self.objective == "auto":
-            object.__setattr__(self, "objective", BALANCED_ACCURACY if balanced else "val_accuracy")
+            object.__setattr__(self, "objective", BALANCED_ACCURACY if self.train.balanced else "val_accuracy")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"unknown objective '{self.objective}' (choose auto, {', '.join(OBJECTIVES)})")
         if self.max_trials < 1 or self.trial_epochs < 1:
@@ -77,6 +76,11 @@ class TuneConfig:
                     raise ConfigError(f"--{name.replace('_', '-')} must be HOST:PORT (got {value})")
         if self.chief and self.worker_of:
             raise ConfigError("--chief and --worker-of contradict each other: a machine serves the oracle or joins one")
+
+    @property
+    def balanced(self) -> bool:
+        """The search maximises the balanced accuracy: trials (and the defaults) compile it in."""
+        return self.objective == BALANCED_ACCURACY
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("train", "budget")}
@@ -170,7 +174,7 @@ def _defaults_score(cfg, tcfg, ds, probe) -> tuple:
     when the search measures them (on the trials' `probe`)."""
     spec = ModelSpec(tcfg.arch, tuple(ds.input_shape), ds.num_classes, dict(tcfg.params))
     seed_everything(tcfg.seed)
-    model = compile_model(build(spec), spec, balanced=cfg.objective == BALANCED_ACCURACY)
+    model = compile_model(build(spec), spec, balanced=cfg.balanced)
     with data_errors():  # outside the trials (with --workers, the chief's only fit), a broken file is one line too
         history = model.fit(**search_kwargs(cfg, ds, 0))
     figures = None

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Optional
 
 from edgecnn.errors import ConfigError
+from edgecnn.models.metrics import BALANCED_ACCURACY
 
 MEASURE_ON = ("tflite", "tflm", "ethos-u")
 SCORE = "score"  # the constrained objective's name
 PENALTY = 1.0
 OBJECTIVE_LABELS = {"val_accuracy": "validation accuracy",
-                    "val_balanced_accuracy": "validation balanced accuracy (mean recall)"}
+                    BALANCED_ACCURACY: "validation balanced accuracy (mean recall)"}
 FIGURES = ("int8_size_bytes", "int8_latency_ms", "arena_bytes", "est_ms", "sram_bytes", "cpu_ops")
 
 

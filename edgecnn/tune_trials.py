@@ -104,7 +104,6 @@ def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k
 
     import keras_tuner
 
-    from edgecnn.models.metrics import BALANCED_ACCURACY
     from edgecnn.tune_device import SCORE
 
     tcfg = cfg.train
@@ -116,7 +115,7 @@ def make_tuner(cfg, out: Path, input_shape, num_classes: int, say=lambda *a, **k
     reloading = io.StringIO()  # KerasTuner prints "Reloading Tuner from ..." on stdout, which broke --json
     with contextlib.redirect_stdout(reloading):
         tuner = _tuner_class(keras_tuner, say, cfg)(
-            hypermodel=hypermodel(tcfg, input_shape, num_classes, balanced=cfg.objective == BALANCED_ACCURACY),
+            hypermodel=hypermodel(tcfg, input_shape, num_classes, balanced=cfg.balanced),
             hyperparameters=fixed,
             tune_new_entries=True,
             objective=keras_tuner.Objective(SCORE if constrained else cfg.objective, "max"),

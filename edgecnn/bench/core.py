@@ -60,8 +60,7 @@ def check_gates(rows, gates, n=None) -> list:
     return [v for r in rows if r.status == "ok"
             for v in gates.check(label(r), accuracy_drop=r.accuracy_drop, agreement=r.agreement,
                                  max_abs_diff=r.max_abs_diff, accuracy=r.accuracy, n=n, class_drop=r.class_drop,
-                                 worst=tuple(r.worst_class[k] for k in ("name", "lost", "images"))
-                                 if r.worst_class else ())]
+                                 worst=r.worst_class)]
 
 
 def _check_shape(sess, x: np.ndarray, artifact: Artifact) -> None:

@@ -93,11 +93,12 @@ class Gates:
         return out
 
     def check(self, subject: str, *, accuracy_drop=None, agreement=None, max_abs_diff=None, size_ratio=None,
-              accuracy=None, n: Optional[int] = None, class_drop=None, worst: tuple = ()) -> list:
+              accuracy=None, n: Optional[int] = None, class_drop=None, worst: Optional[dict] = None) -> list:
         """The gates `subject`'s figures break (a figure that is None is not judged). With `n`, the images the
         figures come from, a broken accuracy or agreement gate also says how many images that is and, for
         agreement, its 95% interval: on a few hundred images a gate can break by one image. `worst`: the class
-        whose recall drops most, as (name, images lost, its images), named when --max-class-drop breaks."""
+        whose recall drops most ({"name", "lost", "images"}: parity.worst_class_record), named when
+        --max-class-drop breaks."""
         out = []
         if self.max_acc_drop is not None and accuracy_drop is not None and accuracy_drop > self.max_acc_drop:
             why = [f"{round(accuracy_drop * n / 100):+d} errors against the reference on {n} images"] if n else []
@@ -123,9 +124,9 @@ class Gates:
                                  f"{subject}: size {size_ratio:.3f}x of fp32 > --max-size-ratio "
                                  f"{self.max_size_ratio:g}"))
         if self.max_class_drop is not None and class_drop is not None and class_drop > self.max_class_drop:
-            name, lost, support = (tuple(worst) + (None, None, None))[:3]
+            w = worst or {}
             out.append(Violation(subject, "class_drop", class_drop, self.max_class_drop, "--max-class-drop",
-                                 f"{subject}: recall of {name if name is not None else 'one class'} drops "
+                                 f"{subject}: recall of {w.get('name', 'one class')} drops "
                                  f"{class_drop:.2f} points > --max-class-drop {self.max_class_drop:g}"
-                                 + (f" ({lost} of its {support} images lost)" if support else "")))
+                                 + (f" ({w['lost']} of its {w['images']} images lost)" if w.get("images") else "")))
         return out

@@ -46,18 +46,10 @@ class Parity:
                 "worst_class": self.worst_class, "class_lost": self.class_lost, "class_support": self.class_support}
 
     def row_fields(self, class_names=None) -> dict:
-        """The bench row's parity keys: accuracy, agreement, max_abs_diff, class_drop and worst_class ({"name",
-        "lost", "images"}: the class whose recall drops most)."""
-        worst = self.worst(class_names)
+        """The bench row's parity keys: accuracy, agreement, max_abs_diff, class_drop and worst_class
+        (`worst_class_record`)."""
         return {"accuracy": self.accuracy, "agreement": self.agreement, "max_abs_diff": self.max_abs_diff,
-                "class_drop": self.class_drop,
-                "worst_class": dict(zip(("name", "lost", "images"), worst)) if worst else None}
-
-    def worst(self, class_names=None) -> tuple:
-        """(name, images lost, its images) of the class whose recall drops most, for `Gates.check`; () without."""
-        if self.worst_class is None:
-            return ()
-        return class_label(self.worst_class, class_names), self.class_lost, self.class_support
+                "class_drop": self.class_drop, "worst_class": worst_class_record(self.to_manifest(), class_names)}
 
 
 def one_class_warning(pred, labels, class_names, images: str, parity_follows: bool = False) -> Optional[str]:
@@ -115,9 +107,15 @@ def differing(agreement: float, n: int) -> int:
     return int(round((1 - agreement) * n))
 
 
-def class_label(c: int, class_names=None) -> str:
-    """Class `c`'s name, or its number when the names are unknown."""
-    return str(class_names[c]) if class_names is not None and 0 <= c < len(class_names) else str(c)
+def worst_class_record(record: dict, class_names=None) -> Optional[dict]:
+    """{"name", "lost", "images"} of the class whose recall falls most, from a parity record (`to_manifest`'s
+    keys), as bench rows hold it and `Gates.check` names it; None when no class falls. `name` is the class's
+    name, or its number when the names are unknown."""
+    c = record.get("worst_class")
+    if c is None:
+        return None
+    name = str(class_names[c]) if class_names is not None and 0 <= c < len(class_names) else str(c)
+    return {"name": name, "lost": record.get("class_lost"), "images": record.get("class_support")}
 
 
 def worst_class(pred, ref_pred, labels) -> tuple:

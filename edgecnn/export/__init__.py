@@ -30,6 +30,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from edgecnn.contracts.gates import Gates
+from edgecnn.contracts.parity import worst_class_record
 from edgecnn.errors import ConfigError, ExportError, ShapeError
 from edgecnn.export import onnx as _onnx
 from edgecnn.export import tflite as _tflite
@@ -216,15 +217,8 @@ def check_gates(gates: Gates, entries: dict, class_names=None) -> list:
             for v in gates.check(name, accuracy_drop=e.parity["accuracy_drop"], agreement=e.parity["top1_agreement"],
                                  max_abs_diff=e.parity["max_abs_diff"], size_ratio=ratios.get(name),
                                  accuracy=e.parity["accuracy"], n=e.parity.get("n"),
-                                 class_drop=e.parity.get("class_drop"), worst=_worst(e.parity, class_names))]
-
-
-def _worst(parity: dict, class_names) -> tuple:
-    """(name, lost, images) of a manifest parity record's worst class, for the --max-class-drop message."""
-    from edgecnn.contracts.parity import class_label
-
-    c = parity.get("worst_class")
-    return () if c is None else (class_label(c, class_names), parity.get("class_lost"), parity.get("class_support"))
+                                 class_drop=e.parity.get("class_drop"),
+                                 worst=worst_class_record(e.parity, class_names))]
 
 
 def _check_model(model, spec, num_classes: int) -> None:
