@@ -31,6 +31,7 @@ from edgecnn.contracts.parity import chance_warning, one_class_warning
 from edgecnn.errors import ConfigError, ModelError
 
 from edgecnn.models import IMPORTED as ARCH, float32_model  # ARCH: the run's spec names no edgecnn architecture
+from edgecnn.script.edgecnn_infer import ORIENTATIONS
 RANGES = {"0-1": (1.0, 0.0), "0-255": (255.0, 0.0), "-1-1": (2.0, -1.0)}  # input range -> (scale, offset) from [0, 1]
 AUTO = "auto"  # the range measured on the validation images: the best accuracy, then the lowest loss
 CLEARLY_BETTER = 0.10  # accuracy by which the measured range beats one asked for, for a warning (or half its loss)
@@ -48,10 +49,14 @@ class ImportConfig:
     seed: int = 0  # seeds the split, as `edgecnn train --seed`
     precise_bn: bool = False  # re-measure the BatchNorm moving statistics on training images (edgecnn.precise_bn)
     overwrite: bool = False  # replace a non-empty run directory
+    orientation: str = AUTO  # how its photos were read in training: exif, stored, or auto (measured where it matters)
 
     def __post_init__(self):
         if self.input_range not in (*RANGES, AUTO):
             raise ConfigError(f"--input-range must be one of {', '.join(RANGES)} or {AUTO} (got {self.input_range})")
+        if self.orientation not in (*ORIENTATIONS, AUTO):
+            raise ConfigError(f"--orientation must be one of {', '.join(ORIENTATIONS)} or {AUTO} "
+                              f"(got {self.orientation})")
 
 
 @dataclass
@@ -62,6 +67,8 @@ class ImportResult:
     input_range: str  # the range the model is fed, as asked or as measured (auto)
     range_fit: dict  # {range: {"accuracy", "loss"}} on the validation images, for each input range
     warnings: list  # e.g. another input range classifies the validation images clearly better
+    orientation: str = "stored"  # how image files are read: as asked, or as measured (auto)
+    orientation_fit: dict = None  # auto with photos that carry an EXIF orientation: {"images", "exif", "stored"}
 
 
 # A Keras 2 SavedModel directory (tf.keras' `model.save("dir")` before Keras 3) loads only in tf_keras: a child
@@ -303,6 +310,44 @@ def _settled_per_range(model, ds, cfg: ImportConfig, src: Path) -> tuple:
     return {name: out.get(name) or out[cfg.input_range] for name in RANGES}, len(images)
 
 
+ORIENTATION_PROBE = 256  # photos with an EXIF orientation, of the training and validation splits, read both ways
+
+
+def _turned_positions(split, limit: int) -> np.ndarray:
+    """Positions in `split` of the image files whose EXIF Orientation turns or mirrors them (at most `limit`)."""
+    from edgecnn.data import ImageFiles
+
+    if not isinstance(split.raw, ImageFiles):
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.asarray(split.raw.tags)[split.index] != 1)[:limit]
+
+
+def _choose_orientation(model, ds, data, scale: float, offset: float) -> tuple:
+    """(orientation, fit) for `--orientation auto`: "stored" (as Keras' loader reads files) unless the folder has
+    photos with an EXIF orientation and the model classifies those clearly better upright. Measured on such photos
+    of the validation split, then the training split (never the test split); fit: {"images", "exif", "stored"}
+    accuracies, or None when no photo carries a tag."""
+    import dataclasses
+
+    from edgecnn.data import load_dataset
+
+    upright = load_dataset(dataclasses.replace(data, orientation="exif"))
+    acc, n = {"exif": 0, "stored": 0}, 0
+    for name in ("val", "train"):
+        pos = _turned_positions(getattr(ds, name), ORIENTATION_PROBE - n)
+        if not len(pos):
+            continue
+        y = getattr(ds, name).labels[pos]
+        for way, d in (("stored", ds), ("exif", upright)):
+            p = model.predict(getattr(d, name)[pos] * scale + offset, verbose=0)
+            acc[way] += int(np.sum(_predicted(p) == y))
+        n += len(pos)
+    if not n:
+        return "stored", None
+    fit = {"images": n, "exif": acc["exif"] / n, "stored": acc["stored"] / n}
+    return ("exif" if fit["exif"] > fit["stored"] else "stored"), fit
+
+
 def import_model(cfg: ImportConfig) -> ImportResult:
     """Write a run directory for a model trained elsewhere: model.keras (wrapped as needed), config.json with the
     preprocessing, metrics.json and the report.
@@ -328,7 +373,8 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     size = tuple(cfg.image_size or (int(h), int(w)))
     if c not in (1, 3):
         raise ModelError(f"{src}: takes {c}-channel images; edgecnn runs 1 (grey) or 3 (RGB)")
-    data = DataConfig(source=cfg.data, image_size=size, channels=int(c), seed=cfg.seed)
+    data = DataConfig(source=cfg.data, image_size=size, channels=int(c), seed=cfg.seed,
+                      orientation="stored" if cfg.orientation == AUTO else cfg.orientation)
     ds = load_dataset(data)
     n_out = int(model.outputs[0].shape[-1])
     if n_out == 1 and ds.num_classes != 2:
@@ -337,16 +383,31 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     if n_out != ds.num_classes and n_out != 1:
         raise DataError(f"{cfg.data} has {ds.num_classes} classes but {src.name} outputs {n_out}")
     n_probe = min(256, len(ds.val))
-    x_val, y_val = ds.val[:n_probe], ds.y_val[:n_probe]
+    y_val = ds.y_val[:n_probe]
     settled, settle_images = _settled_per_range(model, ds, cfg, src) if cfg.precise_bn else ({}, 0)
-    outputs = {}
-    for name, (scale, offset) in RANGES.items():
-        if settled:  # each range is judged with the statistics measured in it
-            settled[name].restore()
-        outputs[name] = model.predict(x_val * scale + offset, verbose=0)
-    range_fit = {name: _fit(p, y_val) for name, p in outputs.items()}
-    right = {name: _right(p, y_val) for name, p in outputs.items()}
-    input_range, warnings = _choose_range(cfg.input_range, range_fit, n_probe, right)
+
+    def per_range(ds) -> tuple:  # (outputs, fit, input range, warnings) on the first validation images
+        x_val, outputs = ds.val[:n_probe], {}
+        for name, (scale, offset) in RANGES.items():
+            if settled:  # each range is judged with the statistics measured in it
+                settled[name].restore()
+            outputs[name] = model.predict(x_val * scale + offset, verbose=0)
+        fit = {name: _fit(p, y_val) for name, p in outputs.items()}
+        chosen, said = _choose_range(cfg.input_range, fit, n_probe, {n: _right(p, y_val) for n, p in outputs.items()})
+        if settled:
+            settled[chosen].restore()
+        return outputs, fit, chosen, said
+
+    outputs, range_fit, input_range, warnings = per_range(ds)
+    orientation_fit = None
+    if cfg.orientation == AUTO and ds.turned[0]:  # photos with an EXIF tag: read as its training read them
+        orientation, orientation_fit = _choose_orientation(model, ds, data, *RANGES[input_range])
+        if orientation != data.orientation:  # the range again, on the photos read this way
+            import dataclasses
+
+            data = dataclasses.replace(data, orientation=orientation)
+            ds = load_dataset(data)
+            outputs, range_fit, input_range, warnings = per_range(ds)
     probe = outputs[input_range]
     probs_ok = _outputs_probabilities(probe)
     pred = _predicted(probe)
@@ -377,7 +438,8 @@ def import_model(cfg: ImportConfig) -> ImportResult:
                      preprocessing=ds.preprocessing, class_names=ds.class_names,
                      model={"arch": ARCH, "input_shape": [*size, int(c)], "num_classes": ds.num_classes, "params": {},
                             "source": str(src.resolve()), "wrapped": added, "input_range": input_range,
-                            "input_range_val_fit": range_fit},
+                            "input_range_val_fit": range_fit,
+                            **({"orientation_fit": orientation_fit} if orientation_fit else {})},
                      train={"imported": asdict(cfg), "seed": cfg.seed}, dataset_summary=ds.summary())
         metrics = evaluate(run_model, ds)
         write_text(out / "classification_report.txt", metrics.pop("report_text"))
@@ -385,4 +447,5 @@ def import_model(cfg: ImportConfig) -> ImportResult:
         write_json(out / "history.json", {})
         refresh(out)
     return ImportResult(run_dir=out, metrics=metrics, wrapped=added, input_range=input_range,
-                        range_fit=range_fit, warnings=warnings)
+                        range_fit=range_fit, warnings=warnings, orientation=data.orientation,
+                        orientation_fit=orientation_fit)

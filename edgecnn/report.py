@@ -110,20 +110,27 @@ def _f(v, spec: str) -> str:
 
 
 def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
+    from edgecnn.data import turned_line
+
     model, data, ds = config.get("model", {}), config.get("data", {}), config.get("dataset", {})
     shape = "x".join(map(str, model.get("input_shape", [])))
     imported = "source" in model  # `edgecnn import`: trained elsewhere
     rows = [("data", f"{data.get('source')}: train {ds.get('train')} / val {ds.get('val')} / test {ds.get('test')}"
                      f" images, {ds.get('classes')} classes"),
             ("preprocessing", json.dumps(config.get("preprocessing"))),
+            *([("orientation", turned_line(ds))] if turned_line(ds) else []),
             ("model", f"imported from {model['source']}, input {shape}" if imported else
              f"{model.get('arch')} {json.dumps(model['params']) if model.get('params') else '(default parameters)'}"
              f", input {shape}")]
     if imported:
         fit = model.get("input_range_val_fit") or {}
+        turned = model.get("orientation_fit")
         tried = ", ".join(f"{k} {v['accuracy']:.3f} / {v['loss']:.3f}" for k, v in fit.items())
         rows += [("input range", str(model.get("input_range", "")) +
                   (f" (validation accuracy / loss with each: {tried})" if fit else "")),
+                 *([("orientation measured", f"accuracy on {turned['images']} training/validation photos that "
+                                            f"carry an EXIF orientation: read upright {turned['exif']:.3f}, as stored "
+                                            f"{turned['stored']:.3f}")] if turned else []),
                  ("added", ", ".join(model.get("wrapped") or []) or "nothing")]
     if metrics:
         rows += [("test accuracy", _f(metrics.get("test_accuracy"), ".4f")),

@@ -99,7 +99,9 @@ class Run:
 
     @property
     def preprocessing(self) -> dict:
-        return self.config["preprocessing"]
+        """The recorded preprocessing; a run recorded before `orientation` existed read files as stored."""
+        prep = self.config["preprocessing"]
+        return {**prep, "orientation": prep.get("orientation", "stored")}
 
     @property
     def class_names(self) -> list:

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgecnn.device import script_path
 
-PREP = {"image_size": [8, 8], "channels": 1, "pixel_max": 16.0, "resize": "bilinear"}
+PREP = {"image_size": [8, 8], "channels": 1, "pixel_max": 16.0, "resize": "bilinear", "orientation": "exif"}
 _CACHE: dict = {}
 
 BLOCKER = '''

@@ -19,7 +19,8 @@ def test_digits_default_split_is_deterministic():
     assert a.x_train.dtype == np.float32 and 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
     np.testing.assert_array_equal(a.x_test, b.x_test)
     assert not np.array_equal(a.y_test, c.y_test)
-    assert a.preprocessing == {"image_size": [8, 8], "channels": 1, "pixel_max": 16.0, "resize": "bilinear"}
+    assert a.preprocessing == {"image_size": [8, 8], "channels": 1, "pixel_max": 16.0, "resize": "bilinear",
+                               "orientation": "exif"}
     assert a.class_names == [str(i) for i in range(10)]
     # the splits are disjoint and cover the 1,797 images
     assert len(a.y_train) + len(a.y_val) + len(a.y_test) == 1797

@@ -146,7 +146,8 @@ def from_model(model, data: Optional[str], cfg) -> Target:
         from edgecnn.data import load_eval_split
 
         kw = {"image_size": tuple(prep["image_size"]), "channels": int(prep["channels"]),
-              "pixel_max": prep.get("pixel_max")} if prep else {}
+              "pixel_max": prep.get("pixel_max"), "orientation": prep.get("orientation", "stored")} \
+            if prep else {}
         x, what = load_eval_split(data, list(names), **kw)
         y, prep = x.labels, x.prep
     else:  # a model with no record of its classes: the source's own split and names

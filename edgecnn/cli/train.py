@@ -30,6 +30,11 @@ def data_options(fn):
         click.option("--image-size", nargs=2, type=int, default=None, metavar="H W",
                      help="Resize images to H x W (e.g. 28 28 for MNIST geometry). Default: the source's size."),
         click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Convert images to 1 or 3 channels."),
+        click.option("--orientation", type=click.Choice(["exif", "stored"]), default="exif", show_default=True,
+                     help="Image files: exif reads a photo upright, as a viewer shows it (its EXIF Orientation tag "
+                          "applied: phones store portrait photos sideways with a tag); stored reads the pixels as "
+                          "stored, as Keras' image_dataset_from_directory and torchvision do. Recorded in the "
+                          "manifest; the on-device script reads files the same way."),
         click.option("--val-fraction", type=float, default=0.2, show_default=True,
                      help="Share of the training pool held out for validation."),
         click.option("--test-fraction", type=float, default=0.2, show_default=True,
@@ -101,7 +106,7 @@ def _train_config(o: dict):
     data = DataConfig(
         source=o["source"], image_size=tuple(o["image_size"]) if o["image_size"] else None,
         channels=int(o["channels"]) if o["channels"] else None, val_fraction=o["val_fraction"],
-        test_fraction=o["test_fraction"], seed=o["seed"], limit=o["limit"],
+        test_fraction=o["test_fraction"], seed=o["seed"], limit=o["limit"], orientation=o["orientation"],
     )
     augment = AugmentConfig(flip=o["flip"]) if o["augment"] else None
     return TrainConfig(
@@ -126,6 +131,7 @@ def _left_out(dataset: dict) -> str:
 
 
 def print_train_summary(result) -> None:
+    from edgecnn.data import turned_line
     from edgecnn.reporting import print_table
 
     m = result.metrics
@@ -135,6 +141,7 @@ def print_train_summary(result) -> None:
         ("data", f"train {result.dataset['train']} / val {result.dataset['val']} / test {result.dataset['test']}, "
                  f"input {'x'.join(map(str, result.dataset['input_shape']))}" + _left_out(result.dataset)),
         *([("image cache", result.cache)] if result.cache else []),
+        *([("orientation", turned_line(result.dataset))] if turned_line(result.dataset) else []),
         ("epochs run", str(len(result.history.get("loss", []))) + (f" on {result.replicas} replicas"
                                                                   if result.replicas > 1 else "")),
         ("best val_loss", f"{min(result.history.get('val_loss', [float('nan')])):.4f}"),
@@ -314,13 +321,17 @@ def tune(max_trials, trial_epochs, as_json, workers, worker_threads, chief, work
 @click.option("--input-range", type=click.Choice(["auto", "0-1", "0-255", "-1-1"]), default="auto", show_default=True,
               help="The pixel range the model was trained on (a Rescaling layer maps edgecnn's [0, 1] to it); auto: "
                    "measured on the validation images (accuracy, then loss).")
+@click.option("--orientation", type=click.Choice(["auto", "exif", "stored"]), default="auto", show_default=True,
+              help="How its training read photos that carry an EXIF orientation: exif upright (OpenCV, Ultralytics, "
+                   "exif_transpose), stored as stored (Keras' image_dataset_from_directory, torchvision); auto: "
+                   "measured on such photos of the training and validation splits, stored when none has a tag.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split of data without a test split.")
 @click.option("--precise-bn", is_flag=True,
               help="Re-measure the model's BatchNorm moving statistics on up to 1,024 training images (weights "
                    "unchanged): for a model whose statistics never settled and that predicts one class.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty run directory.")
 @user_errors
-def import_(model, data, out, image_size, input_range, seed, precise_bn, overwrite):
+def import_(model, data, out, image_size, input_range, orientation, seed, precise_bn, overwrite):
     """Make a run directory from a Keras model trained elsewhere (MODEL: a .keras or .h5 file from Keras 3 or 2,
     or a Keras 2 SavedModel directory; Sequential or functional): its input range, its output (logits, a binary
     classifier's one unit) and its preprocessing recorded, its test metrics measured, so export (PTQ, QAT or
@@ -329,12 +340,16 @@ def import_(model, data, out, image_size, input_range, seed, precise_bn, overwri
 
     result = import_model(ImportConfig(model=model, data=data, out=out, image_size=tuple(image_size) if image_size
                                        else None, input_range=input_range, seed=seed, precise_bn=precise_bn,
-                                       overwrite=overwrite))
+                                       overwrite=overwrite, orientation=orientation))
     for w in result.warnings:
         warn(w)
     if input_range == "auto":
         tried = ", ".join(f"{k} {v['accuracy']:.3f} / {v['loss']:.3f}" for k, v in result.range_fit.items())
         click.echo(f"input range: {result.input_range} (validation accuracy / loss with each: {tried})")
+    if result.orientation_fit:
+        f = result.orientation_fit
+        click.echo(f"orientation: {result.orientation} (accuracy on {f['images']} training/validation photos that "
+                   f"carry an EXIF orientation: read upright {f['exif']:.3f}, as stored {f['stored']:.3f})")
     added = f" (added: {', '.join(result.wrapped)})" if result.wrapped else ""
     click.echo(f"wrote {result.run_dir}: test accuracy {result.metrics['test_accuracy']:.4f} on "
                f"{result.metrics['test_samples']} images{added}; next: edgecnn export {result.run_dir}")

@@ -40,15 +40,17 @@ class Preprocessing:
     channels: int  # 1 or 3
     pixel_max: Optional[float]  # value of a white pixel in the source data (255 for images, 16 for digits)
     resize: str = "bilinear"  # half-pixel bilinear, no antialiasing
+    orientation: str = "stored"  # image files: "exif" upright by their EXIF tag, "stored" as stored (older runs)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
         return cls(image_size=tuple(int(v) for v in d["image_size"]), channels=int(d["channels"]),
-                   pixel_max=d.get("pixel_max"), resize=d.get("resize", "bilinear"))
+                   pixel_max=d.get("pixel_max"), resize=d.get("resize", "bilinear"),
+                   orientation=d.get("orientation", "stored"))
 
     def to_dict(self) -> dict:
         return {"image_size": list(self.image_size), "channels": self.channels, "pixel_max": self.pixel_max,
-                "resize": self.resize}
+                "resize": self.resize, "orientation": self.orientation}
 
     @property
     def input_shape(self) -> tuple:

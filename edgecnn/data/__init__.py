@@ -21,10 +21,11 @@ import numpy as np
 from edgecnn.data.evalset import load_eval_split
 from edgecnn.data.sources import SOURCES, RawData, load_raw
 from edgecnn.data.split import ImageFiles, Split, check_raw_pixels, map_chunks, raw_shape, raw_sizes
-from edgecnn.script.edgecnn_infer import preprocess
+from edgecnn.script.edgecnn_infer import ORIENTATIONS, preprocess
 from edgecnn.errors import DataError
 
-__all__ = ["DataConfig", "Dataset", "Split", "load_dataset", "load_eval_split", "map_chunks", "preprocess", "SOURCES"]
+__all__ = ["DataConfig", "Dataset", "Split", "load_dataset", "load_eval_split", "map_chunks", "preprocess", "SOURCES",
+           "turned_line"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class DataConfig:
     test_fraction: float = 0.2  # share of all images held out for test (when the source has no test split)
     seed: int = 0  # seeds the split
     limit: Optional[int] = None  # keep at most this many training images (quick runs)
+    orientation: str = "exif"  # image files: "exif" upright as a viewer shows them, "stored" as stored (Keras' loader)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -59,10 +61,13 @@ class DataConfig:
             raise DataError(f"--seed must be in 0..{2 ** 32 - 1} (got {self.seed})")
         if self.limit is not None and self.limit < 1:
             raise DataError(f"--limit must be >= 1 (got {self.limit})")
+        if self.orientation not in ORIENTATIONS:
+            raise DataError(f"--orientation must be one of {', '.join(ORIENTATIONS)} (got {self.orientation})")
 
     @classmethod
     def from_dict(cls, d: dict) -> "DataConfig":
         d = dict(d)
+        d.setdefault("orientation", "stored")  # a run recorded before the field read files as stored
         if d.get("image_size"):
             d["image_size"] = tuple(int(v) for v in d["image_size"])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
@@ -80,7 +85,7 @@ class Dataset:
     val: Split
     test: Split
     class_names: list
-    preprocessing: dict  # {"image_size", "channels", "pixel_max", "resize"}
+    preprocessing: dict  # {"image_size", "channels", "pixel_max", "resize", "orientation"}
     origin: dict = field(default_factory=dict)
     _arrays: dict = field(default_factory=dict, repr=False)
 
@@ -118,8 +123,19 @@ class Dataset:
         }
         if self.origin.get("not_images"):  # an image folder's other files (hidden, .txt, ...), left out, by kind
             out["not_images"] = self.origin["not_images"]
+        turned, files = self.turned
+        if turned:  # photos a viewer shows turned (EXIF Orientation): how many, of how many, and how they are read
+            out["exif_turned"] = {"images": turned, "of": files,
+                                  "read": self.preprocessing.get("orientation", "stored")}
         out["split_sha256"] = self.split_fingerprint()
         return out
+
+    @property
+    def turned(self) -> tuple:
+        """(image files of the source whose EXIF Orientation turns or mirrors them, image files): (0, 0) for arrays."""
+        raws = [r for r in {id(s.raw): s.raw for s in (self.train, self.val, self.test)}.values()
+                if isinstance(r, ImageFiles)]
+        return sum(r.turned for r in raws), sum(len(r) for r in raws)
 
     def cache_line(self) -> str:
         """Where an image folder's preprocessed images are cached (data/cache.py), or why they are not when
@@ -145,6 +161,19 @@ class Dataset:
         for split in (self.train, self.val, self.test):
             h.update(np.asarray(split.index, "<i8").tobytes() + b"|")
         return h.hexdigest()[:16]
+
+
+def turned_line(dataset: dict) -> str:
+    """"412 of 3,000 images carry an EXIF orientation; read upright, ..." from a dataset summary (`Dataset.summary`,
+    a run's config.json "dataset") of an image folder with photos a viewer turns; "" otherwise."""
+    turned = dataset.get("exif_turned")
+    if not turned:
+        return ""
+    n = turned["of"]
+    how = "read upright, as a viewer shows them (--orientation stored: as stored, as Keras' loader reads them)" \
+        if turned["read"] == "exif" else "read as stored, turned or mirrored (--orientation exif: upright, as a " \
+                                        "viewer shows them)"
+    return f"{turned['images']:,} of {n:,} images carry an EXIF orientation; {how}"
 
 
 def _split(idx: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str):
@@ -198,7 +227,7 @@ def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
     """
     from edgecnn.script.edgecnn_infer import UsageError, check_labels
 
-    raw: RawData = load_raw(config.source)
+    raw: RawData = load_raw(config.source, config.orientation)
     n_classes = len(raw.class_names)
     if n_classes < 2:
         raise DataError(f"{config.source}: needs at least 2 classes, found {n_classes}")
@@ -248,6 +277,7 @@ def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
         "channels": int(config.channels or src_channels),
         "pixel_max": float(raw.pixel_max),
         "resize": "bilinear",
+        "orientation": config.orientation,
     }
     if prep["channels"] not in (1, 3):
         raise DataError(f"channels must be 1 or 3, got {prep['channels']}")

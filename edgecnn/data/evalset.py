@@ -50,13 +50,14 @@ def _script_npz(source: str) -> Optional[RawData]:
                    origin={"source": "npz", "path": str(Path(source).resolve())})
 
 
-def load_eval_split(source: str, class_names: list, image_size=None, channels=None, pixel_max=None) -> tuple:
+def load_eval_split(source: str, class_names: list, image_size=None, channels=None, pixel_max=None,
+                    orientation: str = "stored") -> tuple:
     """The images a model is evaluated on when they are not its run's own: an image folder's every image (a
     held-out or field set; labels from the class folders' names, in the model's class order), or a source's
     test split (an .npz's x_test/y_test, a named dataset's); an .npz in the on-device script's form (`x`, `y`)
     is every image of it. Preprocessed as `image_size`/`channels` say (the model's). An .npz's raw pixels are
     on the model's recorded `pixel_max` when given, as the on-device script reads an .npz (0-16 for digits);
-    image files are 8-bit.
+    image files are 8-bit, read as `orientation` says (the model's recorded preprocessing.orientation).
 
     Returns:
         (a `Split`, what it holds in words: "images: all of FOLDER" or "test images of SOURCE").
@@ -65,7 +66,7 @@ def load_eval_split(source: str, class_names: list, image_size=None, channels=No
     """
     from edgecnn.script.edgecnn_infer import UsageError, check_labels
 
-    raw = _script_npz(source) or load_raw(source)
+    raw = _script_npz(source) or load_raw(source, orientation)
     if raw.x_test is not None:
         x, y, what = raw.x_test, np.asarray(raw.y_test, np.int64), f"test images of {source}"
     else:
@@ -82,5 +83,5 @@ def load_eval_split(source: str, class_names: list, image_size=None, channels=No
     prep = {"image_size": list(image_size or shape[:2]),
             "channels": int(channels or (1 if len(shape) == 2 else min(shape[-1], 3))),
             "pixel_max": float(pixel_max if pixel_max and raw.origin.get("source") == "npz" else raw.pixel_max),
-            "resize": "bilinear"}
+            "resize": "bilinear", "orientation": orientation}
     return Split(x, np.arange(len(y)), y, prep), what

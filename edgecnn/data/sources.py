@@ -124,7 +124,7 @@ def _npz(path: str) -> RawData:
     )
 
 
-def _folder(path: str) -> RawData:
+def _folder(path: str, orientation: str = "stored") -> RawData:
     """A folder with one subfolder of images per class: file names and headers now, pixels when asked for. A class
     folder's own subfolders are read too, as Keras' image_dataset_from_directory reads them (cat/2019/*.jpg)."""
     root = Path(path)
@@ -145,7 +145,7 @@ def _folder(path: str) -> RawData:
     if skipped:
         origin["not_images"] = dict(sorted(skipped.items()))
     return RawData(
-        x_train=scan_images(files), y_train=np.asarray(labels, dtype=np.int64), pixel_max=255.0,
+        x_train=scan_images(files, orientation), y_train=np.asarray(labels, dtype=np.int64), pixel_max=255.0,
         class_names=classes, origin=origin,
     )
 
@@ -157,8 +157,9 @@ SOURCES: dict[str, Callable[[str], RawData]] = {
 }
 
 
-def load_raw(source: str) -> RawData:
-    """Load a source by name, `.npz` path or image folder path.
+def load_raw(source: str, orientation: str = "stored") -> RawData:
+    """Load a source by name, `.npz` path or image folder path; an image folder's files are read as `orientation`
+    says ("exif": upright by their EXIF tag, "stored": as stored).
 
     Raises:
         DataError: unknown name, missing path, unreadable or incomplete data.
@@ -171,7 +172,7 @@ def load_raw(source: str) -> RawData:
             raise DataError(f"{source}: no such file")
         return _npz(source)
     if p.is_dir():
-        return _folder(source)
+        return _folder(source, orientation)
     if os.sep in source or p.suffix:
         raise DataError(f"{source}: no such file or folder")
     raise DataError(f"unknown dataset '{source}' (choose {', '.join(SOURCES)}, an .npz file or an image folder)")

@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from edgecnn.errors import DataError
-from edgecnn.script.edgecnn_infer import preprocess
+from edgecnn.script.edgecnn_infer import TURNS_SIDEWAYS, preprocess
 
 EVAL_CHUNK = 1024  # images preprocessed at a time when a split is evaluated in pieces...
 CHUNK_BYTES = 128 << 20  # ...and at most this much float32 (222 RGB images at 224x224, all 1024 of digits)
@@ -80,11 +80,21 @@ class NpzArray:
 class ImageFiles:
     """Image files known by their headers; pixels are decoded when asked for (`files[i]`, `preprocessed`)."""
 
-    def __init__(self, paths: list, sizes: list, colour: list):
-        self.paths, self.sizes = paths, sizes  # sizes: (h, w) per file, from the header
+    def __init__(self, paths: list, sizes: list, colour: list, tags: Optional[list] = None,
+                 orientation: str = "stored"):
+        self.paths = paths
+        self.tags = list(tags) if tags is not None else [1] * len(paths)  # EXIF Orientation per file, 1: none
+        self.orientation = orientation  # "exif": read upright (the script's image_array), "stored": as stored
+        upright = orientation == "exif"  # sizes: (h, w) per file as read, from the header
+        self.sizes = [(w, h) if upright and t in TURNS_SIDEWAYS else (h, w) for (h, w), t in zip(sizes, self.tags)]
         self.promote = len(set(colour)) > 1  # mixed grey and colour: every image is read as RGB
         self.channels = 3 if any(colour) else 1
         self._caches: dict = {}  # preprocessing (JSON) -> (PixelCache or None, why not)
+
+    @property
+    def turned(self) -> int:
+        """How many files a viewer shows turned or mirrored (an EXIF Orientation other than 1)."""
+        return sum(t != 1 for t in self.tags)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -102,7 +112,7 @@ class ImageFiles:
         f = self.paths[i]
         try:
             with Image.open(f) as im:
-                a = image_array(im, str(f))  # the device's rule: 16-bit images are refused
+                a = image_array(im, str(f), self.orientation)  # the device's rule: 16-bit images are refused
         except UsageError as e:
             raise DataError(str(e)) from None
         except Exception as e:
@@ -158,21 +168,24 @@ def _whole(path, im) -> None:
             im.load()
 
 
-def scan_images(files: list) -> ImageFiles:
-    """Headers only: sizes and modes of every file, refusing the modes the device refuses and, in one error that
-    names the first few, every file that is not a whole image (a folder of photos is fixed in one pass)."""
+def scan_images(files: list, orientation: str = "stored") -> ImageFiles:
+    """Headers only: sizes, modes and EXIF orientations of every file, refusing the modes the device refuses and,
+    in one error that names the first few, every file that is not a whole image (a folder of photos is fixed in
+    one pass). `orientation`: how the files are read (the preprocessing's "exif" or "stored")."""
     from PIL import Image
 
-    from edgecnn.script.edgecnn_infer import GREY_MODES, UsageError, check_mode
+    from edgecnn.script.edgecnn_infer import GREY_MODES, UsageError, check_mode, exif_orientation
 
-    sizes, colour, unreadable = [], [], []
+    sizes, colour, tags, unreadable = [], [], [], []
     for f in files:
         try:
             with Image.open(f) as im:
                 check_mode(im.mode, str(f))
+                tag = exif_orientation(im)  # from the header, as the device reads it (before any decoding)
                 _whole(f, im)
                 w, h = im.size
                 colour.append(im.mode not in GREY_MODES)
+                tags.append(tag)
         except UsageError as e:
             raise DataError(str(e)) from None
         except Exception as e:
@@ -183,7 +196,7 @@ def scan_images(files: list) -> ImageFiles:
         more = len(unreadable) - SHOWN_UNREADABLE
         raise DataError(f"{len(unreadable)} of {len(files)} files are not readable images; remove or replace them: "
                         + "; ".join(unreadable[:SHOWN_UNREADABLE]) + (f"; and {more} more" if more > 0 else ""))
-    return ImageFiles(list(files), sizes, colour)
+    return ImageFiles(list(files), sizes, colour, tags, orientation)
 
 
 def raw_shape(raw) -> tuple:

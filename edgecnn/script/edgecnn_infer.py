@@ -587,6 +587,9 @@ def validate_manifest(m, where: str) -> dict:
                                                       and prep["pixel_max"] > 0):
         raise UsageError(f"{where}: manifest preprocessing {prep} is not valid (image_size [h, w], channels 1 or 3, "
                          "pixel_max > 0)")
+    if prep.get("orientation", "stored") not in ORIENTATIONS:
+        raise UsageError(f"{where}: manifest preprocessing.orientation is {prep['orientation']!r}; expected one of "
+                         f"{', '.join(ORIENTATIONS)}")
     arts = m.get("artifacts", {})
     if not isinstance(arts, dict) or not all(isinstance(e, dict) for e in arts.values()):
         raise UsageError(f"{where}: manifest 'artifacts' must map names to entries")
@@ -632,16 +635,57 @@ def check_mode(mode: str, path: str) -> None:
                          "grey or RGB without choosing a scale; save it as an 8-bit PNG or JPEG")
 
 
-def image_array(im, path: str) -> np.ndarray:
+# How an image file's pixels are laid out before preprocessing (the manifest's preprocessing.orientation):
+# "exif" turns a photo upright as a viewer shows it (its EXIF Orientation tag: a phone held upright stores the
+# sensor's sideways pixels and a tag); "stored" takes the pixels as stored, as Keras' image_dataset_from_directory
+# and torchvision's ImageFolder read them. A manifest without the key is "stored" (runs before the key existed).
+ORIENTATIONS = ("exif", "stored")
+EXIF_ORIENTATION = 0x0112
+TURNS_SIDEWAYS = (5, 6, 7, 8)  # the tags whose upright image has height and width swapped
+
+
+def exif_orientation(im) -> int:
+    """The EXIF Orientation tag (1-8) a file's header holds, read without decoding its pixels; 1 when it has none.
+    A TIFF's is 1: Pillow applies a TIFF's orientation itself when it opens one."""
+    raw = im.info.get("exif") if im.format != "TIFF" else None
+    if not raw:
+        return 1
+    try:
+        from PIL import Image
+
+        exif = Image.Exif()
+        exif.load(raw)
+        tag = int(exif.get(EXIF_ORIENTATION, 1))
+    except Exception:  # a damaged EXIF block: the pixels as stored
+        return 1
+    return tag if 1 <= tag <= 8 else 1
+
+
+def upright(a: np.ndarray, tag: int) -> np.ndarray:
+    """Pixels (h, w[, c]) as stored -> as a viewer shows them under EXIF Orientation `tag` (what Pillow's
+    ImageOps.exif_transpose does)."""
+    if tag in (5, 7):  # transpose / transverse: mirrored across a diagonal
+        a = np.swapaxes(a if tag == 5 else a[::-1, ::-1], 0, 1)
+    elif tag in (2, 4):  # mirrored left-right / top-bottom
+        a = a[:, ::-1] if tag == 2 else a[::-1]
+    else:
+        a = np.rot90(a, {1: 0, 3: 2, 6: 3, 8: 1}[tag])  # counter-clockwise quarter turns
+    return np.ascontiguousarray(a)
+
+
+def image_array(im, path: str, orientation: str = "stored") -> np.ndarray:
     """A Pillow image -> uint8 (h, w) grey or (h, w, 3) RGB: the one rule for image files, in training, predict
-    and here. Modes with more than 8 bits per channel are refused, never squashed.
+    and here. Modes with more than 8 bits per channel are refused, never squashed. With orientation "exif", the
+    image is turned upright by its EXIF Orientation tag (read from the header before decoding).
 
     Raises:
         UsageError: a 16-bit, 32-bit integer or float image.
     """
     check_mode(im.mode, path)
+    tag = exif_orientation(im) if orientation == "exif" else 1
     mode = "L" if im.mode in GREY_MODES else "RGB"
-    return np.asarray(im if im.mode == mode else im.convert(mode), dtype=np.uint8)  # convert() to its own mode copies
+    a = np.asarray(im if im.mode == mode else im.convert(mode), dtype=np.uint8)  # convert() to its own mode copies
+    return upright(a, tag) if tag != 1 else a
 
 
 def check_pixels(x: np.ndarray, where: str) -> None:
@@ -762,8 +806,7 @@ def read_image(path: str, prep: dict, resize: bool = True) -> np.ndarray:
         raise UsageError("reading image files needs Pillow: pip install pillow (or pass --npz)") from None
     try:
         with Image.open(path) as im:
-            im.load()
-            a = image_array(im, path)
+            a = image_array(im, path, prep.get("orientation", "stored"))
     except UsageError:
         raise
     except FileNotFoundError:
@@ -902,6 +945,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="without a manifest: input size (default: the model's)")
     p.add_argument("--channels", type=int, choices=(1, 3), help="without a manifest: 1 or 3 (default: the model's)")
     p.add_argument("--pixel-max", type=float, help="without a manifest: value of a white pixel in --npz x")
+    p.add_argument("--orientation", choices=ORIENTATIONS,
+                   help="image files: exif turns photos upright by their EXIF tag, stored takes the pixels as stored "
+                        "(default: the manifest's, else stored)")
     p.add_argument("--no-resize", action="store_true", help="reject image files whose size differs from the model's")
     p.add_argument("--top-k", type=int, default=3, help="labels to show per input (default 3, as edgecnn predict)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -949,6 +995,8 @@ def _preprocessing(a: argparse.Namespace, model: TfliteModel, manifest, path: st
         prep["channels"] = a.channels
     if a.pixel_max:
         prep["pixel_max"] = a.pixel_max
+    if a.orientation:
+        prep["orientation"] = a.orientation
     where = os.path.basename(path) if manifest else "--image-size/--channels"
     class_names = list(manifest["class_names"]) if manifest else None
     model.check(prep, class_names, where, entry)

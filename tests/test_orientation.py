@@ -1,0 +1,161 @@
+"""Photos that carry an EXIF Orientation tag (a phone held upright stores the sensor's sideways pixels and a tag):
+read upright by default in training and on the device, as stored on request, and measured for an imported model."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageOps
+
+from edgecnn.script.edgecnn_infer import UsageError, image_array, read_image, validate_manifest
+
+STORE = {1: 0, 3: 2, 6: 1, 8: 3}  # counter-clockwise quarter turns a camera stores an upright image under the tag
+
+
+def cli(*args):
+    from edgecnn.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _png(a: np.ndarray, tag: int) -> bytes:
+    exif = Image.Exif()
+    if tag != 1:
+        exif[0x0112] = tag
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, "PNG", exif=exif.tobytes())
+    return b.getvalue()
+
+
+def bar(cls: str, size: int = 12, at: int = 0) -> np.ndarray:
+    """A grey image with a bright bar: vertical for "tall", horizontal for "wide"."""
+    a = np.zeros((size, size), np.uint8)
+    c = size // 2 + at
+    if cls == "tall":
+        a[2:size - 2, c] = 255
+    else:
+        a[c, 2:size - 2] = 255
+    return a
+
+
+def write_folder(root, n: int = 12, stored_as_seen: bool = False):
+    """tall/ and wide/ with n images each, every other one stored sideways under tag 6 or 8. stored_as_seen: the
+    sideways ones are filed by what their stored pixels show (as a model trained on stored pixels learned them)."""
+    for cls in ("tall", "wide"):
+        (root / cls).mkdir(parents=True)
+    for cls in ("tall", "wide"):
+        for i in range(n):
+            tag = (1, 6, 1, 8)[i % 4]
+            stored = np.ascontiguousarray(np.rot90(bar(cls, at=i % 3 - 1), STORE[tag]))
+            seen = cls if tag == 1 else {"tall": "wide", "wide": "tall"}[cls]  # what the stored pixels show
+            (root / (seen if stored_as_seen else cls) / f"{cls}{i:02d}.png").write_bytes(_png(stored, tag))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_orientation_reads_as_pillow_shows_it(channels):
+    """image_array(orientation="exif") is Pillow's ImageOps.exif_transpose for each of the 8 tags, for grey and
+    RGB; "stored" leaves the pixels as stored."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (5, 7, 3)[:2 if channels == 1 else 3], dtype=np.uint8)
+    for tag in range(1, 9):
+        data = _png(a, tag)
+        got = image_array(Image.open(io.BytesIO(data)), "x.png", "exif")
+        np.testing.assert_array_equal(got, np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data)))),
+                                      err_msg=f"tag {tag}")
+        np.testing.assert_array_equal(image_array(Image.open(io.BytesIO(data)), "x.png", "stored"), a)
+
+
+def test_a_folder_of_sideways_photos_trains_upright_and_records_how(tmp_path):
+    from edgecnn.data import DataConfig, load_dataset
+
+    write_folder(tmp_path / "f")
+    (tmp_path / "f" / "wide" / "odd.png").write_bytes(_png(np.zeros((12, 16), np.uint8), 6))  # 16 wide stored
+    ds = load_dataset(DataConfig(source=str(tmp_path / "f"), image_size=(12, 12)))  # default: exif
+    assert ds.preprocessing["orientation"] == "exif"
+    assert ds.summary()["exif_turned"] == {"images": 13, "of": 25, "read": "exif"}
+    raw = ds.train.raw
+    odd = raw.paths.index(tmp_path / "f" / "wide" / "odd.png")
+    assert raw.sizes[odd] == (16, 12)  # as read: upright, 16 high
+    x, y = np.asarray(ds.train), ds.y_train
+    vertical = x[..., 0].max(axis=1).sum(axis=1) < x[..., 0].max(axis=2).sum(axis=1)  # a bar spans rows: tall
+    keep = np.asarray([p.name != "odd.png" for p in np.asarray(raw.paths, object)[ds.train.index]])
+    assert np.array_equal(vertical[keep], y[keep] == 0)  # every image upright: its bar as its class says
+    stored = load_dataset(DataConfig(source=str(tmp_path / "f"), image_size=(12, 12), orientation="stored"))
+    assert stored.preprocessing["orientation"] == "stored" and stored.summary()["exif_turned"]["read"] == "stored"
+    xs = np.asarray(stored.train)
+    vs = xs[..., 0].max(axis=1).sum(axis=1) < xs[..., 0].max(axis=2).sum(axis=1)
+    assert not np.array_equal(vs[keep], y[keep] == 0)  # as stored, the sideways ones show the other class
+    from edgecnn.errors import DataError
+
+    with pytest.raises(DataError, match="different sizes"):  # 12x16 stored beside 12x12: as stored, sizes differ
+        load_dataset(DataConfig(source=str(tmp_path / "f"), orientation="stored"))
+
+
+def test_older_runs_and_manifests_read_files_as_stored():
+    """A config.json, run or manifest recorded before the field existed read files as stored, so it still does."""
+    from edgecnn.contracts.manifest import Preprocessing
+    from edgecnn.data import DataConfig
+    from edgecnn.rundir import Run
+
+    assert DataConfig.from_dict({"source": "digits"}).orientation == "stored"
+    assert DataConfig().orientation == "exif"  # a new run reads photos upright
+    prep = {"image_size": [8, 8], "channels": 1, "pixel_max": 16.0, "resize": "bilinear"}
+    assert Preprocessing.from_dict(prep).orientation == "stored"
+    assert Run(path=None, config={"preprocessing": prep}).preprocessing["orientation"] == "stored"
+
+
+def test_the_device_reads_a_file_as_its_manifest_says(tmp_path):
+    path = tmp_path / "p.png"
+    path.write_bytes(_png(np.ascontiguousarray(np.rot90(bar("wide"), STORE[6])), 6))
+    prep = {"image_size": [12, 12], "channels": 1, "pixel_max": 255.0, "resize": "bilinear"}
+    upright = read_image(str(path), dict(prep, orientation="exif"))[..., 0]
+    assert upright[6].sum() > 5 and upright[:, 6].sum() < 2  # the horizontal bar, upright
+    np.testing.assert_array_equal(read_image(str(path), prep), read_image(str(path), dict(prep, orientation="stored")))
+    m = {"preprocessing": dict(prep, orientation="sideways"), "class_names": ["a", "b"], "artifacts": {}}
+    with pytest.raises(UsageError, match="orientation is 'sideways'"):
+        validate_manifest(m, "manifest.json")
+
+
+def _bar_model():
+    """A hand-set classifier of 12x12 grey images in [0, 1]: logit 0 a vertical bar's response (tall), logit 1
+    a horizontal bar's (wide). It tells them apart only upright, as a model trained on upright photos does."""
+    import keras
+
+    kernel = np.zeros((5, 5, 1, 2), np.float32)
+    kernel[:, 2, 0, 0] = 1.0  # a vertical line
+    kernel[2, :, 0, 1] = 1.0  # a horizontal line
+    model = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(2, 5, use_bias=False),
+                              keras.layers.GlobalMaxPooling2D()])
+    model.layers[0].set_weights([kernel])
+    return model
+
+
+@pytest.mark.parametrize("stored_as_seen", [False, True])
+def test_import_measures_how_its_training_read_the_photos(tmp_path, stored_as_seen):
+    """auto reads photos with a tag as the model classifies them better: upright (trained with exif_transpose)
+    or as stored (trained on the stored pixels, as Keras' loader reads them), and records it for the device."""
+    write_folder(tmp_path / "f", n=16, stored_as_seen=stored_as_seen)
+    model = tmp_path / "bars.keras"
+    _bar_model().save(model)
+    run = tmp_path / "run"
+    res = cli("import", model, "--data", tmp_path / "f", "--out", run, "--input-range", "0-1")
+    assert res.exit_code == 0, res.output
+    way = "stored" if stored_as_seen else "exif"
+    other = "exif" if stored_as_seen else "stored"
+    assert f"orientation: {way} (accuracy on " in res.output, res.output
+    config = json.loads((run / "config.json").read_text())
+    fit = config["model"]["orientation_fit"]
+    assert fit[way] == 1.0 and fit[other] < 0.5
+    assert config["preprocessing"]["orientation"] == way and config["data"]["orientation"] == way
+    assert json.loads((run / "metrics.json").read_text())["test_accuracy"] == 1.0
+    write_folder(tmp_path / "field", n=8, stored_as_seen=stored_as_seen)  # other photos: read as the run records
+    bench = cli("bench", "--model", run / "model.keras", "--data", tmp_path / "field", "--no-timing", "--json")
+    assert bench.exit_code == 0, bench.output
+    assert json.loads(bench.output)["rows"][0]["accuracy"] == 1.0
+    pinned = cli("import", model, "--data", tmp_path / "f", "--out", tmp_path / "pinned", "--input-range", "0-1",
+                 "--orientation", other)  # as asked, not measured
+    assert pinned.exit_code == 0 and "orientation:" not in pinned.output, pinned.output
+    assert json.loads((tmp_path / "pinned" / "metrics.json").read_text())["test_accuracy"] < 1.0
