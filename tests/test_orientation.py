@@ -159,3 +159,25 @@ def test_import_measures_how_its_training_read_the_photos(tmp_path, stored_as_se
                  "--orientation", other)  # as asked, not measured
     assert pinned.exit_code == 0 and "orientation:" not in pinned.output, pinned.output
     assert json.loads((tmp_path / "pinned" / "metrics.json").read_text())["test_accuracy"] < 1.0
+
+
+def test_iphone_heic_photos_are_named_with_what_to_do(tmp_path):
+    """HEIC/HEIF (an iPhone's default) is not read: a class folder of them, a folder given to the script, a file,
+    and the training summary's left-out count each say to convert them, not only "no images"."""
+    from edgecnn.cli.train import _left_out
+    from edgecnn.data import DataConfig, load_dataset
+    from edgecnn.errors import DataError
+    from edgecnn.script.edgecnn_infer import image_files
+
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (tmp_path / "cat" / "a.png").write_bytes(_png(bar("tall"), 1))
+    with pytest.raises(DataError, match=r"class folder 'dog' has no images .*\.heic files are HEIF photos"):
+        load_dataset(DataConfig(source=str(tmp_path)))
+    with pytest.raises(UsageError, match="convert them to JPEG"):
+        image_files([tmp_path / "dog"])
+    with pytest.raises(UsageError, match=r"IMG_0001.HEIC: \.heic files are HEIF photos"):
+        read_image(str(tmp_path / "dog" / "IMG_0001.HEIC"), {"image_size": [12, 12], "channels": 1})
+    assert "convert them to JPEG" in _left_out({"not_images": {".heic": 2, ".txt": 1}})
+    assert "JPEG" not in _left_out({"not_images": {".txt": 1, "hidden": 2}})

@@ -126,8 +126,11 @@ def _left_out(dataset: dict) -> str:
     other = dataset.get("not_images") or {}
     if not other:
         return ""
+    from edgecnn.script.edgecnn_infer import heif_hint
+
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(other.items(), key=lambda kv: -kv[1]))
-    return f"; left out {sum(other.values())} file(s) that are not images ({kinds})"
+    hint = heif_hint(other)
+    return f"; left out {sum(other.values())} file(s) that are not images ({kinds})" + (f"; {hint}" if hint else "")
 
 
 def print_train_summary(result) -> None:

@@ -717,6 +717,14 @@ def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
 
 # what an image folder holds, in training and here (Keras' image_dataset_from_directory reads the first five)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+HEIF_SUFFIXES = (".heic", ".heif")  # an iPhone's photos: Pillow reads them only with a plugin, so they are not read
+
+
+def heif_hint(names) -> str:
+    """What to do with HEIC/HEIF photos among `names` (file names or suffixes), or ""."""
+    found = sorted({s for s in (os.path.splitext(n)[1].lower() or n.lower() for n in names) if s in HEIF_SUFFIXES})
+    return (f"{'/'.join(found)} files are HEIF photos (an iPhone's default format), which are not read: convert them "
+            f"to JPEG (`sips -s format jpeg` on a Mac, `heif-convert` on Linux)") if found else ""
 NOT_DATA = ("__MACOSX",)  # folders archive tools add (macOS' resource forks), never images
 
 
@@ -757,7 +765,9 @@ def image_files(paths) -> list:
             continue
         found = walk_images(path)[0]
         if not found:
-            raise UsageError(f"{path}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
+            hint = heif_hint(walk_images(path)[1])
+            raise UsageError(f"{path}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)})"
+                             + (f"; its {hint}" if hint else ""))
         out += found
     return out
 
@@ -812,7 +822,8 @@ def read_image(path: str, prep: dict, resize: bool = True) -> np.ndarray:
     except FileNotFoundError:
         raise UsageError(f"{path}: no such image file") from None
     except Exception as e:  # UnidentifiedImageError, truncated files, decoder errors
-        raise UsageError(f"{path}: not a readable image ({_first_line(e)})") from None
+        hint = heif_hint([path])
+        raise UsageError(f"{path}: " + (hint if hint else f"not a readable image ({_first_line(e)})")) from None
     h, w = (int(v) for v in prep["image_size"])
     if not resize and a.shape[:2] != (h, w):
         raise UsageError(f"{path}: image is {a.shape[0]}x{a.shape[1]} but the model takes {h}x{w} "
