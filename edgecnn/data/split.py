@@ -174,7 +174,7 @@ def scan_images(files: list, orientation: str = "stored") -> ImageFiles:
     one pass). `orientation`: how the files are read (the preprocessing's "exif" or "stored")."""
     from PIL import Image
 
-    from edgecnn.script.edgecnn_infer import GREY_MODES, UsageError, check_mode, exif_orientation
+    from edgecnn.script.edgecnn_infer import UsageError, check_mode, exif_orientation, is_grey
 
     sizes, colour, tags, unreadable = [], [], [], []
     for f in files:
@@ -184,7 +184,7 @@ def scan_images(files: list, orientation: str = "stored") -> ImageFiles:
                 tag = exif_orientation(im)  # from the header, as the device reads it (before any decoding)
                 _whole(f, im)
                 w, h = im.size
-                colour.append(im.mode not in GREY_MODES)
+                colour.append(not is_grey(im))
                 tags.append(tag)
         except UsageError as e:
             raise DataError(str(e)) from None

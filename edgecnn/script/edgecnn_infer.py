@@ -620,8 +620,23 @@ def manifest_entry(manifest: dict, model_path: str):
     return None, {}
 
 
-GREY_MODES = ("1", "L", "P", "LA", "La", "PA")
+GREY_MODES = ("1", "L", "P", "LA", "La", "PA")  # palette images (P, PA) are grey when every palette colour is
 COLOUR_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def is_grey(im) -> bool:
+    """Whether a Pillow image holds grey pixels, from its header: its mode, and for a palette image (a GIF, a PNG
+    made smaller by pngquant or TinyPNG) its palette: grey when every colour in it is (R = G = B), else RGB, as
+    Keras' loader reads it. Palette images were all read as grey before, which turned a colour GIF grey."""
+    if im.mode not in ("P", "PA"):
+        return im.mode in GREY_MODES
+    palette = im.palette
+    raw = getattr(palette, "palette", None) if palette is not None else None
+    width = {"RGB": 3, "RGBA": 4}.get(getattr(palette, "mode", None))
+    if not raw or not width or len(raw) % width:
+        return True
+    rgb = np.frombuffer(bytes(raw), np.uint8).reshape(-1, width)[:, :3]
+    return bool(np.all(rgb == rgb[:, :1]))
 
 
 def check_mode(mode: str, path: str) -> None:
@@ -683,8 +698,13 @@ def image_array(im, path: str, orientation: str = "stored") -> np.ndarray:
     """
     check_mode(im.mode, path)
     tag = exif_orientation(im) if orientation == "exif" else 1
-    mode = "L" if im.mode in GREY_MODES else "RGB"
-    a = np.asarray(im if im.mode == mode else im.convert(mode), dtype=np.uint8)  # convert() to its own mode copies
+    grey = is_grey(im)
+    if im.mode in ("P", "PA"):  # by way of RGBA: Pillow warns converting a palette with transparency to L or RGB
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+        a = np.ascontiguousarray(rgba[..., 0] if grey else rgba[..., :3])  # a grey palette's R: its grey level
+    else:
+        mode = "L" if grey else "RGB"
+        a = np.asarray(im if im.mode == mode else im.convert(mode), dtype=np.uint8)  # convert() to its own mode copies
     return upright(a, tag) if tag != 1 else a
 
 

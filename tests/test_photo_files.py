@@ -1,5 +1,6 @@
-"""Photos that carry an EXIF Orientation tag (a phone held upright stores the sensor's sideways pixels and a tag):
-read upright by default in training and on the device, as stored on request, and measured for an imported model."""
+"""Image files as users' folders hold them: photos that carry an EXIF Orientation tag (a phone held upright
+stores the sensor's sideways pixels and a tag), read upright by default in training and on the device, as stored
+on request, and measured for an imported model; an iPhone's HEIC files; colour palette PNGs and GIFs."""
 from __future__ import annotations
 
 import io
@@ -181,3 +182,34 @@ def test_iphone_heic_photos_are_named_with_what_to_do(tmp_path):
         read_image(str(tmp_path / "dog" / "IMG_0001.HEIC"), {"image_size": [12, 12], "channels": 1})
     assert "convert them to JPEG" in _left_out({"not_images": {".heic": 2, ".txt": 1}})
     assert "JPEG" not in _left_out({"not_images": {".txt": 1, "hidden": 2}})
+
+
+def test_a_colour_palette_image_is_read_in_colour_as_keras_reads_it(tmp_path):
+    """A palette PNG (pngquant, TinyPNG) or GIF with colours is RGB, as tf.io.decode_image reads it for Keras'
+    loader; one whose palette is all grey stays grey. Palette images were all read as grey, so a colour GIF lost
+    its colour in training and on the device alike."""
+    import tensorflow as tf
+
+    rgb = np.zeros((6, 6, 3), np.uint8)
+    rgb[:3] = (255, 0, 0)
+    rgb[3:] = (0, 0, 255)
+    (tmp_path / "red").mkdir()
+    (tmp_path / "blue").mkdir()
+    paths = [tmp_path / "red" / "a.png", tmp_path / "red" / "b.gif", tmp_path / "blue" / "c.png"]
+    Image.fromarray(rgb).quantize(4).save(paths[0])
+    Image.fromarray(rgb).quantize(4).save(paths[1])
+    Image.fromarray(rgb).convert("RGBA").quantize(4).save(paths[2])  # a palette with transparency
+    for p in paths:
+        with Image.open(p) as im:
+            assert im.mode == "P"
+            got = image_array(im, str(p))
+        keras_reads = tf.io.decode_image(p.read_bytes(), channels=3, expand_animations=False).numpy()
+        np.testing.assert_array_equal(got, keras_reads, err_msg=p.name)
+    from edgecnn.data.split import scan_images
+
+    assert scan_images(paths).channels == 3  # a folder of them trains on RGB
+    grey = np.tile(np.arange(0, 240, 40, dtype=np.uint8), (6, 1))
+    Image.fromarray(grey).convert("P").save(tmp_path / "g.png")
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.mode == "P"
+        np.testing.assert_array_equal(image_array(im, "g.png"), grey)
