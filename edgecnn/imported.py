@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from edgecnn.contracts.parity import chance_warning, one_class_warning
+from edgecnn.data.duplicates import duplicate_warnings
 from edgecnn.errors import ConfigError, ModelError
 
 from edgecnn.models import IMPORTED as ARCH, float32_model  # ARCH: the run's spec names no edgecnn architecture
@@ -423,6 +424,8 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     else:
         warnings += _class_order_warning(pred, y_val, list(ds.class_names)) or \
             [w for w in [chance_warning(pred, y_val, ds.class_names, "validation images")] if w]
+    copies = ds.duplicates()
+    warnings += duplicate_warnings(copies, len(ds.test))
     run_model, added = _wrap(model, (*size, int(c)), input_range, probs_ok)
     if low_precision:
         added.insert(0, f"float32 computation (it computed in {low_precision})")
@@ -440,7 +443,8 @@ def import_model(cfg: ImportConfig) -> ImportResult:
                             "source": str(src.resolve()), "wrapped": added, "input_range": input_range,
                             "input_range_val_fit": range_fit,
                             **({"orientation_fit": orientation_fit} if orientation_fit else {})},
-                     train={"imported": asdict(cfg), "seed": cfg.seed}, dataset_summary=ds.summary())
+                     train={"imported": asdict(cfg), "seed": cfg.seed},
+                     dataset_summary={**ds.summary(), **({"duplicates": copies} if copies else {})})
         metrics = evaluate(run_model, ds)
         write_text(out / "classification_report.txt", metrics.pop("report_text"))
         write_json(out / "metrics.json", metrics)

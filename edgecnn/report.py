@@ -111,6 +111,7 @@ def _f(v, spec: str) -> str:
 
 def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
     from edgecnn.data import turned_line
+    from edgecnn.data.duplicates import duplicate_warnings
 
     model, data, ds = config.get("model", {}), config.get("data", {}), config.get("dataset", {})
     shape = "x".join(map(str, model.get("input_shape", [])))
@@ -119,6 +120,7 @@ def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
                      f" images, {ds.get('classes')} classes"),
             ("preprocessing", json.dumps(config.get("preprocessing"))),
             *([("orientation", turned_line(ds))] if turned_line(ds) else []),
+            *[("copies", w) for w in duplicate_warnings(ds.get("duplicates") or {}, ds.get("test") or 0)],
             ("model", f"imported from {model['source']}, input {shape}" if imported else
              f"{model.get('arch')} {json.dumps(model['params']) if model.get('params') else '(default parameters)'}"
              f", input {shape}")]

@@ -28,6 +28,7 @@ import numpy as np
 from edgecnn.checkpoint import (BACKUP_DIR, BEST, LOG_CSV, epochs_done, load_best, make_checkpoint, read_log,
                                 trim_log)
 from edgecnn.data import DataConfig, Dataset, load_dataset
+from edgecnn.data.duplicates import duplicate_warnings
 from edgecnn.errors import ConfigError, DataError
 from edgecnn.models import ModelSpec, build, compile_model, saveable
 from edgecnn.io import atomic_path, folder_lock, write_json, write_text
@@ -197,8 +198,10 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
 
     check_input(spec)
     seed_everything(cfg.seed)
+    copies = ds.duplicates()
+    summary = {**ds.summary(), **({"duplicates": copies} if copies else {})}
     write_config(out, data=cfg.data.to_dict(), preprocessing=ds.preprocessing, class_names=ds.class_names,
-                 model=spec.to_dict(), train=cfg.to_dict(), dataset_summary=ds.summary())
+                 model=spec.to_dict(), train=cfg.to_dict(), dataset_summary=summary)
     if cfg.resume:
         trim_log(out, epochs_done(out))
     else:
@@ -251,9 +254,10 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
 
     refresh(out)  # RUN/report.html
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    return TrainResult(run_dir=out, metrics=metrics, history=history, spec=spec, dataset=ds.summary(),
+    return TrainResult(run_dir=out, metrics=metrics, history=history, spec=spec, dataset=summary,
                        seconds=time.perf_counter() - t0, files=files, replicas=replicas,
-                       warnings=result_warnings(metrics, ds.y_train, cfg.class_weight), cache=ds.cache_line())
+                       warnings=duplicate_warnings(copies, len(ds.test))
+                       + result_warnings(metrics, ds.y_train, cfg.class_weight), cache=ds.cache_line())
 
 
 IMBALANCED = 10  # the largest training class this many times the smallest: imbalanced

@@ -31,9 +31,11 @@ def _png(a: np.ndarray, tag: int) -> bytes:
     return b.getvalue()
 
 
-def bar(cls: str, size: int = 12, at: int = 0) -> np.ndarray:
-    """A grey image with a bright bar: vertical for "tall", horizontal for "wide"."""
+def bar(cls: str, size: int = 12, at: int = 0, mark: int = 0) -> np.ndarray:
+    """A grey image with a bright bar: vertical for "tall", horizontal for "wide"; `mark` a faint corner pixel
+    that makes each image of a folder its own."""
     a = np.zeros((size, size), np.uint8)
+    a[0, 0] = mark
     c = size // 2 + at
     if cls == "tall":
         a[2:size - 2, c] = 255
@@ -50,7 +52,7 @@ def write_folder(root, n: int = 12, stored_as_seen: bool = False):
     for cls in ("tall", "wide"):
         for i in range(n):
             tag = (1, 6, 1, 8)[i % 4]
-            stored = np.ascontiguousarray(np.rot90(bar(cls, at=i % 3 - 1), STORE[tag]))
+            stored = np.ascontiguousarray(np.rot90(bar(cls, at=i % 3 - 1, mark=i), STORE[tag]))
             seen = cls if tag == 1 else {"tall": "wide", "wide": "tall"}[cls]  # what the stored pixels show
             (root / (seen if stored_as_seen else cls) / f"{cls}{i:02d}.png").write_bytes(_png(stored, tag))
 
@@ -213,3 +215,40 @@ def test_a_colour_palette_image_is_read_in_colour_as_keras_reads_it(tmp_path):
     with Image.open(tmp_path / "g.png") as im:
         assert im.mode == "P"
         np.testing.assert_array_equal(image_array(im, "g.png"), grey)
+
+
+def test_byte_identical_copies_across_classes_and_into_the_test_split_are_said(tmp_path):
+    """The same photo in two class folders (contradicting labels), and a test image identical to a training one
+    (the test figures count it as unseen), are named when training ends and recorded in config.json; copies of
+    different bytes are not."""
+    from edgecnn.data import DataConfig, load_dataset
+    from edgecnn.data.duplicates import duplicate_warnings, identical_groups
+
+    write_folder(tmp_path / "f", n=12)
+    tall, wide = tmp_path / "f" / "tall", tmp_path / "f" / "wide"
+    (wide / "copy of tall03.png").write_bytes((tall / "tall03.png").read_bytes())  # another class
+    for i in range(12):  # every tall image twice: some pair lands in test and train
+        (tall / f"tall{i:02d} (1).png").write_bytes((tall / f"tall{i:02d}.png").read_bytes())
+    big = np.random.default_rng(0).integers(0, 255, 100_000, dtype=np.uint8)  # past the 64 KiB head
+    (tmp_path / "a.bin").write_bytes(big.tobytes())
+    big[-1] ^= 1  # the same size and head, another last byte
+    (tmp_path / "b.bin").write_bytes(big.tobytes())
+    groups = identical_groups([tmp_path / "a.bin", tmp_path / "b.bin", tmp_path / "a.bin"])
+    assert [g.tolist() for g in groups] == [[0, 2]]
+    ds = load_dataset(DataConfig(source=str(tmp_path / "f")))
+    found = ds.duplicates()
+    assert found["groups"] == 12 and found["copies"] == 13 and found["across_classes"] == 1  # tall03 thrice
+    assert found["examples"]["across_classes"] == ["tall/tall03 (1).png = wide/copy of tall03.png"]
+    paths = ds.train.raw.paths
+    seen = {paths[i].read_bytes() for i in np.concatenate([ds.train.index, ds.val.index])}
+    assert found["test_seen"] == sum(paths[i].read_bytes() in seen for i in ds.test.index)
+    assert found["test_seen"] > 0
+    said = duplicate_warnings(found, len(ds.test))
+    assert len(said) == 2 and "contradict" in said[0] and f"of {len(ds.test)} test images" in said[1]
+    res = cli("train", "--data", tmp_path / "f", "--out", tmp_path / "run", "--epochs", "1", "--param", "filters=4",
+              "--param", "dense_units=8")
+    assert res.exit_code == 0, res.output
+    assert "byte-identical copy in another class" in res.output and "test figures count them" in res.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"]["duplicates"] == found
+    write_folder(tmp_path / "clean", n=6)
+    assert load_dataset(DataConfig(source=str(tmp_path / "clean"))).duplicates() == {}

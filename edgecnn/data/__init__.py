@@ -137,6 +137,16 @@ class Dataset:
                 if isinstance(r, ImageFiles)]
         return sum(r.turned for r in raws), sum(len(r) for r in raws)
 
+    def duplicates(self) -> dict:
+        """Byte-identical image files across classes and splits (data/duplicates.py: `find`), or {} (none, or not
+        one image folder split three ways)."""
+        raw = self.train.raw
+        if not isinstance(raw, ImageFiles) or self.val.raw is not raw or self.test.raw is not raw:
+            return {}
+        from edgecnn.data.duplicates import find
+
+        return find(raw.paths, {"train": self.train, "val": self.val, "test": self.test}, self.origin.get("path"))
+
     def cache_line(self) -> str:
         """Where an image folder's preprocessed images are cached (data/cache.py), or why they are not when
         caching would pay; "" for other sources."""
