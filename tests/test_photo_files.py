@@ -157,7 +157,11 @@ def test_import_measures_how_its_training_read_the_photos(tmp_path, stored_as_se
     write_folder(tmp_path / "field", n=8, stored_as_seen=stored_as_seen)  # other photos: read as the run records
     bench = cli("bench", "--model", run / "model.keras", "--data", tmp_path / "field", "--no-timing", "--json")
     assert bench.exit_code == 0, bench.output
-    assert json.loads(bench.output)["rows"][0]["accuracy"] == 1.0
+    out = json.loads(bench.stdout)  # warnings go to stderr too
+    assert out["rows"][0]["accuracy"] == 1.0
+    # the same generator wrote them: 16 of the field's images are the run's own photos, byte for byte
+    assert any(w.startswith("16 of 16 images are byte-identical to images of the run's own data")
+               for w in out["warnings"]), out["warnings"]
     pinned = cli("import", model, "--data", tmp_path / "f", "--out", tmp_path / "pinned", "--input-range", "0-1",
                  "--orientation", other)  # as asked, not measured
     assert pinned.exit_code == 0 and "orientation:" not in pinned.output, pinned.output
@@ -252,3 +256,10 @@ def test_byte_identical_copies_across_classes_and_into_the_test_split_are_said(t
     assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"]["duplicates"] == found
     write_folder(tmp_path / "clean", n=6)
     assert load_dataset(DataConfig(source=str(tmp_path / "clean"))).duplicates() == {}
+    from edgecnn.data.duplicates import field_warning  # bench --data FIELD: a field set of the run's own photos
+
+    new = tmp_path / "new.png"
+    new.write_bytes(_png(bar("wide", mark=200), 1))
+    assert field_warning([new], str(tmp_path / "f")) == ""
+    assert field_warning([tmp_path / "clean" / "tall" / "tall01.png", new], str(tmp_path / "f")).startswith(
+        f"1 of 2 images are byte-identical to images of the run's own data {tmp_path / 'f'} (")

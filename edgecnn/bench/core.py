@@ -315,7 +315,7 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
                   "reference_accuracy": ref.accuracy, "timing": _timing_text(cfg),
                   "memory": "peak_rss_mb: the process's peak resident memory during the row (kernel high-water "
                             "mark reset per row); footprint_mb: its rise above the memory at the row's start"},
-        warnings=[stuck] if stuck else [],
+        warnings=list(target.warnings) + ([stuck] if stuck else []),
     )
     if cfg.write:
         from edgecnn.bench.report import write_reports

@@ -40,6 +40,7 @@ class Target:
     origin: dict = field(default_factory=dict)
     preprocessing: dict = field(default_factory=dict)
     manifest: Optional[Manifest] = None  # what the artifacts are checked against (sha256, I/O, classes)
+    warnings: list = field(default_factory=list)  # what the images cannot show (a field set of training copies)
 
 
 def _select(artifacts: list, names) -> list:
@@ -134,7 +135,7 @@ def from_model(model, data: Optional[str], cfg) -> Target:
     prep = manifest.preprocessing.to_dict() if manifest else (run.preprocessing if run else None)
     ref_acc = None
     names = (manifest.class_names if manifest else None) or (run.class_names if run else None)
-    what = "test images"
+    what, warnings = "test images", []
     if data is None or (run is not None and DataConfig(source=data).source == run.data_config.source):
         if run is None:
             raise ConfigError(f"{model}: no run recorded beside it; pass --data SOURCE (digits, an .npz, a folder)")
@@ -150,6 +151,12 @@ def from_model(model, data: Optional[str], cfg) -> Target:
             if prep else {}
         x, what = load_eval_split(data, list(names), **kw)
         y, prep = x.labels, x.prep
+        if run is not None and hasattr(x.raw, "paths"):  # a folder: are its images copies of the run's own?
+            from edgecnn.data.duplicates import field_warning
+
+            copies = field_warning(x.raw.paths, run.data_config.source, data)
+            if copies:
+                warnings.append(copies)
     else:  # a model with no record of its classes: the source's own split and names
         ds = load_dataset(DataConfig(source=data))
         x, y, prep, names = ds.test, ds.y_test, ds.preprocessing, ds.class_names
@@ -160,7 +167,7 @@ def from_model(model, data: Optional[str], cfg) -> Target:
         out_dir=Path(cfg.out) if cfg.out else model.parent / f"bench_{model.stem}",
         origin={"model": str(model), "data": data or "run split", "manifest": str(mpath) if manifest else None,
                 "run_dir": str(run.path) if run else None, "images": what},
-        preprocessing=dict(prep), manifest=manifest,
+        preprocessing=dict(prep), manifest=manifest, warnings=warnings,
     )
 
 

@@ -53,6 +53,36 @@ def identical_groups(paths) -> list:
     return sorted((np.asarray(sorted(g), np.int64) for g in groups), key=lambda g: int(g[0]))
 
 
+def copies_between(paths, others) -> list:
+    """(i, j) for each file `paths[i]` byte-identical to a file `others[j]` (the first such j), in i order."""
+    groups = identical_groups(list(paths) + list(others))
+    n, out = len(paths), []
+    for g in groups:
+        theirs = g[g >= n]
+        if len(theirs):
+            out += [(int(i), int(theirs[0]) - n) for i in g[g < n]]
+    return sorted(out)
+
+
+def field_warning(paths, run_source, root=None) -> str:
+    """A field set (`bench --model M --data FOLDER`) whose images are copies of the run's own data: one line
+    naming how many and the first pairs, or ""."""
+    from edgecnn.script.edgecnn_infer import walk_images
+
+    if not run_source or not os.path.isdir(run_source) or not len(paths):
+        return ""
+    if root and os.path.abspath(root) == os.path.abspath(run_source):
+        return ""
+    theirs = walk_images(run_source)[0]
+    pairs = copies_between(paths, theirs)
+    if not pairs:
+        return ""
+    shown = "; ".join(f"{_name(paths, i, root)} = {theirs[j]}" for i, j in pairs[:SHOWN])
+    return (f"{len(pairs)} of {len(paths)} images are byte-identical to images of the run's own data {run_source} "
+            f"({shown}): they are not new to the model (if they were in its training split, the figures count "
+            f"images it learned from)")
+
+
 def _name(paths, i: int, root) -> str:
     p = Path(paths[i])
     try:
