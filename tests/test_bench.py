@@ -169,6 +169,14 @@ def test_a_class_that_an_accuracy_drop_hides_breaks_max_class_drop():
         "tflite_int8 on tflite", accuracy_drop=p.accuracy_drop, class_drop=p.class_drop, worst=worst)
     assert [str(v) for v in violations] == ["tflite_int8 on tflite: recall of defect drops 22.22 points > "
                                             "--max-class-drop 10 (2 of its 9 images lost)"]
+    from edgecnn.contracts.parity import smallest_class
+
+    small = smallest_class(labels, names)  # thin evidence: on 9 images, one image is 11 points of recall
+    assert small == {"name": "defect", "images": 9}
+    assert Gates(max_class_drop=10).thin_evidence(309, small) == [
+        "one image of defect is 11.11 points of its recall (9 test images), more than --max-class-drop 10: the gate "
+        "breaks on a single image of it"]
+    assert Gates(max_class_drop=12).thin_evidence(309, small) == Gates(max_acc_drop=1).thin_evidence(309, small) == []
     row = Row(artifact="tflite_int8", **p.row_fields(names))
     assert row.worst_class == {"name": "defect", "lost": 2, "images": 9} and _worst(row) == "defect -22.22 (2/9)"
     better = parity(np.eye(2)[ref], np.eye(2)[art], labels)  # the other way round: better on every class

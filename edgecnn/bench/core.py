@@ -13,7 +13,7 @@ import numpy as np
 from edgecnn.bench.config import BenchConfig, BenchResult
 from edgecnn.bench.sources import Artifact, Target, from_model, from_run
 from edgecnn.bench.timing import timed_stats
-from edgecnn.contracts.parity import manifest_mismatch, one_class_warning, parity
+from edgecnn.contracts.parity import manifest_mismatch, one_class_warning, parity, smallest_class
 from edgecnn.contracts.rows import REFUSED, Row, at_device
 from edgecnn.data.split import map_chunks
 from edgecnn.errors import ConfigError, IntegrityError, ShapeError
@@ -312,6 +312,7 @@ def bench(run_dir=None, *, model=None, data: Optional[str] = None, config: Optio
         rows=rows, violations=check_gates(rows, cfg.gates, int(len(target.y))), host=host,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         settings={**cfg.to_dict(), "source": target.origin, "test_images": int(len(target.y)),
+                  "smallest_class": smallest_class(target.y, target.class_names),
                   "reference_accuracy": ref.accuracy, "timing": _timing_text(cfg),
                   "memory": "peak_rss_mb: the process's peak resident memory during the row (kernel high-water "
                             "mark reset per row); footprint_mb: its rise above the memory at the row's start"},

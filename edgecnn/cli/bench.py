@@ -123,7 +123,8 @@ def bench(run_dir, model, data, backends, artifacts, threads, batch, xnnpack, re
             click.echo(wrap(f"wrote {result.out_dir}: " + ", ".join(p.name for p in result.files)))
     failed = [r for r in result.rows if r.status == "failed"]
     report_verdict(cfg.gates, result.violations, sum(r.status == "ok" for r in result.rows),
-                   int(result.settings.get("test_images") or 0), result.warnings)
+                   int(result.settings.get("test_images") or 0), result.warnings,
+                   smallest=result.settings.get("smallest_class"))
     for r in result.refused:  # an artifact that is not what the manifest describes: never a green run
         click.echo(f"error: {r.artifact} not run: {r.reason}", err=True)
     if result.refused:

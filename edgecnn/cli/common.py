@@ -155,15 +155,16 @@ def report_violations(violations) -> None:
         click.echo(f"parity gate failed: {v}", err=True)
 
 
-def report_verdict(gates, violations, judged: int, n_test: int, warnings=()) -> None:
+def report_verdict(gates, violations, judged: int, n_test: int, warnings=(), smallest=None) -> None:
     """The gates' verdict, in `export`, `bench` and `demo` alike: `warnings` about the evidence (a reference stuck
-    on one class; said with or without gates) and thin evidence first, then one line per broken gate (stderr), or
-    one line saying they passed. Nothing more when no gate was set."""
+    on one class; said with or without gates) and thin evidence first (`smallest`: the smallest test class,
+    {"name", "images"}), then one line per broken gate (stderr), or one line saying they passed. Nothing more when
+    no gate was set."""
     for w in warnings:
         warn(w)
     if not gates.active:
         return
-    for w in gates.thin_evidence(n_test):
+    for w in gates.thin_evidence(n_test, smallest):
         warn(w)
     report_violations(violations)
     if not violations:

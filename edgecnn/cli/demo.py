@@ -120,6 +120,7 @@ def demo(out, overwrite, quant, seed, epochs, max_acc_drop, min_agreement, threa
     click.echo("next: copy the export folder to a board, or bench one over SSH:\n"
                f"  edgecnn bench {out} --remote pi@raspberrypi.local   (docs/boards.md)")
     report_verdict(bench_cfg.gates, result.violations, sum(r.status == "ok" for r in result.rows),
-                   int(result.settings.get("test_images") or 0), result.warnings)
+                   int(result.settings.get("test_images") or 0), result.warnings,
+                   smallest=result.settings.get("smallest_class"))
     if result.violations:
         sys.exit(1)

@@ -99,7 +99,8 @@ def print_export_summary(result, gates=None) -> None:
     for w in result.warnings:  # before the verdict and the "wrote" line, where they are read
         warn(w)
     if gates is not None:
-        report_verdict(gates, result.failures, len(result.artifacts), int(m["reference"]["n"]))
+        report_verdict(gates, result.failures, len(result.artifacts), int(m["reference"]["n"]),
+                       smallest=m["reference"].get("smallest_class"))
     if result.written:
         files = ", ".join([a["file"] for a in result.artifacts] + ["manifest.json", "edgecnn_infer.py"])
         click.echo(wrap(f"wrote {result.export_dir} ({files}) in {result.seconds:.1f} s"))

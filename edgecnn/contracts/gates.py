@@ -77,10 +77,16 @@ class Gates:
         """The active gates as their flags: '--max-acc-drop 0.5, --min-agreement 0.99'."""
         return ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in asdict(self).items() if v is not None)
 
-    def thin_evidence(self, n: int) -> list:
+    def thin_evidence(self, n: int, smallest: Optional[dict] = None) -> list:
         """Warnings when the test split is too small for a gate to mean what it says: one error on n images moves
-        accuracy by 100/n points, and agreement by 1/n."""
+        accuracy by 100/n points, and agreement by 1/n; one image of the smallest class ({"name", "images"}:
+        parity.smallest_class) moves its recall by 100/images points."""
         out = []
+        if smallest and self.max_class_drop is not None and smallest.get("images") and \
+                self.max_class_drop < 100.0 / smallest["images"]:
+            out.append(f"one image of {smallest['name']} is {100.0 / smallest['images']:.2f} points of its recall "
+                       f"({smallest['images']} test images), more than --max-class-drop {self.max_class_drop:g}: "
+                       f"the gate breaks on a single image of it")
         if not n:
             return out
         step = 100.0 / n

@@ -107,6 +107,19 @@ def differing(agreement: float, n: int) -> int:
     return int(round((1 - agreement) * n))
 
 
+def smallest_class(labels, class_names=None) -> Optional[dict]:
+    """{"name", "images"} of the class with the fewest test images (among those that have any), where one image
+    weighs most in a per-class gate; None without labels."""
+    y = np.asarray(labels, np.int64).reshape(-1)
+    if not y.size:
+        return None
+    counts = np.bincount(y)
+    held = np.flatnonzero(counts)
+    c = int(held[np.argmin(counts[held])])
+    name = str(class_names[c]) if class_names is not None and c < len(class_names) else str(c)
+    return {"name": name, "images": int(counts[c])}
+
+
 def worst_class_record(record: dict, class_names=None) -> Optional[dict]:
     """{"name", "lost", "images"} of the class whose recall falls most, from a parity record (`to_manifest`'s
     keys), as bench rows hold it and `Gates.check` names it; None when no class falls. `name` is the class's

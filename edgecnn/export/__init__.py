@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from edgecnn.contracts.gates import Gates
-from edgecnn.contracts.parity import worst_class_record
+from edgecnn.contracts.parity import smallest_class, worst_class_record
 from edgecnn.errors import ConfigError, ExportError, ShapeError
 from edgecnn.export import onnx as _onnx
 from edgecnn.export import tflite as _tflite
@@ -336,7 +336,9 @@ def _export(run, config: ExportConfig, t0: float) -> ExportResult:
         for name, ratio in _size_ratios(entries).items():
             entries[name].details["size_ratio_to_fp32"] = ratio
         manifest = build_manifest(run=run, arch=spec.arch, model_sha256=sha256(run.model_path),
-                                  reference={"accuracy": ref_acc, "n": int(len(ds.y_test))}, artifacts=entries,
+                                  reference={"accuracy": ref_acc, "n": int(len(ds.y_test)),
+                                             "smallest_class": smallest_class(ds.y_test, ds.class_names)},
+                                  artifacts=entries,
                                   qat=config.quant == Quantization.QAT and int8_wanted, warnings=ctx.warnings)
         result = ExportResult(run_dir=run.path, export_dir=export_dir, manifest=manifest.to_dict(),
                               artifacts=[{"name": n, **e.to_dict()} for n, e in entries.items()],
