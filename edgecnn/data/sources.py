@@ -13,7 +13,7 @@ import numpy as np
 from edgecnn.data.split import ImageFiles, NpzArray, scan_images
 from edgecnn.errors import DataError
 # one rule for what training and the device read
-from edgecnn.script.edgecnn_infer import IMAGE_SUFFIXES, heif_hint, is_data_folder, walk_images
+from edgecnn.script.edgecnn_infer import heif_hint, image_suffixes, is_data_folder, walk_images
 
 
 @dataclass
@@ -139,7 +139,7 @@ def _folder(path: str, orientation: str = "stored") -> RawData:
                        os.path.splitext(n)[1].lower() or "no suffix" for n in other)
         if not found:
             hint = heif_hint(other)
-            raise DataError(f"{path}: class folder '{cls}' has no images ({', '.join(IMAGE_SUFFIXES)})"
+            raise DataError(f"{path}: class folder '{cls}' has no images ({', '.join(image_suffixes())})"
                             + (f"; its {hint}" if hint else ""))
         files += found
         labels += [label] * len(found)

@@ -105,13 +105,11 @@ class ImageFiles:
         return (len(self.paths), h, w) if self.channels == 1 else (len(self.paths), h, w, 3)
 
     def read(self, i: int) -> np.ndarray:
-        from PIL import Image
-
-        from edgecnn.script.edgecnn_infer import UsageError, image_array
+        from edgecnn.script.edgecnn_infer import UsageError, image_array, open_image
 
         f = self.paths[i]
         try:
-            with Image.open(f) as im:
+            with open_image(f) as im:
                 a = image_array(im, str(f), self.orientation)  # the device's rule: 16-bit images are refused
         except UsageError as e:
             raise DataError(str(e)) from None
@@ -172,14 +170,12 @@ def scan_images(files: list, orientation: str = "stored") -> ImageFiles:
     """Headers only: sizes, modes and EXIF orientations of every file, refusing the modes the device refuses and,
     in one error that names the first few, every file that is not a whole image (a folder of photos is fixed in
     one pass). `orientation`: how the files are read (the preprocessing's "exif" or "stored")."""
-    from PIL import Image
-
-    from edgecnn.script.edgecnn_infer import UsageError, check_mode, exif_orientation, is_grey
+    from edgecnn.script.edgecnn_infer import UsageError, check_mode, exif_orientation, is_grey, open_image
 
     sizes, colour, tags, unreadable = [], [], [], []
     for f in files:
         try:
-            with Image.open(f) as im:
+            with open_image(f) as im:
                 check_mode(im.mode, str(f))
                 tag = exif_orientation(im)  # from the header, as the device reads it (before any decoding)
                 _whole(f, im)

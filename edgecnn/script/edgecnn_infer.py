@@ -737,21 +737,54 @@ def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
 
 # what an image folder holds, in training and here (Keras' image_dataset_from_directory reads the first five)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-HEIF_SUFFIXES = (".heic", ".heif")  # an iPhone's photos: Pillow reads them only with a plugin, so they are not read
+HEIF_SUFFIXES = (".heic", ".heif")  # an iPhone's photos: read with the pillow-heif plugin where it is installed
+NOT_DATA = ("__MACOSX",)  # folders archive tools add (macOS' resource forks), never images
+_HEIF: list = []  # [whether pillow-heif is installed and registered with Pillow], once a process asks
+
+
+def heif_readable() -> bool:
+    """Whether HEIC/HEIF files can be read here: pillow-heif installed (`pip install pillow-heif`), registered with
+    Pillow on first call. libheif turns a photo upright by its container's rotation and pillow-heif resets the
+    EXIF tag, so a HEIC photo arrives upright whatever the orientation asked (as a TIFF does in Pillow)."""
+    if not _HEIF:
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+            _HEIF.append(True)
+        except Exception:  # not installed, or a libheif that does not load
+            _HEIF.append(False)
+    return _HEIF[0]
+
+
+def image_suffixes() -> tuple:
+    """The suffixes of image files read here: IMAGE_SUFFIXES, and HEIF_SUFFIXES with pillow-heif."""
+    return IMAGE_SUFFIXES + (HEIF_SUFFIXES if heif_readable() else ())
 
 
 def heif_hint(names) -> str:
-    """What to do with HEIC/HEIF photos among `names` (file names or suffixes), or ""."""
+    """What to do with HEIC/HEIF photos among `names` (file names or suffixes) where they cannot be read, or ""."""
     found = sorted({s for s in (os.path.splitext(n)[1].lower() or n.lower() for n in names) if s in HEIF_SUFFIXES})
-    return (f"{'/'.join(found)} files are HEIF photos (an iPhone's default format), which are not read: convert them "
-            f"to JPEG (`sips -s format jpeg` on a Mac, `heif-convert` on Linux)") if found else ""
-NOT_DATA = ("__MACOSX",)  # folders archive tools add (macOS' resource forks), never images
+    if not found or heif_readable():
+        return ""
+    return (f"{'/'.join(found)} files are HEIF photos (an iPhone's default format), which need the pillow-heif "
+            f"package (pip install pillow-heif) or converting to JPEG (`sips -s format jpeg` on a Mac)")
+
+
+def open_image(path):
+    """Pillow's Image.open, with the HEIF plugin registered first for a .heic/.heif file (in every process that
+    reads one: tuning workers, the board)."""
+    from PIL import Image
+
+    if os.path.splitext(str(path))[1].lower() in HEIF_SUFFIXES:
+        heif_readable()
+    return Image.open(path)
 
 
 def is_image_name(name: str) -> bool:
     """An image file by its name: an image suffix and not hidden (macOS writes a '._NAME.jpg' resource fork
     beside each image on non-Mac disks and in zip files; it is not an image)."""
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in image_suffixes()
 
 
 def is_data_folder(name: str) -> bool:
@@ -786,7 +819,7 @@ def image_files(paths) -> list:
         found = walk_images(path)[0]
         if not found:
             hint = heif_hint(walk_images(path)[1])
-            raise UsageError(f"{path}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)})"
+            raise UsageError(f"{path}: a folder with no image files ({', '.join(image_suffixes())})"
                              + (f"; its {hint}" if hint else ""))
         out += found
     return out
@@ -831,11 +864,11 @@ def read_image(path: str, prep: dict, resize: bool = True) -> np.ndarray:
         resize=False) a size that differs from the model's.
     """
     try:
-        from PIL import Image
+        import PIL.Image  # noqa: F401  (open_image's)
     except ImportError:
         raise UsageError("reading image files needs Pillow: pip install pillow (or pass --npz)") from None
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             a = image_array(im, path, prep.get("orientation", "stored"))
     except UsageError:
         raise
