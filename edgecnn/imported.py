@@ -333,20 +333,26 @@ def _choose_orientation(model, ds, data, scale: float, offset: float) -> tuple:
     from edgecnn.data import load_dataset
 
     upright = load_dataset(dataclasses.replace(data, orientation="exif"))
-    acc, n = {"exif": 0, "stored": 0}, 0
+    right = {"exif": [], "stored": []}
     for name in ("val", "train"):
-        pos = _turned_positions(getattr(ds, name), ORIENTATION_PROBE - n)
+        pos = _turned_positions(getattr(ds, name), ORIENTATION_PROBE - len(right["exif"]))
         if not len(pos):
             continue
         y = getattr(ds, name).labels[pos]
         for way, d in (("stored", ds), ("exif", upright)):
             p = model.predict(getattr(d, name)[pos] * scale + offset, verbose=0)
-            acc[way] += int(np.sum(_predicted(p) == y))
-        n += len(pos)
-    if not n:
+            right[way] += (_predicted(p) == y).tolist()
+    if not right["exif"]:
         return "stored", None
-    fit = {"images": n, "exif": acc["exif"] / n, "stored": acc["stored"] / n}
-    return ("exif" if fit["exif"] > fit["stored"] else "stored"), fit
+    return _orientation_verdict(np.asarray(right["exif"]), np.asarray(right["stored"]))
+
+
+def _orientation_verdict(exif: np.ndarray, stored: np.ndarray) -> tuple:
+    """(orientation, fit) from which photos the model gets right read each way: "exif" only when upright is
+    clearly better (paired, McNemar's statistic, as `_alike` judges input ranges), else "stored", Keras'
+    loader's way; fit: {"images", "exif", "stored"} accuracies."""
+    fit = {"images": int(len(exif)), "exif": float(np.mean(exif)), "stored": float(np.mean(stored))}
+    return ("exif" if fit["exif"] > fit["stored"] and not _alike(exif, stored) else "stored"), fit
 
 
 def import_model(cfg: ImportConfig) -> ImportResult:

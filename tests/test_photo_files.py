@@ -168,6 +168,19 @@ def test_import_measures_how_its_training_read_the_photos(tmp_path, stored_as_se
     assert json.loads((tmp_path / "pinned" / "metrics.json").read_text())["test_accuracy"] < 1.0
 
 
+def test_upright_is_taken_only_when_clearly_better():
+    """A model that scores a few photos more upright by chance keeps "stored" (Keras' loader's way); one that is
+    right far more often upright takes "exif"."""
+    from edgecnn.imported import _orientation_verdict
+
+    stored = np.ones(40, bool)
+    stored[:2] = False  # 38 of 40 right as stored
+    assert _orientation_verdict(np.ones(40, bool), stored)[0] == "stored"  # 40 of 40 upright: two images
+    assert _orientation_verdict(np.ones(40, bool), ~stored | (np.arange(40) < 30))[0] == "exif"  # 40 against 30
+    assert _orientation_verdict(np.zeros(40, bool), stored) == ("stored", {"images": 40, "exif": 0.0,
+                                                                          "stored": 0.95})
+
+
 def test_iphone_heic_photos_without_pillow_heif_are_named_with_what_to_do(tmp_path, monkeypatch):
     """Without pillow-heif, HEIC/HEIF (an iPhone's default) is not read: a class folder of them, a folder given
     to the script, a file, and the training summary's left-out count each say what to do, not only "no images"."""
