@@ -21,21 +21,19 @@ CLI::
 from __future__ import annotations
 
 import re
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
-
-import numpy as np
 
 from edgecnn.contracts.parity import chance_warning, one_class_warning
 from edgecnn.data.duplicates import duplicate_warnings
 from edgecnn.errors import ConfigError, ModelError
 
 from edgecnn.models import IMPORTED as ARCH, float32_model  # ARCH: the run's spec names no edgecnn architecture
+from edgecnn import imported_fit as measure
+from edgecnn.imported_fit import AUTO, RANGES
 from edgecnn.script.edgecnn_infer import ORIENTATIONS
-RANGES = {"0-1": (1.0, 0.0), "0-255": (255.0, 0.0), "-1-1": (2.0, -1.0)}  # input range -> (scale, offset) from [0, 1]
-AUTO = "auto"  # the range measured on the validation images: the best accuracy, then the lowest loss
-CLEARLY_BETTER = 0.10  # accuracy by which the measured range beats one asked for, for a warning (or half its loss)
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,7 @@ class ImportResult:
     range_fit: dict  # {range: {"accuracy", "loss"}} on the validation images, for each input range
     warnings: list  # e.g. another input range classifies the validation images clearly better
     orientation: str = "stored"  # how image files are read: as asked, or as measured (auto)
-    orientation_fit: dict = None  # auto with photos that carry an EXIF orientation: {"images", "exif", "stored"}
+    orientation_fit: Optional[dict] = None  # auto with photos that carry an EXIF orientation: {"images", "exif", "stored"}
 
 
 # A Keras 2 SavedModel directory (tf.keras' `model.save("dir")` before Keras 3) loads only in tf_keras: a child
@@ -146,14 +144,6 @@ def _load(path: Path):
     return model
 
 
-def _outputs_probabilities(probe: np.ndarray) -> bool:
-    """Whether the model's outputs on a probe batch are probabilities: one per class summing to 1, or one
-    sigmoid output in [0, 1] (a logit is negative on about half the images of a trained binary classifier)."""
-    if probe.shape[1] == 1:
-        return bool(np.all((probe >= -1e-6) & (probe <= 1 + 1e-6)))
-    return bool(np.all(probe >= -1e-6) and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3))
-
-
 def _two_classes(x, probs_ok: bool):
     """A one-output binary classifier's P(second class), or its logit, as the two classes' probabilities
     [1 - p, p]: fixed built-in layers (no custom layer), so every export and QAT's tf_keras rebuild take it."""
@@ -166,103 +156,6 @@ def _two_classes(x, probs_ok: bool):
     # one-unit Dense feeds Dense(2) and Softmax (README, import)
     return keras.layers.Dense(2, kernel_initializer=keras.initializers.Constant([[-1.0, 1.0]]), trainable=False,
                               bias_initializer=keras.initializers.Constant([1.0, 0.0]), name="two_classes")(x)
-
-
-def _predicted(p: np.ndarray) -> np.ndarray:
-    """Predicted classes from a model's outputs (probabilities, logits, or one binary unit)."""
-    if p.shape[1] == 1:
-        return (p[:, 0] > (0.5 if _outputs_probabilities(p) else 0.0)).astype(np.int64)
-    return p.argmax(axis=1)
-
-
-def _class_order_warning(pred: np.ndarray, y: np.ndarray, class_names: list) -> list:
-    """A warning when the validation images are classified far better with the model's outputs matched to the
-    classes in another order (the best one-to-one assignment on the confusion matrix): a model trained with
-    another class order than the data's sorted names."""
-    order, best = _matched(pred, y, len(class_names))
-    plain = float(np.mean(pred == y)) if len(y) else 0.0
-    if best - plain < 0.2:
-        return []
-    order = [class_names[k] for k in order]
-    return [f"validation accuracy {plain:.3f} with the classes in the data's order ({', '.join(class_names)}), "
-            f"{best:.3f} if the model's outputs are in the order {', '.join(order)}: was it trained with another "
-            f"class order? (a folder's classes are sorted by name)"]
-
-
-def _matched(pred: np.ndarray, y: np.ndarray, k: int) -> tuple[list, float]:
-    """(the class each output j stands for, accuracy) under the best one-to-one matching of outputs to classes
-    (the assignment that maximizes the confusion matrix's matched counts)."""
-    from scipy.optimize import linear_sum_assignment
-
-    confusion = np.zeros((k, k), np.int64)
-    np.add.at(confusion, (y, pred), 1)
-    rows, cols = linear_sum_assignment(-confusion)
-    order = [int(r) for r, _ in sorted(zip(rows, cols), key=lambda rc: rc[1])]
-    return order, float(confusion[rows, cols].sum() / max(len(y), 1))
-
-
-def _right(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Which images a model's outputs `p` classify right, with its outputs matched to the classes at best."""
-    pred = _predicted(np.asarray(p, np.float64))
-    order, _ = _matched(pred, y, max(int(np.asarray(p).shape[1]), 2))
-    return np.asarray(order)[pred] == y
-
-
-def _fit(p: np.ndarray, y: np.ndarray) -> dict:
-    """{"accuracy", "matched_accuracy", "loss"} of a model's outputs `p` on images labelled `y` (matched: with its
-    outputs matched one-to-one to the classes at best, so a model trained with another class order still shows
-    which input range it takes; loss: the mean cross-entropy of the true class). Fed the wrong range, a model is
-    near chance, or, when it is a ReLU network that only sees its input scaled, as accurate but with flattened
-    probabilities: hence the loss too."""
-    p = np.asarray(p, np.float64)
-    pred = _predicted(p)
-    probs_ok = _outputs_probabilities(p)
-    if p.shape[1] == 1:  # one output: P(second class) or its logit
-        p1 = p[:, 0] if probs_ok else 1.0 / (1.0 + np.exp(-p[:, 0]))
-        p = np.stack([1.0 - p1, p1], axis=1)
-    elif not probs_ok:
-        e = np.exp(p - p.max(axis=1, keepdims=True))
-        p = e / e.sum(axis=1, keepdims=True)
-    true = p[np.arange(len(y)), y] if len(y) else np.ones(0)
-    return {"accuracy": float(np.mean(pred == y)) if len(y) else 0.0,
-            "matched_accuracy": _matched(pred, y, p.shape[1])[1],
-            "loss": float(-np.mean(np.log(np.clip(true, 1e-12, 1.0)))) if len(y) else 0.0}
-
-
-FEW_TO_TELL = 32  # validation images below which a tie on accuracy broken by loss is said, not trusted
-
-
-def _alike(best: np.ndarray, other: np.ndarray) -> bool:
-    """Whether a range that gets the images `other` right scores no worse than the one getting `best` right by
-    more than chance: paired on the same images, those only the best gets right outnumber those only the other
-    gets right by at most one image or two standard deviations (McNemar's statistic)."""
-    only_best, only_other = int(np.sum(best & ~other)), int(np.sum(other & ~best))
-    return only_best - only_other <= max(1.0, 2.0 * np.sqrt(only_best + only_other))
-
-
-def _choose_range(asked: str, fit: dict, n: int, right: dict) -> tuple[str, list]:
-    """(the range to use, warnings). The measured range: the lowest loss among those whose matched accuracy is
-    alike the best one's (`_alike`: a model trained on 0-1 and fed 0-255, a ReLU network without BatchNorm,
-    classifies as well by chance as often as not, with 8 times the loss). auto takes it, with a warning when
-    fewer than FEW_TO_TELL images left several ranges alike (two images, all right in every range, told 0-255
-    for a model trained on 0-1 by its overconfident loss);
-    a range asked for is kept, with a warning when the measured one is clearly better (10 points more accurate,
-    or less than half the loss)."""
-    top = max(RANGES, key=lambda k: fit[k]["matched_accuracy"])
-    near = [k for k in RANGES if k == top or _alike(right[top], right[k])]
-    best = min(near, key=lambda k: fit[k]["loss"])
-    if asked == AUTO:
-        if len(near) > 1 and n < FEW_TO_TELL:  # a loss on a handful of images cannot be trusted to decide
-            return best, [f"input range {best} measured on only {n} validation image(s), where "
-                          f"{', '.join(near)} cannot be told apart by accuracy: if the model was trained on "
-                          f"another range, pass --input-range"]
-        return best, []
-    a, b = fit[asked], fit[best]
-    if best != asked and (b["matched_accuracy"] - a["matched_accuracy"] >= CLEARLY_BETTER or b["loss"] < a["loss"] / 2):
-        return asked, [f"with --input-range {asked} the model scores validation accuracy {a['accuracy']:.3f} "
-                       f"(loss {a['loss']:.3f}), with {best} {b['accuracy']:.3f} (loss {b['loss']:.3f}): was it "
-                       f"trained on {best} pixels?"]
-    return asked, []
 
 
 def _wrap(model, input_shape, input_range: str, probs_ok: bool):
@@ -311,50 +204,6 @@ def _settled_per_range(model, ds, cfg: ImportConfig, src: Path) -> tuple:
     return {name: out.get(name) or out[cfg.input_range] for name in RANGES}, len(images)
 
 
-ORIENTATION_PROBE = 256  # photos with an EXIF orientation, of the training and validation splits, read both ways
-
-
-def _turned_positions(split, limit: int) -> np.ndarray:
-    """Positions in `split` of the image files whose EXIF Orientation turns or mirrors them (at most `limit`)."""
-    from edgecnn.data import ImageFiles
-
-    if not isinstance(split.raw, ImageFiles):
-        return np.zeros(0, np.int64)
-    return np.flatnonzero(np.asarray(split.raw.tags)[split.index] != 1)[:limit]
-
-
-def _choose_orientation(model, ds, data, scale: float, offset: float) -> tuple:
-    """(orientation, fit) for `--orientation auto`: "stored" (as Keras' loader reads files) unless the folder has
-    photos with an EXIF orientation and the model classifies those clearly better upright. Measured on such photos
-    of the validation split, then the training split (never the test split); fit: {"images", "exif", "stored"}
-    accuracies, or None when no photo carries a tag."""
-    import dataclasses
-
-    from edgecnn.data import load_dataset
-
-    upright = load_dataset(dataclasses.replace(data, orientation="exif"))
-    right = {"exif": [], "stored": []}
-    for name in ("val", "train"):
-        pos = _turned_positions(getattr(ds, name), ORIENTATION_PROBE - len(right["exif"]))
-        if not len(pos):
-            continue
-        y = getattr(ds, name).labels[pos]
-        for way, d in (("stored", ds), ("exif", upright)):
-            p = model.predict(getattr(d, name)[pos] * scale + offset, verbose=0)
-            right[way] += (_predicted(p) == y).tolist()
-    if not right["exif"]:
-        return "stored", None
-    return _orientation_verdict(np.asarray(right["exif"]), np.asarray(right["stored"]))
-
-
-def _orientation_verdict(exif: np.ndarray, stored: np.ndarray) -> tuple:
-    """(orientation, fit) from which photos the model gets right read each way: "exif" only when upright is
-    clearly better (paired, McNemar's statistic, as `_alike` judges input ranges), else "stored", Keras'
-    loader's way; fit: {"images", "exif", "stored"} accuracies."""
-    fit = {"images": int(len(exif)), "exif": float(np.mean(exif)), "stored": float(np.mean(stored))}
-    return ("exif" if fit["exif"] > fit["stored"] and not _alike(exif, stored) else "stored"), fit
-
-
 def import_model(cfg: ImportConfig) -> ImportResult:
     """Write a run directory for a model trained elsewhere: model.keras (wrapped as needed), config.json with the
     preprocessing, metrics.json and the report.
@@ -399,8 +248,9 @@ def import_model(cfg: ImportConfig) -> ImportResult:
             if settled:  # each range is judged with the statistics measured in it
                 settled[name].restore()
             outputs[name] = model.predict(x_val * scale + offset, verbose=0)
-        fit = {name: _fit(p, y_val) for name, p in outputs.items()}
-        chosen, said = _choose_range(cfg.input_range, fit, n_probe, {n: _right(p, y_val) for n, p in outputs.items()})
+        fit = {name: measure.scores(p, y_val) for name, p in outputs.items()}
+        right = {name: measure.right_at_best(p, y_val) for name, p in outputs.items()}
+        chosen, said = measure.choose_range(cfg.input_range, fit, n_probe, right)
         if settled:
             settled[chosen].restore()
         return outputs, fit, chosen, said
@@ -408,16 +258,13 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     outputs, range_fit, input_range, warnings = per_range(ds)
     orientation_fit = None
     if cfg.orientation == AUTO and ds.turned[0]:  # photos with an EXIF tag: read as its training read them
-        orientation, orientation_fit = _choose_orientation(model, ds, data, *RANGES[input_range])
+        orientation, orientation_fit, upright = measure.choose_orientation(model, ds, data, *RANGES[input_range])
         if orientation != data.orientation:  # the range again, on the photos read this way
-            import dataclasses
-
-            data = dataclasses.replace(data, orientation=orientation)
-            ds = load_dataset(data)
+            data, ds = dataclasses.replace(data, orientation=orientation), upright
             outputs, range_fit, input_range, warnings = per_range(ds)
     probe = outputs[input_range]
-    probs_ok = _outputs_probabilities(probe)
-    pred = _predicted(probe)
+    probs_ok = measure.outputs_probabilities(probe)
+    pred = measure.predicted(probe)
     if settled:
         settled[input_range].restore()
     stuck = one_class_warning(pred, y_val, ds.class_names, "validation images")
@@ -428,7 +275,7 @@ def import_model(cfg: ImportConfig) -> ImportResult:
             if batchnorm_layers(model) and not settled else ""
         warnings.append(stuck + hint)
     else:
-        warnings += _class_order_warning(pred, y_val, list(ds.class_names)) or \
+        warnings += measure.class_order_warning(pred, y_val, list(ds.class_names)) or \
             [w for w in [chance_warning(pred, y_val, ds.class_names, "validation images")] if w]
     copies = ds.duplicates()
     warnings += duplicate_warnings(copies, len(ds.test))
@@ -450,7 +297,7 @@ def import_model(cfg: ImportConfig) -> ImportResult:
                             "input_range_val_fit": range_fit,
                             **({"orientation_fit": orientation_fit} if orientation_fit else {})},
                      train={"imported": asdict(cfg), "seed": cfg.seed},
-                     dataset_summary={**ds.summary(), **({"duplicates": copies} if copies else {})})
+                     dataset_summary=ds.summary(copies))
         metrics = evaluate(run_model, ds)
         write_text(out / "classification_report.txt", metrics.pop("report_text"))
         write_json(out / "metrics.json", metrics)

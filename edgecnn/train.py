@@ -199,7 +199,7 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     check_input(spec)
     seed_everything(cfg.seed)
     copies = ds.duplicates()
-    summary = {**ds.summary(), **({"duplicates": copies} if copies else {})}
+    summary = ds.summary(copies)
     write_config(out, data=cfg.data.to_dict(), preprocessing=ds.preprocessing, class_names=ds.class_names,
                  model=spec.to_dict(), train=cfg.to_dict(), dataset_summary=summary)
     if cfg.resume:

@@ -20,7 +20,8 @@ LAYERS = [
     ("runtimes", ("edgecnn.runtimes",)),
     ("stages", ("edgecnn.data", "edgecnn.models", "edgecnn.checkpoint", "edgecnn.rundir", "edgecnn.reporting",
                 "edgecnn.train", "edgecnn.train_inputs", "edgecnn.precise_bn", "edgecnn.transfer", "edgecnn.tune", "edgecnn.tune_trials", "edgecnn.tune_workers", "edgecnn.tune_device", "edgecnn.export", "edgecnn.bench", "edgecnn.device",
-                "edgecnn.predict", "edgecnn.inspect", "edgecnn.testing", "edgecnn.report", "edgecnn.imported")),
+                "edgecnn.predict", "edgecnn.inspect", "edgecnn.testing", "edgecnn.report", "edgecnn.imported",
+                "edgecnn.imported_fit")),
     ("cli", ("edgecnn.cli", "edgecnn.__main__")),
 ]
 

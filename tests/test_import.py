@@ -318,7 +318,7 @@ def test_precise_bn_settles_a_model_whose_batchnorm_statistics_never_did(tmp_pat
 def test_a_range_measured_on_a_handful_of_images_is_said_not_trusted():
     """An edgecnn model trained on [0, 1], imported with a folder of 11 images: its 2 validation images were
     right in every range, and 0-255's overconfident logits gave the lowest loss, so auto took 0-255 silently."""
-    from edgecnn.imported import RANGES, _choose_range
+    from edgecnn.imported_fit import RANGES, choose_range as _choose_range
 
     fit = {k: {"matched_accuracy": 1.0, "accuracy": 1.0, "loss": loss} for k, loss in zip(RANGES, (0.46, 0.0, 0.13))}
     right = {k: np.ones(2, bool) for k in RANGES}
@@ -337,7 +337,7 @@ def test_a_range_a_few_images_ahead_by_chance_does_not_outvote_the_loss():
     an RGB model imported with digits, 0-255 was 2 of 256 validation images ahead (0.961 against 0.953) at 8
     times the loss (1.08 against 0.13), and auto took 0-255. Two images of difference, paired on the same images,
     is chance: the loss decides. A range clearly behind on the same images is not taken for its loss."""
-    from edgecnn.imported import RANGES, _choose_range
+    from edgecnn.imported_fit import RANGES, choose_range as _choose_range
 
     fit = {"0-1": {"matched_accuracy": 0.953, "accuracy": 0.953, "loss": 0.130},
            "0-255": {"matched_accuracy": 0.961, "accuracy": 0.961, "loss": 1.079},

@@ -171,7 +171,7 @@ def test_import_measures_how_its_training_read_the_photos(tmp_path, stored_as_se
 def test_upright_is_taken_only_when_clearly_better():
     """A model that scores a few photos more upright by chance keeps "stored" (Keras' loader's way); one that is
     right far more often upright takes "exif"."""
-    from edgecnn.imported import _orientation_verdict
+    from edgecnn.imported_fit import orientation_verdict as _orientation_verdict
 
     stored = np.ones(40, bool)
     stored[:2] = False  # 38 of 40 right as stored

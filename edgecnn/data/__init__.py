@@ -116,7 +116,9 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def summary(self) -> dict:
+    def summary(self, copies: Optional[dict] = None) -> dict:
+        """Split sizes, input shape, classes, what an image folder held besides images, its photos with an EXIF
+        orientation, `copies` (`duplicates()`, when measured) and the split fingerprint."""
         out = {
             "train": len(self.train), "val": len(self.val), "test": len(self.test),
             "input_shape": list(self.input_shape), "classes": self.num_classes,
@@ -127,6 +129,8 @@ class Dataset:
         if turned:  # photos a viewer shows turned (EXIF Orientation): how many, of how many, and how they are read
             out["exif_turned"] = {"images": turned, "of": files,
                                   "read": self.preprocessing.get("orientation", "stored")}
+        if copies:
+            out["duplicates"] = copies
         out["split_sha256"] = self.split_fingerprint()
         return out
 

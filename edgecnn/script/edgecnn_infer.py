@@ -816,9 +816,9 @@ def image_files(paths) -> list:
         if not os.path.isdir(path):
             out.append(path)
             continue
-        found = walk_images(path)[0]
+        found, other = walk_images(path)
         if not found:
-            hint = heif_hint(walk_images(path)[1])
+            hint = heif_hint(other)
             raise UsageError(f"{path}: a folder with no image files ({', '.join(image_suffixes())})"
                              + (f"; its {hint}" if hint else ""))
         out += found
