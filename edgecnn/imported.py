@@ -64,7 +64,7 @@ class ImportResult:
     metrics: dict
     wrapped: list  # what was added around the model: "Rescaling x255", "Softmax"
     input_range: str  # the range the model is fed, as asked or as measured (auto)
-    range_fit: dict  # {range: {"accuracy", "loss"}} on the validation images, for each input range
+    range_fit: dict  # {range: {"accuracy", "loss", "batchnorm_mismatch"}} on the validation images, per input range
     warnings: list  # e.g. another input range classifies the validation images clearly better
     orientation: str = "stored"  # how image files are read: as asked, or as measured (auto)
     orientation_fit: Optional[dict] = None  # auto with photos that carry an EXIF orientation: {"images", "exif", "stored"}
@@ -240,19 +240,24 @@ def import_model(cfg: ImportConfig) -> ImportResult:
         raise DataError(f"{cfg.data} has {ds.num_classes} classes but {src.name} outputs {n_out}")
     n_probe = min(256, len(ds.val))
     y_val = ds.y_val[:n_probe]
+    from edgecnn.precise_bn import Snapshot, batchnorm_layers
+
+    as_trained = Snapshot(batchnorm_layers(model))  # the statistics the model came with, which tell its range
     settled, settle_images = _settled_per_range(model, ds, cfg, src) if cfg.precise_bn else ({}, 0)
 
     def per_range(ds) -> tuple:  # (outputs, fit, input range, warnings) on the first validation images
         x_val, outputs = ds.val[:n_probe], {}
+        as_trained.restore()
+        mismatch = measure.batchnorm_mismatch(model, x_val) or {}
         for name, (scale, offset) in RANGES.items():
             if settled:  # each range is judged with the statistics measured in it
                 settled[name].restore()
             outputs[name] = model.predict(x_val * scale + offset, verbose=0)
-        fit = {name: measure.scores(p, y_val) for name, p in outputs.items()}
+        fit = {name: {**measure.scores(p, y_val), **({"batchnorm_mismatch": mismatch[name]} if mismatch else {})}
+               for name, p in outputs.items()}
         right = {name: measure.right_at_best(p, y_val) for name, p in outputs.items()}
         chosen, said = measure.choose_range(cfg.input_range, fit, n_probe, right)
-        if settled:
-            settled[chosen].restore()
+        (settled[chosen] if settled else as_trained).restore()
         return outputs, fit, chosen, said
 
     outputs, range_fit, input_range, warnings = per_range(ds)
@@ -265,12 +270,9 @@ def import_model(cfg: ImportConfig) -> ImportResult:
     probe = outputs[input_range]
     probs_ok = measure.outputs_probabilities(probe)
     pred = measure.predicted(probe)
-    if settled:
-        settled[input_range].restore()
+    (settled[input_range] if settled else as_trained).restore()
     stuck = one_class_warning(pred, y_val, ds.class_names, "validation images")
     if stuck:
-        from edgecnn.precise_bn import batchnorm_layers
-
         hint = " (--precise-bn re-measures them on the training images)" \
             if batchnorm_layers(model) and not settled else ""
         warnings.append(stuck + hint)

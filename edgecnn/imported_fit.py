@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 RANGES = {"0-1": (1.0, 0.0), "0-255": (255.0, 0.0), "-1-1": (2.0, -1.0)}  # input range -> (scale, offset) from [0, 1]
-AUTO = "auto"  # the range measured on the validation images: the best accuracy, then the lowest loss
+AUTO = "auto"  # the range measured on the validation images: the best accuracy, then BatchNorm, then the loss
 CLEARLY_BETTER = 0.10  # accuracy by which the measured range beats one asked for, for a warning (or half its loss)
 
 
@@ -76,7 +76,7 @@ def scores(p: np.ndarray, y: np.ndarray) -> dict:
     true = p[np.arange(len(y)), y] if len(y) else np.ones(0)
     return {"accuracy": float(np.mean(pred == y)) if len(y) else 0.0,
             "matched_accuracy": matched(pred, y, p.shape[1])[1],
-            "loss": float(-np.mean(np.log(np.clip(true, 1e-12, 1.0)))) if len(y) else 0.0}
+            "loss": max(0.0, float(-np.mean(np.log(np.clip(true, 1e-12, 1.0))))) if len(y) else 0.0}
 
 
 FEW_TO_TELL = 32  # validation images below which a tie on accuracy broken by loss is said, not trusted
@@ -90,29 +90,90 @@ def alike(best: np.ndarray, other: np.ndarray) -> bool:
     return only_best - only_other <= max(1.0, 2.0 * np.sqrt(only_best + only_other))
 
 
+BN_SETTLED = 1.0  # BatchNorm mismatch below which a range's statistics are the model's own...
+BN_TELLS = 10.0  # ...and by how many times every other range's must exceed it for BatchNorm to decide
+
+
+def batchnorm_mismatch(model, images: np.ndarray) -> dict | None:
+    """{range: mismatch} between the batch statistics each trainable BatchNorm layer sees when `images` are fed
+    in each input range and the moving statistics training left in it (weights and statistics unchanged
+    afterwards); None for a model without such a layer. Mismatch: the mean over layers of the median over
+    channels of KL(batch || moving) between the two Gaussians. A model remembers in its BatchNorm what its
+    input looked like: fed 255 times its training range, its first layer's batch variance is 65,025 times the
+    moving one (a KL of about 3e4), where accuracy and loss may not tell."""
+    from edgecnn.precise_bn import Settler, Snapshot
+
+    settler = Settler(model)
+    if not settler.layers or not len(images):
+        return None
+    kept = Snapshot(settler.layers)
+    out = {}
+    try:
+        for name, (scale, offset) in RANGES.items():
+            settler(images * scale + offset, 32)
+            per_layer = []
+            for layer, (mean, var) in zip(settler.layers, kept.values):
+                eps = float(layer.epsilon)
+                vm, mm = var.astype(np.float64) + eps, mean.astype(np.float64)
+                vb = layer.moving_variance.numpy().astype(np.float64) + eps
+                mb = layer.moving_mean.numpy().astype(np.float64)
+                per_layer.append(float(np.median(0.5 * (vb / vm + (mb - mm) ** 2 / vm - 1.0 + np.log(vm / vb)))))
+            out[name] = float(np.mean(per_layer))
+            kept.restore()
+    finally:
+        kept.restore()
+    return out
+
+
+def batchnorm_range(mismatch: dict | None) -> str | None:
+    """The range a model's BatchNorm statistics say it was trained on, or None when they do not say it clearly:
+    its mismatch below BN_SETTLED (statistics that never settled match no range) and every other range's
+    BN_TELLS times higher."""
+    if not mismatch:
+        return None
+    best, *others = sorted(mismatch, key=mismatch.get)
+    low = mismatch[best]
+    return best if low < BN_SETTLED and all(mismatch[k] > BN_TELLS * max(low, 0.01) for k in others) else None
+
+
 def choose_range(asked: str, fit: dict, n: int, right: dict) -> tuple[str, list]:
-    """(the range to use, warnings). The measured range: the lowest loss among those whose matched accuracy is
-    alike the best one's (`alike`: a model trained on 0-1 and fed 0-255, a ReLU network without BatchNorm,
-    classifies as well by chance as often as not, with 8 times the loss). auto takes it, with a warning when
-    fewer than FEW_TO_TELL images left several ranges alike (two images, all right in every range, told 0-255
-    for a model trained on 0-1 by its overconfident loss);
+    """(the range to use, warnings). The measured range: among those whose matched accuracy is alike the best
+    one's (`alike`: a model trained on 0-1 and fed 0-255, a ReLU network without BatchNorm, classifies as well by
+    chance as often as not, with 8 times the loss), the one its BatchNorm statistics clearly match
+    (`batchnorm_range`, from fit[k]["batchnorm_mismatch"] when measured), else the lowest loss. The loss is
+    the weaker witness: a model whose images are all right in two ranges has the lower loss in the one that
+    makes its logits larger (96 validation images took 0-255 for a model trained on 0-1), and fewer than
+    FEW_TO_TELL images left to it are a warning;
     a range asked for is kept, with a warning when the measured one is clearly better (10 points more accurate,
-    or less than half the loss)."""
+    or less than half the loss) or clearly matches the model's BatchNorm statistics."""
     top = max(RANGES, key=lambda k: fit[k]["matched_accuracy"])
     near = [k for k in RANGES if k == top or alike(right[top], right[k])]
-    best = min(near, key=lambda k: fit[k]["loss"])
+    told = batchnorm_range({k: v["batchnorm_mismatch"] for k, v in fit.items() if "batchnorm_mismatch" in v})
+    best = told if told in near else min(near, key=lambda k: fit[k]["loss"])
     if asked == AUTO:
-        if len(near) > 1 and n < FEW_TO_TELL:  # a loss on a handful of images cannot be trusted to decide
+        if len(near) > 1 and n < FEW_TO_TELL and best != told:  # a loss on a handful of images cannot decide
             return best, [f"input range {best} measured on only {n} validation image(s), where "
                           f"{', '.join(near)} cannot be told apart by accuracy: if the model was trained on "
                           f"another range, pass --input-range"]
         return best, []
     a, b = fit[asked], fit[best]
+    if best != asked and best == told:
+        return asked, [f"with --input-range {asked} the model's BatchNorm layers see statistics unlike those they "
+                       f"were trained with (mismatch {a['batchnorm_mismatch']:.3g}, with {best} "
+                       f"{b['batchnorm_mismatch']:.3g}): was it trained on {best} pixels?"]
     if best != asked and (b["matched_accuracy"] - a["matched_accuracy"] >= CLEARLY_BETTER or b["loss"] < a["loss"] / 2):
         return asked, [f"with --input-range {asked} the model scores validation accuracy {a['accuracy']:.3f} "
                        f"(loss {a['loss']:.3f}), with {best} {b['accuracy']:.3f} (loss {b['loss']:.3f}): was it "
                        f"trained on {best} pixels?"]
     return asked, []
+
+
+def fit_text(fit: dict) -> str:
+    """The per-range figures as import prints them and the report shows them."""
+    told = batchnorm_range({k: v["batchnorm_mismatch"] for k, v in fit.items() if "batchnorm_mismatch" in v})
+    text = "validation accuracy / loss with each: " + \
+        ", ".join(f"{k} {v['accuracy']:.3f} / {v['loss']:.3f}" for k, v in fit.items())
+    return text + (f"; BatchNorm statistics match {told}" if told else "")
 
 
 ORIENTATION_PROBE = 256  # photos with an EXIF orientation, of the training and validation splits, read both ways

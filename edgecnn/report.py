@@ -112,6 +112,7 @@ def _f(v, spec: str) -> str:
 def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
     from edgecnn.data import turned_line
     from edgecnn.data.duplicates import duplicate_warnings
+    from edgecnn.imported_fit import fit_text
 
     model, data, ds = config.get("model", {}), config.get("data", {}), config.get("dataset", {})
     shape = "x".join(map(str, model.get("input_shape", [])))
@@ -127,9 +128,7 @@ def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
     if imported:
         fit = model.get("input_range_val_fit") or {}
         turned = model.get("orientation_fit")
-        tried = ", ".join(f"{k} {v['accuracy']:.3f} / {v['loss']:.3f}" for k, v in fit.items())
-        rows += [("input range", str(model.get("input_range", "")) +
-                  (f" (validation accuracy / loss with each: {tried})" if fit else "")),
+        rows += [("input range", str(model.get("input_range", "")) + (f" ({fit_text(fit)})" if fit else "")),
                  *([("orientation measured", f"accuracy on {turned['images']} training/validation photos that "
                                             f"carry an EXIF orientation: read upright {turned['exif']:.3f}, as stored "
                                             f"{turned['stored']:.3f}")] if turned else []),

@@ -355,6 +355,75 @@ def test_a_range_a_few_images_ahead_by_chance_does_not_outvote_the_loss():
     assert _choose_range("auto", fit, 256, right) == ("0-1", [])
 
 
+def _bars(n: int, rng) -> tuple:
+    """Grey 16x16 uint8 images of a bright bar on noise: class 0 horizontal, class 1 vertical."""
+    x = rng.integers(0, 60, (n, 16, 16, 1)).astype(np.uint8)
+    y = rng.integers(0, 2, n)
+    for i in range(n):
+        c, lo, hi = rng.integers(3, 11), rng.integers(1, 4), rng.integers(12, 15)
+        if y[i]:
+            x[i, lo:hi, c:c + 3] = 230
+        else:
+            x[i, c:c + 3, lo:hi] = 230
+    return x, y
+
+
+def test_batchnorm_statistics_tell_the_range_where_every_range_is_right(tmp_path):
+    """A BatchNorm model trained on [0, 1] that classifies every validation image right in every range: the
+    loss alone took 0-255 (its logits 255 times larger, so the lowest loss), as it did for an edgecnn model
+    on 96 photos of bars. Its BatchNorm layers remember what their input looked like: fed 0-255, the first
+    one sees 65,025 times the variance it was trained with. Auto takes the range they match, and a range asked
+    for against them is kept with a warning."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    (x_train, y_train), (x_test, y_test) = _bars(400, rng), _bars(200, rng)
+    np.savez(tmp_path / "bars.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inp)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(keras.layers.BatchNormalization()(h)))
+    model = keras.Model(inp, keras.layers.Dense(2)(h))  # logits
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train / 255.0, y_train, epochs=30, batch_size=32, verbose=0)
+    model.save(tmp_path / "bn.keras")
+    res = cli("import", tmp_path / "bn.keras", "--data", tmp_path / "bars.npz", "--out", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    fit = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["input_range_val_fit"]
+    assert all(f["accuracy"] == 1.0 for f in fit.values()), fit  # accuracy cannot tell the ranges apart...
+    assert fit["0-255"]["loss"] < fit["0-1"]["loss"], fit  # ...and the loss points at the wrong one
+    assert fit["0-255"]["batchnorm_mismatch"] > 1000 * fit["0-1"]["batchnorm_mismatch"], fit
+    said = " ".join(res.output.split())
+    assert "input range: 0-1 (" in said and "BatchNorm statistics match 0-1" in said
+    asked = cli("import", tmp_path / "bn.keras", "--data", tmp_path / "bars.npz", "--out", tmp_path / "r2",
+                "--input-range", "0-255")
+    said = " ".join(asked.output.split())
+    assert asked.exit_code == 0 and "BatchNorm layers see statistics unlike" in said and "trained on 0-1" in said
+
+
+def test_batchnorm_statistics_decide_only_when_settled_and_clear():
+    """Moving statistics that never settled (a few epochs at momentum 0.999 leave them near 0 and 1) match no
+    range well, and one range barely closer than another is not evidence: the loss decides then, as before. A
+    range they match but accuracy clearly rejects is not taken."""
+    from edgecnn.imported_fit import RANGES, batchnorm_range, choose_range as _choose_range
+
+    assert batchnorm_range({"0-1": 0.03, "0-255": 2e4, "-1-1": 0.6}) == "0-1"
+    assert batchnorm_range({"0-1": 0.69, "0-255": 3e3, "-1-1": 0.17}) is None  # -1-1 only 4x closer than 0-1
+    assert batchnorm_range({"0-1": 4.0, "0-255": 9e3, "-1-1": 40.0}) is None  # the closest is far: not settled
+    assert batchnorm_range(None) is None and batchnorm_range({}) is None
+    right = {k: np.ones(256, bool) for k in RANGES}
+    fit = {k: {"matched_accuracy": 1.0, "accuracy": 1.0, "loss": loss, "batchnorm_mismatch": bn}
+           for k, loss, bn in zip(RANGES, (0.02, 0.0, 0.001), (0.03, 2e4, 0.6))}
+    assert _choose_range("auto", fit, 256, right) == ("0-1", [])
+    assert _choose_range("auto", fit, 2, {k: v[:2] for k, v in right.items()}) == ("0-1", [])  # no warning
+    fit["0-1"]["batchnorm_mismatch"] = 4.0  # unsettled: the loss decides, as without BatchNorm
+    assert _choose_range("auto", fit, 256, right) == ("0-255", [])
+    fit["0-1"]["batchnorm_mismatch"] = 0.03
+    right["0-1"] = np.arange(256) >= 40  # 40 images behind: accuracy rules it out whatever BatchNorm says
+    fit["0-1"]["matched_accuracy"] = fit["0-1"]["accuracy"] = 216 / 256
+    assert _choose_range("auto", fit, 256, right) == ("0-255", [])
+
+
 def test_a_model_stuck_on_one_class_is_said_at_every_stage(tmp_path):
     """A model that predicts one class for every image (untrained, BatchNorm statistics not settled: MobileNetV2
     trained 3 epochs on 256 images did it) agrees 100% with any artifact stuck on the same class, so export and

@@ -323,7 +323,7 @@ def tune(max_trials, trial_epochs, as_json, workers, worker_threads, chief, work
               help="Input size, when the model's is not fixed. Default: the model's.")
 @click.option("--input-range", type=click.Choice(["auto", "0-1", "0-255", "-1-1"]), default="auto", show_default=True,
               help="The pixel range the model was trained on (a Rescaling layer maps edgecnn's [0, 1] to it); auto: "
-                   "measured on the validation images (accuracy, then loss).")
+                   "measured on the validation images (accuracy, then the BatchNorm statistics, then loss).")
 @click.option("--orientation", type=click.Choice(["auto", "exif", "stored"]), default="auto", show_default=True,
               help="How its training read photos that carry an EXIF orientation: exif upright (OpenCV, Ultralytics, "
                    "exif_transpose), stored as stored (Keras' image_dataset_from_directory, torchvision); auto: "
@@ -347,8 +347,9 @@ def import_(model, data, out, image_size, input_range, orientation, seed, precis
     for w in result.warnings:
         warn(w)
     if input_range == "auto":
-        tried = ", ".join(f"{k} {v['accuracy']:.3f} / {v['loss']:.3f}" for k, v in result.range_fit.items())
-        click.echo(f"input range: {result.input_range} (validation accuracy / loss with each: {tried})")
+        from edgecnn.imported_fit import fit_text
+
+        click.echo(f"input range: {result.input_range} ({fit_text(result.range_fit)})")
     if result.orientation_fit:
         f = result.orientation_fit
         click.echo(f"orientation: {result.orientation} (accuracy on {f['images']} training/validation photos that "
