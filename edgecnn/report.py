@@ -122,6 +122,7 @@ def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
             ("preprocessing", json.dumps(config.get("preprocessing"))),
             *([("orientation", turned_line(ds))] if turned_line(ds) else []),
             *[("copies", w) for w in duplicate_warnings(ds.get("duplicates") or {}, ds.get("test") or 0)],
+            *[("copies", why) for why in [((ds.get("duplicates") or {}).get("near") or {}).get("skipped")] if why],
             ("model", f"imported from {model['source']}, input {shape}" if imported else
              f"{model.get('arch')} {json.dumps(model['params']) if model.get('params') else '(default parameters)'}"
              f", input {shape}")]

@@ -142,14 +142,41 @@ class Dataset:
         return sum(r.turned for r in raws), sum(len(r) for r in raws)
 
     def duplicates(self) -> dict:
-        """Byte-identical image files across classes and splits (data/duplicates.py: `find`), or {} (none, or not
-        one image folder split three ways)."""
-        raw = self.train.raw
-        if not isinstance(raw, ImageFiles) or self.val.raw is not raw or self.test.raw is not raw:
-            return {}
-        from edgecnn.data.duplicates import find
+        """Copies that change what the figures mean, or {}: byte-identical image files across classes and splits
+        (data/duplicates.py: `find`, for one image folder split three ways) and, under "near", test images that
+        are near copies of training or validation images (data/near_copies.py; for any source whose images are
+        cheap to read again: arrays, and folders that are cached or small; {"skipped": why} otherwise)."""
+        from edgecnn.data import near_copies
 
-        return find(raw.paths, {"train": self.train, "val": self.val, "test": self.test}, self.origin.get("path"))
+        raw, out = self.train.raw, {}
+        folder = isinstance(raw, ImageFiles) and self.val.raw is raw and self.test.raw is raw
+        if folder:
+            from edgecnn.data.duplicates import find
+
+            out = find(raw.paths, {"train": self.train, "val": self.val, "test": self.test}, self.origin.get("path"))
+        why = self._costly_to_read()
+        near = {"skipped": why} if why else near_copies.find(self.test, {"train": self.train, "val": self.val},
+                                                            self._image_name if folder else None)
+        if near.get("near") or near.get("skipped"):
+            out["near"] = near
+        return out
+
+    def _image_name(self, split: str, i: int) -> str:
+        from edgecnn.data.duplicates import _name
+
+        return _name(self.train.raw.paths, int(getattr(self, split).index[i]), self.origin.get("path"))
+
+    def _costly_to_read(self) -> str:
+        """Why reading every image again would cost as much as an epoch of decoding photos, or "": an image folder
+        whose photos would pay to cache but are not cached."""
+        raws = {id(s.raw): s.raw for s in (self.train, self.val, self.test)}.values()
+        for raw in raws:
+            if isinstance(raw, ImageFiles):
+                from edgecnn.data.cache import worth_caching
+
+                if worth_caching(raw.sizes, self.preprocessing) and raw.cache(self.preprocessing)[0] is None:
+                    return f"near copies not looked for: the photos are not cached ({raw.cache(self.preprocessing)[1]})"
+        return ""
 
     def cache_line(self) -> str:
         """Where an image folder's preprocessed images are cached (data/cache.py), or why they are not when

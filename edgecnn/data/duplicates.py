@@ -1,5 +1,6 @@
 """Byte-identical image files in a folder: the same photo copied into two class folders (labels that contradict
-each other), or into the test split and a training split (a test image the model has seen).
+each other), or into the test split and a training split (a test image the model has seen). Copies that are not
+byte-identical (resized, re-saved, burst shots) are `near_copies`'.
 
 Found without reading every file whole: files are grouped by size, then by their first 64 KiB, and only files
 still alike are read whole (SHA-256). A folder of photos of different sizes costs one stat per file.
@@ -141,4 +142,7 @@ def duplicate_warnings(found: dict, n_test: int) -> list:
         out.append(f"{found['test_seen']} of {n_test} test images are byte-identical to training or validation "
                    f"images ({'; '.join(ex.get('test_seen', []))}): the test figures count them as unseen; remove "
                    f"the copies and train again")
-    return out
+    from edgecnn.data.near_copies import near_warning
+
+    near = near_warning(found.get("near") or {}, found.get("test_seen", 0))
+    return out + ([near] if near else [])
