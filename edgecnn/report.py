@@ -112,6 +112,7 @@ def _f(v, spec: str) -> str:
 def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
     from edgecnn.data import turned_line
     from edgecnn.data.duplicates import duplicate_warnings
+    from edgecnn.data.groups import group_line
     from edgecnn.imported_fit import fit_text
 
     model, data, ds = config.get("model", {}), config.get("data", {}), config.get("dataset", {})
@@ -121,6 +122,7 @@ def _run_section(run: Path, config: dict, metrics: Optional[dict]) -> str:
                      f" images, {ds.get('classes')} classes"),
             ("preprocessing", json.dumps(config.get("preprocessing"))),
             *([("orientation", turned_line(ds))] if turned_line(ds) else []),
+            *([("groups", group_line(ds))] if group_line(ds) else []),
             *[("copies", w) for w in duplicate_warnings(ds.get("duplicates") or {}, ds.get("test") or 0)],
             *[("copies", why) for why in [((ds.get("duplicates") or {}).get("near") or {}).get("skipped")] if why],
             ("model", f"imported from {model['source']}, input {shape}" if imported else

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -385,3 +386,61 @@ def test_near_copies_are_not_looked_for_where_reading_the_photos_again_would_cos
     page = _run_section(tmp_path, {"dataset": skipped, "model": {"arch": "simple_cnn", "input_shape": [16, 16, 3],
                                                                 "params": {}}}, None)
     assert "near copies not looked for: the photos are not cached" in page
+
+
+def test_group_by_keeps_near_copies_and_sessions_in_one_split(tmp_path):
+    """--group-by near keeps each image with its near copies (joined transitively) in one split, so the test split
+    has none of the training split's; the groups are kept beside the image cache for the stages that split the
+    data again. --group-by subfolder keeps each class/SESSION/ folder in one split. Without a group of two, the
+    split is the one --group-by none makes."""
+    import os
+
+    from edgecnn.data import DataConfig, _split, _split_grouped, load_dataset
+    from edgecnn.errors import DataError
+
+    copied = {k: ("scaled", "resaved", "brighter")[k % 3] for k in range(0, 24, 2)}
+    _tiles(tmp_path / "f", copied)
+    plain = load_dataset(DataConfig(source=str(tmp_path / "f"), image_size=(32, 32), seed=0))
+    assert plain.duplicates()["near"]["near"] > 0
+    ds = load_dataset(DataConfig(source=str(tmp_path / "f"), image_size=(32, 32), seed=0, group_by="near"))
+    assert ds.grouping == {"by": "near", "groups": 24, "images": 48, "largest": 2}
+    assert "near" not in ds.duplicates()  # no test image has a near copy left in training or validation
+    side = {}  # tile -> the splits holding it or its copy
+    for name, split in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
+        for i in split.index:
+            p = Path(ds.train.raw.paths[i])
+            side.setdefault(f"{p.parent.name}/{p.stem.split('_')[0]}", set()).add(name)
+    assert len(side) == 48 and all(len(s) == 1 for s in side.values())
+    memo = list((Path(os.environ["EDGECNN_CACHE"]) / "groups").glob("*.npy"))
+    assert memo
+    recorded = DataConfig(source=str(tmp_path / "f"), image_size=(32, 32), seed=0, group_by="near").to_dict()
+    again = load_dataset(DataConfig.from_dict(recorded))  # a later stage: the groups from the memo, the same split
+    assert again.split_fingerprint() == ds.split_fingerprint() and recorded["group_by"] == "near"
+    assert DataConfig.from_dict({"source": "digits"}).group_by == "none"  # a run recorded before the option
+
+    for cls in ("cat", "dog"):  # class/session/image.jpg, and two images straight in the class folder
+        for s in range(6):
+            (tmp_path / "s" / cls / f"day{s}").mkdir(parents=True)
+            for k in range(4):
+                Image.fromarray(np.full((8, 8), 20 * s + k + (120 if cls == "dog" else 0), np.uint8)).save(
+                    tmp_path / "s" / cls / f"day{s}" / f"{k}.png")
+        for k in range(2):
+            Image.fromarray(np.full((8, 8), 250 - k - (3 if cls == "dog" else 0), np.uint8)).save(
+                tmp_path / "s" / cls / f"loose{k}.png")
+    ds = load_dataset(DataConfig(source=str(tmp_path / "s"), group_by="subfolder", seed=3))
+    assert ds.grouping == {"by": "subfolder", "groups": 6, "images": 48, "largest": 8}  # day0 of cat and dog
+    where = {}
+    for name, split in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
+        for i in split.index:
+            p = Path(ds.train.raw.paths[i])
+            if p.parent.name.startswith("day"):
+                where.setdefault(p.parent.name, set()).add(name)
+    assert sorted(where) == [f"day{s}" for s in range(6)] and all(len(s) == 1 for s in where.values())
+    assert len(ds.test) > 0 and len(ds.val) > 0
+    with pytest.raises(DataError, match="--group-by subfolder needs an image folder"):
+        load_dataset(DataConfig(source="digits", group_by="subfolder"))
+    y = np.repeat(np.arange(3), 10)
+    assert all(np.array_equal(a, b) for a, b in zip(_split(np.arange(30), y, 0.2, 5, "test"),
+                                                    _split_grouped(np.arange(30), y, np.arange(30), 0.2, 5, "test")))
+    with pytest.raises(DataError, match="no group of images fits a test split"):  # a class is one group
+        _split_grouped(np.arange(30), y, y, 0.5, 5, "test")

@@ -40,6 +40,12 @@ def data_options(fn):
         click.option("--test-fraction", type=float, default=0.2, show_default=True,
                      help="Share held out for test when the source has no test split."),
         click.option("--limit", type=int, default=None, help="Use at most this many training images."),
+        click.option("--group-by", type=click.Choice(["none", "subfolder", "near"]), default="none",
+                     show_default=True,
+                     help="Keep groups of images in one split, so the test split holds no burst shot, video frame "
+                          "or session whose siblings were trained on: subfolder groups an image folder's "
+                          "class/SESSION/image.jpg by SESSION; near groups near copies as the model sees them "
+                          "(reads and compares every image once; kept beside the image cache)."),
     ]):
         fn = opt(fn)
     return fn
@@ -107,6 +113,7 @@ def _train_config(o: dict):
         source=o["source"], image_size=tuple(o["image_size"]) if o["image_size"] else None,
         channels=int(o["channels"]) if o["channels"] else None, val_fraction=o["val_fraction"],
         test_fraction=o["test_fraction"], seed=o["seed"], limit=o["limit"], orientation=o["orientation"],
+        group_by=o["group_by"],
     )
     augment = AugmentConfig(flip=o["flip"]) if o["augment"] else None
     return TrainConfig(
@@ -135,6 +142,7 @@ def _left_out(dataset: dict) -> str:
 
 def print_train_summary(result) -> None:
     from edgecnn.data import turned_line
+    from edgecnn.data.groups import group_line
     from edgecnn.reporting import print_table
 
     m = result.metrics
@@ -145,6 +153,7 @@ def print_train_summary(result) -> None:
                  f"input {'x'.join(map(str, result.dataset['input_shape']))}" + _left_out(result.dataset)),
         *([("image cache", result.cache)] if result.cache else []),
         *([("orientation", turned_line(result.dataset))] if turned_line(result.dataset) else []),
+        *([("groups", group_line(result.dataset))] if group_line(result.dataset) else []),
         ("epochs run", str(len(result.history.get("loss", []))) + (f" on {result.replicas} replicas"
                                                                   if result.replicas > 1 else "")),
         ("best val_loss", f"{min(result.history.get('val_loss', [float('nan')])):.4f}"),

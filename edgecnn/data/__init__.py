@@ -40,6 +40,7 @@ class DataConfig:
     seed: int = 0  # seeds the split
     limit: Optional[int] = None  # keep at most this many training images (quick runs)
     orientation: str = "exif"  # image files: "exif" upright as a viewer shows them, "stored" as stored (Keras' loader)
+    group_by: str = "none"  # images a split keeps together: "subfolder" of a class folder, "near" copies (data/groups.py)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -63,6 +64,10 @@ class DataConfig:
             raise DataError(f"--limit must be >= 1 (got {self.limit})")
         if self.orientation not in ORIENTATIONS:
             raise DataError(f"--orientation must be one of {', '.join(ORIENTATIONS)} (got {self.orientation})")
+        from edgecnn.data.groups import GROUP_BY
+
+        if self.group_by not in GROUP_BY:
+            raise DataError(f"--group-by must be one of {', '.join(GROUP_BY)} (got {self.group_by})")
 
     @classmethod
     def from_dict(cls, d: dict) -> "DataConfig":
@@ -87,6 +92,7 @@ class Dataset:
     class_names: list
     preprocessing: dict  # {"image_size", "channels", "pixel_max", "resize", "orientation"}
     origin: dict = field(default_factory=dict)
+    grouping: dict = field(default_factory=dict)  # --group-by: {"by", "groups", "images", "largest"} (data/groups.py)
     _arrays: dict = field(default_factory=dict, repr=False)
 
     def _array(self, name: str) -> np.ndarray:
@@ -131,6 +137,8 @@ class Dataset:
                                   "read": self.preprocessing.get("orientation", "stored")}
         if copies:
             out["duplicates"] = copies
+        if self.grouping:
+            out["groups"] = self.grouping
         out["split_sha256"] = self.split_fingerprint()
         return out
 
@@ -239,6 +247,51 @@ def _split(idx: np.ndarray, y: np.ndarray, fraction: float, seed: int, what: str
     return idx[keep], y[keep], idx[out], y[out]
 
 
+def _split_grouped(idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fraction: float, seed: int, what: str):
+    """`_split` that keeps each group (`groups`: an id per position) on one side: whole groups are held out, in a
+    seeded order, while each class stays within its share of the held-out images and keeps an image. Without a
+    group of two or more images, `_split` itself (the same split as without --group-by)."""
+    _, groups = np.unique(groups, return_inverse=True)
+    if not len(y) or np.bincount(groups).max() <= 1:
+        return _split(idx, y, fraction, seed, what)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = {int(c): int(round(k * fraction)) for c, k in zip(classes, counts)}
+    left = {int(c): int(k) for c, k in zip(classes, counts)}
+    order = np.argsort(groups, kind="stable")
+    members = np.split(order, np.flatnonzero(np.diff(groups[order])) + 1)
+    labels = y.tolist()
+    out = []
+    for g in np.random.default_rng(seed).permutation(len(members)).tolist():
+        m = members[g]
+        need = {}
+        for i in m.tolist():
+            need[labels[i]] = need.get(labels[i], 0) + 1
+        if all(quota[c] >= n and left[c] > n for c, n in need.items()):
+            for c, n in need.items():
+                quota[c] -= n
+                left[c] -= n
+            out.append(m)
+    if not out:
+        raise DataError(f"no group of images fits a {what} split of {fraction} of {len(y)} images without taking a "
+                        f"class's every image: add images or groups, or --group-by none")
+    out = np.sort(np.concatenate(out))
+    keep = np.setdiff1d(np.arange(len(y)), out)
+    return idx[keep], y[keep], idx[out], y[out]
+
+
+def _groups(config: "DataConfig", raw: RawData, prep: dict) -> Optional[np.ndarray]:
+    """Group ids of the source's pool images (raw.x_train) for --group-by, or None for none."""
+    from edgecnn.data import groups
+
+    if config.group_by == "none":
+        return None
+    if config.group_by == "subfolder":
+        if not isinstance(raw.x_train, ImageFiles):
+            raise DataError(f"{config.source}: --group-by subfolder needs an image folder (class/session/image.jpg)")
+        return groups.subfolder_groups(raw.x_train.paths, raw.origin["path"])
+    return groups.near_groups_of(Split(raw.x_train, np.arange(len(raw.y_train)), raw.y_train, prep))
+
+
 def _held_out_per_class(y: np.ndarray, n_out: int, seed: int) -> np.ndarray:
     """Positions to hold out, about `n_out`, shared among the classes by their size (largest remainder, ties
     seeded), each class keeping at least one image. A plain shuffle instead left 5 of a 40-class folder's
@@ -266,6 +319,7 @@ def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
     Raises:
         DataError: unknown source, unreadable or inconsistent data, too few images.
     """
+    from edgecnn.data.groups import summary as group_summary
     from edgecnn.script.edgecnn_infer import UsageError, check_labels
 
     raw: RawData = load_raw(config.source, config.orientation)
@@ -291,23 +345,6 @@ def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
     if missing:
         names = ", ".join(raw.class_names[i] for i in missing[:5])
         raise DataError(f"{config.source}: class(es) {names} have no training images (labels must cover 0..{n_classes - 1})")
-    pool, y_pool = np.arange(len(raw.y_train)), np.asarray(raw.y_train, np.int64)
-    if raw.x_test is None:
-        pool, y_pool, test_idx, y_test = _split(pool, y_pool, config.test_fraction, config.seed, "test")
-        test_raw = raw.x_train
-    else:
-        test_raw, test_idx, y_test = raw.x_test, np.arange(len(raw.y_test)), raw.y_test
-    if raw.x_val is None:
-        train_idx, y_train, val_idx, y_val = _split(pool, y_pool, config.val_fraction, config.seed + 1, "validation")
-        val_raw = raw.x_train
-    else:
-        train_idx, y_train, val_raw, val_idx, y_val = pool, y_pool, raw.x_val, np.arange(len(raw.y_val)), raw.y_val
-    if config.limit and len(y_train) > config.limit:
-        keep = np.sort(np.random.default_rng(config.seed).permutation(len(y_train))[: config.limit])
-        train_idx, y_train = train_idx[keep], y_train[keep]
-    if len(y_train) < n_classes:
-        raise DataError(f"too few training images ({len(y_train)}) for {n_classes} classes")
-
     shape = raw_shape(raw.x_train)
     src_channels = 1 if len(shape) == 2 else min(shape[-1], 3)
     sizes = raw_sizes(raw.x_train)
@@ -322,9 +359,33 @@ def load_dataset(config: DataConfig) -> Dataset:  # noqa: C901
     }
     if prep["channels"] not in (1, 3):
         raise DataError(f"channels must be 1 or 3, got {prep['channels']}")
+    pool, y_pool = np.arange(len(raw.y_train)), np.asarray(raw.y_train, np.int64)
+    groups = _groups(config, raw, prep)
+
+    def split(idx, y, fraction, seed, what):
+        return _split(idx, y, fraction, seed, what) if groups is None else \
+            _split_grouped(idx, y, groups[idx], fraction, seed, what)
+
+    if raw.x_test is None:
+        pool, y_pool, test_idx, y_test = split(pool, y_pool, config.test_fraction, config.seed, "test")
+        test_raw = raw.x_train
+    else:
+        test_raw, test_idx, y_test = raw.x_test, np.arange(len(raw.y_test)), raw.y_test
+    if raw.x_val is None:
+        train_idx, y_train, val_idx, y_val = split(pool, y_pool, config.val_fraction, config.seed + 1, "validation")
+        val_raw = raw.x_train
+    else:
+        train_idx, y_train, val_raw, val_idx, y_val = pool, y_pool, raw.x_val, np.arange(len(raw.y_val)), raw.y_val
+    if config.limit and len(y_train) > config.limit:
+        keep = np.sort(np.random.default_rng(config.seed).permutation(len(y_train))[: config.limit])
+        train_idx, y_train = train_idx[keep], y_train[keep]
+    if len(y_train) < n_classes:
+        raise DataError(f"too few training images ({len(y_train)}) for {n_classes} classes")
+
     return Dataset(
         train=Split(raw.x_train, train_idx, y_train, prep),
         val=Split(val_raw, val_idx, y_val, prep),
         test=Split(test_raw, test_idx, y_test, prep),
         class_names=list(raw.class_names), preprocessing=prep, origin=raw.origin,
+        grouping={} if groups is None else group_summary(groups, config.group_by),
     )

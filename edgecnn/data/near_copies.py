@@ -10,7 +10,7 @@ level whatever the correlation (NOISE: a re-saved copy of a low-contrast sky, wh
 structure). Blank thumbnails (FLAT) are nobody's copy. Two images that differ only in detail finer than a
 sixteenth of the frame are near copies here: two tiles of one hazy sky, an ok part and the same part with a thin
 scratch under a fixed camera. Every test image is compared with every held-out one, a block of test images per
-matrix product: 20,000 against 80,000 take about 30 s on 2 cores. Byte-identical files are found without
+matrix product: 20,000 against 80,000 take about 42 s on 2 cores. Byte-identical files are found without
 decoding (`duplicates`).
 
 Measured (2026-12-08) on 150 random crops of each of three photos (64x64 input, 4 seeds): of the 55 test images
@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 THUMB = 16  # thumbnail side
+LEVELS = 4095  # steps of a thumbnail's pixel (12 bits)
 MIN_CORR = 0.97  # thumbnail correlation of a near copy...
 MAX_DIFF = 0.05  # ...at most this root-mean-square difference apart (pixels in [0, 1], means removed)...
 NOISE = 1 / 255  # ...or, whatever the correlation, closer than one grey level (a copy of a low-contrast sky)
@@ -47,14 +48,23 @@ def _block_means(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
 
 class Prints:
-    """Fingerprints of images: grey THUMB x THUMB thumbnails with their mean removed, flattened (`centred`), and
-    which are flat."""
+    """Fingerprints of images: grey THUMB x THUMB thumbnails on a grid of LEVELS steps, their mean removed and
+    flattened, as whole numbers (`centred`: THUMB^2 x each step minus their sum), their squared lengths (`sq`) and
+    which are flat. Whole numbers below 2^53 make every product and sum of them exact in float64, whatever the
+    order a BLAS adds them in: the near copies, and the splits --group-by near makes of them, are the same on
+    every machine from the same thumbnails."""
 
     def __init__(self, thumbs: np.ndarray):
         n = len(thumbs)
-        flat = np.asarray(thumbs, np.float32).reshape(n, -1)
-        self.centred = flat - flat.mean(axis=1, keepdims=True)
-        self.flat = self.centred.std(axis=1) < FLAT
+        q = np.rint(np.clip(np.asarray(thumbs, np.float64).reshape(n, -1), 0.0, 1.0) * LEVELS)
+        self.size = q.shape[1]
+        self.centred = q * self.size - q.sum(axis=1, keepdims=True)
+        self.sq = np.einsum("ij,ij->i", self.centred, self.centred)
+        self.flat = self.rms(self.sq) < FLAT
+
+    def rms(self, squares: np.ndarray) -> np.ndarray:
+        """Root mean square, in pixels of [0, 1], of centred thumbnails whose squared length is `squares`."""
+        return np.sqrt(np.maximum(squares, 0.0) / self.size) / (self.size * LEVELS)
 
     @classmethod
     def of(cls, *splits) -> "Prints":
@@ -67,29 +77,31 @@ class Prints:
         return len(self.centred)
 
 
+def matches(a: Prints, b: Prints, start: int, stop: int) -> tuple:
+    """(corr, diff): the (stop - start, len(b)) thumbnail correlations and root-mean-square differences of images
+    a[start:stop] with every image of b, corr -2 where they are not near copies (neither flat, correlating at
+    MIN_CORR or more and at most MAX_DIFF apart, or at most NOISE apart). One exact matrix product gives both:
+    |x - y|^2 = |x|^2 + |y|^2 - 2 x.y."""
+    dot = a.centred[start:stop] @ b.centred.T
+    xx, yy = a.sq[start:stop, None], b.sq[None, :]
+    corr = dot / np.sqrt(np.maximum(xx * yy, 1.0))
+    diff = a.rms(xx + yy - 2.0 * dot)
+    near = (((corr >= MIN_CORR) & (diff <= MAX_DIFF)) | (diff <= NOISE)) & ~b.flat[None, :] & ~a.flat[start:stop, None]
+    return np.where(near, corr, -2.0), diff
+
+
 def nearest(test: Prints, held: Prints) -> tuple:
-    """(j, corr, diff) per test image: the held image that correlates best with it among its near copies (j = -1,
-    corr = -1, diff = inf when it has none). A near copy: neither flat, and their centred thumbnails
-    correlate at MIN_CORR or more and differ by at most MAX_DIFF (root mean square), or differ by at most NOISE.
-    One matrix product per BLOCK test images gives both (|a - b|^2 = |a|^2 + |b|^2 - 2 a.b)."""
+    """(j, corr, diff) per test image: the held image that correlates best with it among its near copies
+    (`matches`; j = -1, corr = -1, diff = inf when it has none), BLOCK test images at a time."""
     best = np.full(len(test), -1, np.int64)
     corr = np.full(len(test), -1.0, np.float32)
     diff = np.full(len(test), np.inf, np.float32)
     if not len(held) or not len(test):
         return best, corr, diff
-    held_sq = np.einsum("ij,ij->i", held.centred, held.centred)[None, :]
-    test_sq = np.einsum("ij,ij->i", test.centred, test.centred)
-    size = test.centred.shape[1]
     for start in range(0, len(test), BLOCK):
-        stop = min(start + BLOCK, len(test))
-        dot = test.centred[start:stop] @ held.centred.T
-        a = test_sq[start:stop, None]
-        c = dot / np.sqrt(np.maximum(a * held_sq, 1e-24))
-        d = np.sqrt(np.maximum(a + held_sq - 2.0 * dot, 0.0) / size)
-        ok = (((c >= MIN_CORR) & (d <= MAX_DIFF)) | (d <= NOISE)) & ~held.flat[None, :] & ~test.flat[start:stop, None]
-        c = np.where(ok, c, -2.0)
+        c, d = matches(test, held, start, min(start + BLOCK, len(test)))
         k = np.argmax(c, axis=1)
-        rows = np.flatnonzero(c[np.arange(stop - start), k] > -2.0)
+        rows = np.flatnonzero(c[np.arange(len(c)), k] > -2.0)
         best[start + rows], corr[start + rows], diff[start + rows] = k[rows], c[rows, k[rows]], d[rows, k[rows]]
     return best, corr, diff
 
@@ -123,5 +135,6 @@ def near_warning(found: dict, exact_seen: int = 0) -> str:
     return (f"{found['near']} of {found['test']} test images are near copies of training or validation images as "
             f"the model sees them (16x16 thumbnails correlating {found['min_corr']}+{also}: "
             f"{'; '.join(found['examples'])}): burst shots, video frames or edited copies split apart, which the "
-            f"test figures count as unseen; keep each scene or session in one split for figures on new scenes. A "
-            f"fixed camera makes them too: there they are what the device will see")
+            f"test figures count as unseen; keep each scene or session in one split for figures on new scenes "
+            f"(train --group-by near, or subfolder). A fixed camera makes them too: there they are what the "
+            f"device will see")
