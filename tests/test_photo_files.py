@@ -417,6 +417,11 @@ def test_group_by_keeps_near_copies_and_sessions_in_one_split(tmp_path):
     again = load_dataset(DataConfig.from_dict(recorded))  # a later stage: the groups from the memo, the same split
     assert again.split_fingerprint() == ds.split_fingerprint() and recorded["group_by"] == "near"
     assert DataConfig.from_dict({"source": "digits"}).group_by == "none"  # a run recorded before the option
+    from edgecnn.data.near_copies import Prints
+
+    prints = Prints(np.random.default_rng(0).random((64, 16, 16)))  # whole numbers: float64 products are exact
+    whole = prints.centred.astype(np.int64)
+    assert np.array_equal(whole, prints.centred) and np.array_equal(whole @ whole.T, prints.centred @ prints.centred.T)
 
     for cls in ("cat", "dog"):  # class/session/image.jpg, and two images straight in the class folder
         for s in range(6):
