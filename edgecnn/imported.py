@@ -280,6 +280,8 @@ def import_model(cfg: ImportConfig) -> ImportResult:
         warnings += measure.class_order_warning(pred, y_val, list(ds.class_names)) or \
             [w for w in [chance_warning(pred, y_val, ds.class_names, "validation images")] if w]
     copies = ds.duplicates()
+    near = ds.near_copies()
+    copies = {**copies, "near": near} if near else copies
     warnings += duplicate_warnings(copies, len(ds.test))
     run_model, added = _wrap(model, (*size, int(c)), input_range, probs_ok)
     if low_precision:

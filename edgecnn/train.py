@@ -18,6 +18,7 @@ The run directory layout is described in `edgecnn.rundir`.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from edgecnn.data.duplicates import duplicate_warnings
 from edgecnn.errors import ConfigError, DataError
 from edgecnn.models import ModelSpec, build, compile_model, saveable
 from edgecnn.io import atomic_path, folder_lock, write_json, write_text
-from edgecnn.rundir import MODEL, prepare_out_dir, write_config
+from edgecnn.rundir import CONFIG, MODEL, prepare_out_dir, write_config
 from edgecnn import precise_bn, transfer
 from edgecnn.train_inputs import AugmentConfig, fit_inputs
 
@@ -245,6 +246,12 @@ def fit_run(out: Path, cfg: TrainConfig, ds: Optional[Dataset] = None, extra_cal
     history = read_log(out / LOG_CSV)
     write_json(out / "history.json", history)
     metrics = evaluate(model, ds)
+    near = ds.near_copies()  # now: reading every image before training grew its peak memory
+    if near:
+        copies = {**copies, "near": near}
+        summary = ds.summary(copies)
+        config = json.loads((out / CONFIG).read_text())
+        write_json(out / CONFIG, {**config, "dataset": summary})
     write_json(out / "metrics.json", metrics)
     write_text(out / "classification_report.txt", metrics.pop("report_text"))
     reporting.plot_curves(history, out / "curves.png")

@@ -293,15 +293,17 @@ def test_byte_identical_copies_across_classes_and_into_the_test_split_are_said(t
     assert found["test_seen"] == sum(paths[i].read_bytes() in seen for i in ds.test.index)
     assert found["test_seen"] > 0
     said = duplicate_warnings(found, len(ds.test))
-    assert len(said) == 3 and "contradict" in said[0] and f"of {len(ds.test)} test images" in said[1]
-    assert "near copies" in said[2]  # bars a pixel apart: near copies beyond the byte-identical ones
+    assert len(said) == 2 and "contradict" in said[0] and f"of {len(ds.test)} test images" in said[1]
+    near = ds.near_copies()  # bars a pixel apart: near copies beyond the byte-identical ones
+    assert "near copies" in duplicate_warnings({**found, "near": near}, len(ds.test))[2]
     res = cli("train", "--data", tmp_path / "f", "--out", tmp_path / "run", "--epochs", "1", "--param", "filters=4",
               "--param", "dense_units=8")
     assert res.exit_code == 0, res.output
     assert "byte-identical copy in another class" in res.output and "test figures count them" in res.output
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"]["duplicates"] == found
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"]["duplicates"] == \
+        {**found, "near": near}
     write_folder(tmp_path / "clean", n=6)
-    assert set(load_dataset(DataConfig(source=str(tmp_path / "clean"))).duplicates()) <= {"near"}  # no exact
+    assert load_dataset(DataConfig(source=str(tmp_path / "clean"))).duplicates() == {}
     from edgecnn.data.duplicates import field_warning  # bench --data FIELD: a field set of the run's own photos
 
     new = tmp_path / "new.png"
@@ -344,7 +346,7 @@ def test_near_copies_of_training_photos_in_the_test_split_are_said(tmp_path):
     copied = {k: ("scaled", "resaved", "brighter")[k % 3] for k in range(0, 24, 2)}
     _tiles(tmp_path / "f", copied)
     ds = load_dataset(DataConfig(source=str(tmp_path / "f"), image_size=(32, 32), seed=0))
-    found = ds.duplicates()["near"]
+    found = ds.near_copies()
     paths = ds.train.raw.paths
     stem = [p.relative_to(tmp_path / "f").as_posix().split("_")[0].removesuffix(".jpg") for p in paths]
     held = {stem[i] for i in np.concatenate([ds.train.index, ds.val.index])}
@@ -355,8 +357,8 @@ def test_near_copies_of_training_photos_in_the_test_split_are_said(tmp_path):
     pair = found["examples"][0].split(" (")[0].split(" ~ ")
     assert pair[0].split("_")[0].removesuffix(".jpg") == pair[1].split("_")[0].removesuffix(".jpg")
     _tiles(tmp_path / "plain", {})
-    assert load_dataset(DataConfig(source=str(tmp_path / "plain"), image_size=(32, 32))).duplicates() == {}
-    assert load_dataset(DataConfig(seed=0)).duplicates() == {}  # 1,797 digits by 43 writers: alike, not copies
+    assert load_dataset(DataConfig(source=str(tmp_path / "plain"), image_size=(32, 32))).near_copies() == {}
+    assert load_dataset(DataConfig(seed=0)).near_copies() == {}  # 1,797 digits by 43 writers: alike, not copies
     blank = Prints(np.full((4, 16, 16), 0.5, np.float32) + np.arange(4, dtype=np.float32)[:, None, None] / 10)
     assert nearest(blank, blank)[0].tolist() == [-1] * 4  # flat: nobody's near copy, not even its own
     res = cli("train", "--data", tmp_path / "f", "--image-size", "32", "32", "--out", tmp_path / "run",
@@ -376,10 +378,10 @@ def test_near_copies_are_not_looked_for_where_reading_the_photos_again_would_cos
 
     monkeypatch.setenv("EDGECNN_CACHE", "off")
     _tiles(tmp_path / "f", {0: "resaved"})
-    found = load_dataset(DataConfig(source=str(tmp_path / "f"), image_size=(16, 16))).duplicates()
+    found = {"near": load_dataset(DataConfig(source=str(tmp_path / "f"), image_size=(16, 16))).near_copies()}
     assert found == {"near": {"skipped": "near copies not looked for: the photos are not cached (EDGECNN_CACHE=off)"}}
     big = load_dataset(DataConfig(source=str(tmp_path / "f"), image_size=(64, 64)))  # not worth caching: read
-    assert "skipped" not in big.duplicates().get("near", {})
+    assert "skipped" not in big.near_copies()
     from edgecnn.report import _run_section  # the report says what was not looked for
 
     skipped = {"train": 1, "val": 1, "test": 1, "input_shape": [16, 16, 3], "classes": 2, "duplicates": found}
@@ -401,10 +403,10 @@ def test_group_by_keeps_near_copies_and_sessions_in_one_split(tmp_path):
     copied = {k: ("scaled", "resaved", "brighter")[k % 3] for k in range(0, 24, 2)}
     _tiles(tmp_path / "f", copied)
     plain = load_dataset(DataConfig(source=str(tmp_path / "f"), image_size=(32, 32), seed=0))
-    assert plain.duplicates()["near"]["near"] > 0
+    assert plain.near_copies()["near"] > 0
     ds = load_dataset(DataConfig(source=str(tmp_path / "f"), image_size=(32, 32), seed=0, group_by="near"))
     assert ds.grouping == {"by": "near", "groups": 24, "images": 48, "largest": 2}
-    assert "near" not in ds.duplicates()  # no test image has a near copy left in training or validation
+    assert ds.near_copies() == {}  # no test image has a near copy left in training or validation
     side = {}  # tile -> the splits holding it or its copy
     for name, split in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
         for i in split.index:
