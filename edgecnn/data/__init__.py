@@ -279,8 +279,10 @@ def _split_grouped(idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fraction:
                 left[c] -= n
             out.append(m)
     if not out:
+        sizes = np.bincount(groups)
         raise DataError(f"no group of images fits a {what} split of {fraction} of {len(y)} images without taking a "
-                        f"class's every image: add images or groups, or --group-by none")
+                        f"class's every image ({len(sizes)} groups, the largest of {sizes.max()} images): add images "
+                        f"or groups, or --group-by none")
     out = np.sort(np.concatenate(out))
     keep = np.setdiff1d(np.arange(len(y)), out)
     return idx[keep], y[keep], idx[out], y[out]
