@@ -152,12 +152,12 @@ class Dataset:
     def duplicates(self) -> dict:
         """Byte-identical image files across classes and splits (data/duplicates.py: `find`), or {} (none, or not
         one image folder split three ways)."""
-        raw = self.train.raw
-        if not isinstance(raw, ImageFiles) or self.val.raw is not raw or self.test.raw is not raw:
+        if not self._one_folder:
             return {}
         from edgecnn.data.duplicates import find
 
-        return find(raw.paths, {"train": self.train, "val": self.val, "test": self.test}, self.origin.get("path"))
+        return find(self.train.raw.paths, {"train": self.train, "val": self.val, "test": self.test},
+                    self.origin.get("path"))
 
     def near_copies(self) -> dict:
         """Test images that are near copies of training or validation images (data/near_copies.py: `find`) for
@@ -167,31 +167,34 @@ class Dataset:
         96x96 PNGs)."""
         from edgecnn.data import near_copies
 
-        why = self._costly_to_read()
+        why = self._not_cached()
         if why:
-            return {"skipped": why}
-        raw = self.train.raw
-        folder = isinstance(raw, ImageFiles) and self.val.raw is raw and self.test.raw is raw
+            return {"skipped": f"near copies not looked for: the photos are not cached ({why})"}
         found = near_copies.find(self.test, {"train": self.train, "val": self.val},
-                                 self._image_name if folder else None)
+                                 self._image_name if self._one_folder else None)
         return found if found["near"] else {}
+
+    @property
+    def _one_folder(self) -> bool:
+        """One image folder split three ways."""
+        raw = self.train.raw
+        return isinstance(raw, ImageFiles) and self.val.raw is raw and self.test.raw is raw
 
     def _image_name(self, split: str, i: int) -> str:
         from edgecnn.data.duplicates import _name
 
         return _name(self.train.raw.paths, int(getattr(self, split).index[i]), self.origin.get("path"))
 
-    def _costly_to_read(self) -> str:
-        """Why reading every image again would cost as much as an epoch of decoding photos, or "": an image folder
-        whose photos would pay to cache but are not cached."""
-        raws = {id(s.raw): s.raw for s in (self.train, self.val, self.test)}.values()
-        for raw in raws:
-            if isinstance(raw, ImageFiles):
-                from edgecnn.data.cache import worth_caching
+    def _not_cached(self) -> str:
+        """Why an image folder's photos, which would pay to cache (data/cache.py: `worth_caching`), are not
+        cached, or "" (cached, not worth it, or not a folder)."""
+        raw = self.train.raw
+        if not isinstance(raw, ImageFiles):
+            return ""
+        from edgecnn.data.cache import worth_caching
 
-                if worth_caching(raw.sizes, self.preprocessing) and raw.cache(self.preprocessing)[0] is None:
-                    return f"near copies not looked for: the photos are not cached ({raw.cache(self.preprocessing)[1]})"
-        return ""
+        cache, why = raw.cache(self.preprocessing)
+        return why if cache is None and worth_caching(raw.sizes, self.preprocessing) else ""
 
     def cache_line(self) -> str:
         """Where an image folder's preprocessed images are cached (data/cache.py), or why they are not when
@@ -199,12 +202,11 @@ class Dataset:
         raw = self.train.raw
         if not isinstance(raw, ImageFiles):
             return ""
-        cache, why = raw.cache(self.preprocessing)
+        cache, _ = raw.cache(self.preprocessing)
         if cache is not None:
             return f"{cache.filled()} of {cache.n} images cached as float32 in {cache.path}"
-        from edgecnn.data.cache import worth_caching
-
-        return f"not cached: {why}" if worth_caching(raw.sizes, self.preprocessing) else ""
+        why = self._not_cached()
+        return f"not cached: {why}" if why else ""
 
     def split_fingerprint(self) -> str:
         """The first 16 hex digits of a SHA-256 over which source images each split holds (their positions), in

@@ -64,22 +64,18 @@ def near_groups(prints) -> np.ndarray:
     return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
-def _identity(raw) -> Optional[str]:
-    """What decides a source's pixels, for the memo key: its files (paths, sizes, times), an .npz's path, size and
-    time, or an in-memory array's bytes; None when unknown."""
+def _identity(raw, prep: dict) -> Optional[str]:
+    """What decides a source's pixels, for the memo key: an image folder's image-cache key (its files' paths, sizes
+    and times, the preprocessing, the script, Pillow's and NumPy's versions), an .npz's path, size and time, or an
+    in-memory array's bytes; None when unknown."""
+    import os
+
+    from edgecnn.data.cache import cache_key
     from edgecnn.data.split import ImageFiles, NpzArray
 
     if isinstance(raw, ImageFiles):
-        import os
-
-        h = hashlib.sha256()
-        for p in raw.paths:
-            st = os.stat(p)
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
+        return cache_key(raw.paths, prep)
     if isinstance(raw, NpzArray):
-        import os
-
         st = os.stat(raw.path)
         return f"npz|{Path(raw.path).resolve()}|{raw.key}|{st.st_size}|{st.st_mtime_ns}"
     if isinstance(raw, np.ndarray):
@@ -92,7 +88,7 @@ def _memo_path(raw, prep: dict, n: int) -> Optional[Path]:
     from edgecnn.data.cache import cache_dir
     from edgecnn.script import edgecnn_infer
 
-    folder, identity = cache_dir(), _identity(raw)
+    folder, identity = cache_dir(), _identity(raw, prep)
     if folder is None or identity is None:
         return None
     h = hashlib.sha256(json.dumps({"prep": prep, "n": n, "top": TOP, "id": identity}, sort_keys=True).encode())
